@@ -1,0 +1,42 @@
+# The two commands of the quick start are `make demo` and `make test`; both install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DURATION ?=
+BENCH_DURATION ?= 5
+
+.PHONY: install test demo bench lint typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/edgeloop demo $(if $(DURATION),--duration $(DURATION))
+
+bench: $(STAMP)
+	mkdir -p bench/results
+	$(BIN)/python bench/world_bench.py --duration $(BENCH_DURATION) --json bench/results/world_bench.json
+
+lint: $(STAMP) typecheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow the package-dir mapping (edgeloop -> runtime/, edgeloop.drivers ->
+# drivers/), so it checks a tree of symlinks laid out as the installed package.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/edgeloop
+	for f in runtime/*; do ln -s ../../../$$f build/typecheck/edgeloop/; done
+	ln -s ../../../drivers build/typecheck/edgeloop/drivers
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p edgeloop
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

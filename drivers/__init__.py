@@ -1,0 +1,1 @@
+"""Field-bus drivers: one module per bus, each with its simulator."""

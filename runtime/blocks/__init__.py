@@ -1,0 +1,1 @@
+"""Control blocks: reusable control algorithms as components plus the systems that run them."""

@@ -1,0 +1,1 @@
+"""Running an App against the wall clock."""

@@ -1,0 +1,183 @@
+"""Schedules, system sets and the order systems run in.
+
+A schedule runs its sets in a declared order and, inside a set, its systems in the order
+they were added. Order is never implied by imports: ``configure_sets`` chains sets, and a
+plugin can slot its own set between two existing ones by chaining it with both.
+Commands are applied after each set.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgeloop.messages import MessageReader
+    from edgeloop.world import World
+
+System = Callable[["World"], None]
+Condition = Callable[["World"], bool]
+
+
+class ScheduleLabel(Enum):
+    STARTUP = "Startup"
+    FIXED_UPDATE = "FixedUpdate"
+    UPDATE = "Update"
+    SHUTDOWN = "Shutdown"
+
+
+Startup = ScheduleLabel.STARTUP
+FixedUpdate = ScheduleLabel.FIXED_UPDATE
+Update = ScheduleLabel.UPDATE
+Shutdown = ScheduleLabel.SHUTDOWN
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSet:
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Main = SystemSet("Main")  # the single default set of Startup and Shutdown
+SensorInput = SystemSet("SensorInput")
+DataProcessing = SystemSet("DataProcessing")
+ControlLogic = SystemSet("ControlLogic")
+ActuatorOutput = SystemSet("ActuatorOutput")
+WebUIUpdates = SystemSet("WebUIUpdates")
+DataLogging = SystemSet("DataLogging")
+HealthMonitoring = SystemSet("HealthMonitoring")
+
+
+class SystemEntry:
+    """A system as scheduled: its function, set, run conditions and change-tick cursor."""
+
+    __slots__ = ("conditions", "failing", "fn", "last_run", "name", "readers", "schedule", "set")
+
+    def __init__(
+        self,
+        fn: System,
+        schedule: ScheduleLabel,
+        set_: SystemSet,
+        conditions: Sequence[Condition],
+    ) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__qualname__", repr(fn))
+        self.schedule = schedule
+        self.set = set_
+        self.conditions = tuple(conditions)
+        self.last_run = 0
+        self.readers: dict[type, MessageReader[Any]] = {}
+        self.failing = False
+
+    @property
+    def where(self) -> str:
+        """``"name in Schedule/Set"``, how errors and alarms name a system."""
+        return f"{self.name} in {self.schedule.value}/{self.set}"
+
+    def __repr__(self) -> str:
+        return f"<system {self.where}>"
+
+
+class FaultHandler(Protocol):
+    """What the schedule calls when a system raises, and when a failing one succeeds."""
+
+    def failed(self, system: SystemEntry, error: Exception) -> None: ...
+
+    def recovered(self, system: SystemEntry) -> None: ...
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+class Schedule:
+    def __init__(self, label: ScheduleLabel) -> None:
+        self.label = label
+        self._sets: list[SystemSet] = []
+        self._after: dict[SystemSet, set[SystemSet]] = {}
+        self._conditions: dict[SystemSet, list[Condition]] = {}
+        self._systems: dict[SystemSet, list[SystemEntry]] = {}
+        self._order: list[SystemSet] | None = None
+
+    def configure_sets(self, *sets: SystemSet, run_if: Sequence[Condition] = ()) -> None:
+        """Declare sets; consecutive ones are chained (each runs after the one before)."""
+        for set_ in sets:
+            if set_ not in self._after:
+                self._sets.append(set_)
+                self._after[set_] = set()
+                self._systems[set_] = []
+                self._conditions[set_] = []
+            self._conditions[set_].extend(run_if)
+        for earlier, later in itertools.pairwise(sets):
+            self._after[later].add(earlier)
+        self._order = None
+        self.order()
+
+    def add_system(self, system: SystemEntry) -> None:
+        if system.set not in self._systems:
+            known = ", ".join(map(str, self._sets)) or "none"
+            raise ScheduleError(
+                f"{system.name}: set {system.set} is not configured in {self.label.value} "
+                f"(known: {known}); declare it with app.configure_sets(...)"
+            )
+        self._systems[system.set].append(system)
+
+    def systems(self) -> list[SystemEntry]:
+        return [s for set_ in self.order() for s in self._systems[set_]]
+
+    def order(self) -> list[SystemSet]:
+        """Sets in run order: a topological sort, ties broken by declaration order."""
+        if self._order is None:
+            rank = {s: i for i, s in enumerate(self._sets)}
+            waiting = {s: set(after) for s, after in self._after.items()}
+            ready = [(rank[s], s.name) for s, after in waiting.items() if not after]
+            heapq.heapify(ready)
+            by_name = {s.name: s for s in self._sets}
+            order: list[SystemSet] = []
+            while ready:
+                done = by_name[heapq.heappop(ready)[1]]
+                order.append(done)
+                for s, after in waiting.items():
+                    if done in after:
+                        after.discard(done)
+                        if not after:
+                            heapq.heappush(ready, (rank[s], s.name))
+            if len(order) != len(self._sets):
+                stuck = ", ".join(s.name for s in self._sets if s not in order)
+                raise ScheduleError(f"{self.label.value}: set order has a cycle among {stuck}")
+            self._order = order
+        return self._order
+
+    def run(self, world: World, faults: FaultHandler) -> None:
+        commands = world.commands
+        for set_ in self.order():
+            systems = self._systems[set_]
+            if not systems or not all(cond(world) for cond in self._conditions[set_]):
+                continue
+            for system in systems:
+                if system.conditions and not all(cond(world) for cond in system.conditions):
+                    continue
+                mark = len(commands)
+                world.change_tick += 1
+                this_run = world.change_tick
+                world.system = system
+                try:
+                    system.fn(world)
+                except Exception as error:
+                    # Its commands are dropped and last_run is kept, so the next run sees
+                    # again the changes this failed run did not get through.
+                    commands.discard_from(mark)
+                    world.system = None
+                    faults.failed(system, error)
+                    continue
+                world.system = None
+                system.last_run = this_run
+                if system.failing:
+                    faults.recovered(system)
+            commands.apply()

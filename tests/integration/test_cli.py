@@ -1,0 +1,115 @@
+"""The ``edgeloop`` command, run as a user runs it: a subprocess with real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeloop import __version__
+from tests.conftest import REPO
+
+EDGELOOP = [sys.executable, "-m", "edgeloop.cli"]
+CONFIG_FILES = sorted((REPO / "config").rglob("*.yaml"))
+
+
+def edgeloop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EDGELOOP, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_version() -> None:
+    result = edgeloop("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"edgeloop {__version__}"
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_example_config_is_valid(path: Path) -> None:
+    result = edgeloop("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def test_example_configs_exist() -> None:
+    assert REPO / "config" / "demo.yaml" in CONFIG_FILES
+
+
+def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "runtime:\n"
+        "  rate_hz: 0\n"
+        "  on_system_eror: skip\n"
+        "tank_plant:\n"
+        "  tanks:\n"
+        "    - name: t1\n"
+        "      pid: {kpp: 1.0}\n"
+        "tank_plnt: {}\n"
+    )
+    result = edgeloop("check-config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:2:12: runtime.rate_hz: 0 must be greater than 0",
+        f"{config}:3:3: runtime.on_system_eror: unknown key 'on_system_eror' "
+        "(did you mean 'on_system_error'?)",
+        f"{config}:7:13: tank_plant.tanks[0].pid.kpp: unknown key 'kpp' (did you mean 'kp'?)",
+        f"{config}:8:1: tank_plnt: unknown section 'tank_plnt' (did you mean 'tank_plant'?)",
+    ]
+
+
+def test_run_with_a_bad_config_exits_2_naming_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("runtime:\n  rate_hz: -5\n")
+    result = edgeloop("run", "-c", str(config))
+    assert result.returncode == 2
+    assert f"{config}:2:12: runtime.rate_hz" in result.stderr
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, deadline_s: float) -> list[str]:
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    lines: list[str] = []
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line:
+            lines.append(line)
+            if needle in line:
+                return lines
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.01)  # polling a pipe; the deadline, not this, bounds the wait
+    pytest.fail(f"{needle!r} not seen within {deadline_s}s; got: {''.join(lines)}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int) -> None:
+    proc = subprocess.Popen(
+        [*EDGELOOP, "run", "-c", str(REPO / "config" / "demo.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_line(proc, "running", 30)
+        proc.send_signal(signum)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "shutdown schedule ran: 1 system(s), 0 failed" in rest
+    assert "stopped after" in rest
+
+
+def test_demo_runs_for_its_duration_and_reports_the_plant() -> None:
+    result = edgeloop("demo", "--duration", "1.2", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "tank1: level" in result.stderr
+    assert "stopped after 120 ticks" in result.stderr
