@@ -344,7 +344,7 @@ def time_changed_query(entities: int, budget_s: float) -> ScanResult:
     return ScanResult(
         changed_query_us=median_us(probe.changed_s),
         full_scan_us=median_us(probe.full_s),
-        changed_rows=statistics.median(probe.changed_rows),
+        changed_rows=float(statistics.median(probe.changed_rows)),
         calls=len(probe.changed_s),
     )
 
@@ -495,7 +495,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{row['entities']:>8}  {row['us_per_tick']:>9.1f}  {row['ticks_per_s']:>8.1f}  "
             f"{load:>10.0%}  {row['changed_query_us']:>11.2f}  {row['full_scan_us']:>12.1f}  "
-            f"{ratio:>5.0f}x"
+            f"{ratio:>5.1f}x"
         )
     plain = result["plain_slot_write_ns"]
     factor = f" ({result['field_write_ns'] / plain:.0f}x)" if plain > 0 else ""

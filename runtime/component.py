@@ -132,7 +132,7 @@ def _make_init(cls: type, fields: tuple[str, ...], defaults: dict[str, Any]) -> 
     env: dict[str, Any] = {f"__d_{k}": v for k, v in defaults.items()}
     env["__set"] = _set_slot
     local: dict[str, Any] = {}
-    exec(src, env, local)
+    exec(src, env, local)  # the source is built from field identifiers only
     init: Callable[..., None] = local["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init

@@ -31,8 +31,9 @@ from edgeloop.world import World
 
 PUMP_SAFE_SPEED = 0.0
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+# strict: YAML reads "yes" as true, which lax pydantic would turn into 1.0
+Positive = Annotated[float, Field(gt=0, strict=True)]
+NonNegative = Annotated[float, Field(ge=0, strict=True)]
 
 
 class PidGains(Section):
@@ -42,7 +43,7 @@ class PidGains(Section):
 
 
 class Disturbance(Section):
-    amplitude: Annotated[float, Field(ge=0, le=1)] = 0.3
+    amplitude: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.3
     period_s: Positive = 60.0
 
 
