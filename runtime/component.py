@@ -9,9 +9,10 @@ A component is declared like a dataclass::
 Why a write-through setter instead of an explicit ``world.mark_changed``: a control
 engineer writes ``pump.speed = out`` and expects the Modbus driver to see it. A forgotten
 mark would silently freeze an actuator, so assignment itself marks the change, and only
-when the value differs (``pump.speed = pump.speed`` is not a change). That costs one
-Python-level call per field write (measured in ``bench/world_bench.py``); reads are plain
-slot reads.
+when the value differs by ``!=`` (``pump.speed = pump.speed`` is not a change; a NaN
+differs from itself, so writing NaN always marks). That costs one Python-level call per
+field write, ~250 ns against ~6 ns for a plain slot (``bench/world_bench.py``); reads
+are plain slot reads.
 
 The one way to change a value without assigning a field is to mutate a container in place,
 so component fields are restricted to immutable *state types* (see ``STATE_TYPES``): there

@@ -180,4 +180,7 @@ class Schedule:
                 system.last_run = this_run
                 if system.failing:
                     faults.recovered(system)
+            # Whatever is stamped next (commands, io between ticks, tests) must be newer
+            # than the last_run of every system that has finished.
+            world.change_tick += 1
             commands.apply()

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloop import App, ControlLogic, FixedUpdate, QueryError, SensorInput, World
+from edgeloop import (
+    ActuatorOutput,
+    App,
+    ControlLogic,
+    FixedUpdate,
+    QueryError,
+    SensorInput,
+    World,
+)
 from edgeloop.world import Storage
 from tests.conftest import Frozen, Position, Velocity
 
@@ -39,6 +47,36 @@ def test_a_system_sees_each_change_once() -> None:
     app.run_for(6)
     # Tick 1 sees both as new (added counts as changed); then only real writes.
     assert seen == [[a, b], [], [a], [], [a, b], []]
+
+
+def test_a_write_between_ticks_is_seen_by_the_last_system_of_the_tick() -> None:
+    app = App()
+    e = app.world.spawn(Position())
+    seen: list[int] = []
+
+    def last(world: World) -> None:
+        seen.append(len(world.query(Position, changed=(Position,))))
+
+    app.add_systems(FixedUpdate, last, in_set=ActuatorOutput)
+    app.run_for(1)
+    app.world.get(e, Position).x = 5.0  # as the io side or a test would, outside systems
+    app.run_for(1)
+    assert seen == [1, 1]
+
+
+def test_entities_spawned_earlier_in_a_set_are_added_for_its_last_system() -> None:
+    app = App()
+    seen: list[int] = []
+
+    def spawner(world: World) -> None:
+        world.commands.spawn(Position())
+
+    def watcher(world: World) -> None:
+        seen.append(len(world.query(Position, added=(Position,))))
+
+    app.add_systems(FixedUpdate, spawner, watcher, in_set=SensorInput)
+    app.run_for(3)
+    assert seen == [0, 1, 1]
 
 
 def test_added_filter_reports_inserts_not_writes() -> None:
