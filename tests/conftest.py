@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
-from edgeloop import App, Component
+from edgeloop import Component
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,15 @@ class Frozen(Component):
     pass
 
 
-@pytest.fixture
-def app() -> App:
-    return App(rate_hz=100)
+def output_of_another_process(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter with its own string-hash seed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        timeout=120,
+    )
+    return result.stdout.strip()

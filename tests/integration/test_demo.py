@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib.resources import as_file, files
 
 from edgeloop import App
@@ -11,7 +9,7 @@ from edgeloop.blocks.pid import Pid
 from edgeloop.config import load_config
 from edgeloop.names import Name
 from edgeloop.sim.plant import Pump, TankLevel
-from tests.conftest import REPO
+from tests.conftest import output_of_another_process
 
 TICKS = 1000
 
@@ -38,15 +36,7 @@ def test_two_demo_runs_have_identical_state_at_every_tick() -> None:
 
 def test_demo_state_hashes_match_in_another_process() -> None:
     code = "from tests.integration.test_demo import demo_hashes; print(demo_hashes()[-1])"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    assert out.stdout.strip() == demo_hashes()[-1]
+    assert output_of_another_process(code) == demo_hashes()[-1]
 
 
 def test_demo_pids_bring_every_tank_to_its_setpoint() -> None:

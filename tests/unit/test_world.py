@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from edgeloop import ComponentNotFoundError, EntityNotFoundError, ResourceNotFoundError, World
 from edgeloop.entity import entity_str
-from tests.conftest import REPO, Position, Velocity
+from tests.conftest import Position, Velocity, output_of_another_process
 
 
 def test_spawn_get_insert_remove_despawn() -> None:
@@ -93,13 +90,4 @@ def test_state_hash_covers_entity_identity() -> None:
 
 def test_state_hash_is_the_same_in_another_process() -> None:
     code = "from tests.unit.test_world import _build_world; print(_build_world().state_hash())"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONHASHSEED": "12345"},
-        timeout=60,
-    )
-    assert out.stdout.strip() == _build_world().state_hash()
+    assert output_of_another_process(code) == _build_world().state_hash()
