@@ -16,6 +16,7 @@ from edgeloop.alarms import Alarms, Severity
 from edgeloop.clock import Time
 from edgeloop.conditions import on_timer
 from edgeloop.config import installed_sections
+from edgeloop.logs import every_power_of_ten
 from edgeloop.schedule import (
     ActuatorOutput,
     Condition,
@@ -206,13 +207,6 @@ class App:
             raise
 
 
-def _should_log(count: int) -> bool:
-    """1st, 10th, 100th, ... occurrence: a system failing every tick stays readable."""
-    while count % 10 == 0:
-        count //= 10
-    return count == 1
-
-
 class _FaultPolicy:
     """Applies the App's ``on_system_error`` policy and keeps the alarm per system."""
 
@@ -232,7 +226,7 @@ class _FaultPolicy:
                 "system failed, stopping (on_system_error: stop): %s", text, exc_info=error
             )
             raise SystemFailure(system, error) from error
-        if _should_log(count):
+        if every_power_of_ten(count):
             log.error(
                 "system failed %d time(s), skipped (on_system_error: skip): %s",
                 count,

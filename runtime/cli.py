@@ -13,12 +13,10 @@ from types import FrameType
 
 from edgeloop import __version__
 from edgeloop.app import App, SystemFailure
-from edgeloop.config import ConfigError, load_config
+from edgeloop.config import Config, ConfigError, load_config
 from edgeloop.logs import setup_logging
 from edgeloop.realtime.control_loop import ControlLoop
-from edgeloop.schedule import DataLogging, Update
-from edgeloop.sim.plant import status_line
-from edgeloop.world import World
+from edgeloop.realtime.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,13 +45,25 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the runtime from a config file")
     run.add_argument("-c", "--config", type=Path, default=Path("/etc/edgeloop/config.yaml"))
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    _add_run_options(run)
     run.set_defaults(command=_run)
 
     demo = commands.add_parser("demo", help="run the demo plant (no hardware needed)")
-    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    _add_run_options(demo)
     demo.set_defaults(command=_demo)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help="run the control loop in this process, without supervisor or io process "
+        "(development and debugging)",
+    )
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    # Load for benchmarks: synthetic records per second from the io process.
+    parser.add_argument("--synthetic-io", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -71,16 +81,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    return _run_config(args.config, args.duration)
+    return _run_config(args.config, args)
 
 
 def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     with as_file(files("edgeloop.examples") / "demo.yaml") as path:
-        return _run_config(path, args.duration, demo=True)
+        return _run_config(path, args)
 
 
-def _run_config(path: Path, duration: float | None, demo: bool = False) -> int:
+def _run_config(path: Path, args: argparse.Namespace) -> int:
     try:
         config = load_config(path)
     except ConfigError as error:
@@ -89,9 +99,20 @@ def _run_config(path: Path, duration: float | None, demo: bool = False) -> int:
         return EXIT_BAD_CONFIG
     for warning in config.warnings:
         log.warning("%s", warning)
+    if not args.single_process:
+        log.info("%s: starting %s (%s)", config.runtime.name, path, _plugins(config))
+        io_args = ("--synthetic-records-per-s", str(args.synthetic_io)) if args.synthetic_io else ()
+        supervisor = Supervisor(path, config, log_level=args.log_level, io_args=io_args)
+        return supervisor.run(args.duration)
+    return _run_single_process(config, path, args.duration)
+
+
+def _plugins(config: Config) -> str:
+    return ", ".join(config.sections) or "no plugins"
+
+
+def _run_single_process(config: Config, path: Path, duration: float | None) -> int:
     app = App.from_config(config)
-    if demo:
-        app.add_systems(Update, _log_plant_status, in_set=DataLogging)
     loop = ControlLoop(app)
     max_ticks = None if duration is None else round(duration * app.time.rate_hz)
 
@@ -101,13 +122,7 @@ def _run_config(path: Path, duration: float | None, demo: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info(
-        "%s: running %s at %g Hz (%s)",
-        app.name,
-        path,
-        app.time.rate_hz,
-        ", ".join(config.sections) or "no plugins",
-    )
+    log.info("%s: running %s at %g Hz (%s)", app.name, path, app.time.rate_hz, _plugins(config))
     try:
         loop.run(max_ticks)
     except SystemFailure as failure:
@@ -115,12 +130,10 @@ def _run_config(path: Path, duration: float | None, demo: bool = False) -> int:
         return EXIT_FAILED
     finally:
         loop.close()
-    log.info("%s: stopped after %d ticks, %d overruns", app.name, app.time.tick, loop.overruns)
+    log.info(
+        "%s: stopped after %d ticks, %d overruns", app.name, app.time.tick, loop.stats.overruns
+    )
     return EXIT_OK
-
-
-def _log_plant_status(world: World) -> None:
-    log.info("%s", status_line(world))
 
 
 if __name__ == "__main__":

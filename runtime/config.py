@@ -84,6 +84,16 @@ class RuntimeConfig(Section):
     # stop: run Shutdown (actuators to safe values) and stop the App
     # skip: skip the failing system for this pass, raise an alarm, keep running
     on_system_error: Literal["stop", "skip"] = "stop"
+    # the real-time runner (docs/config.md explains each, and what to do when refused)
+    cpu: Annotated[int, Field(ge=0, le=1023, strict=True)] | Literal["auto"] | None = "auto"
+    rt_priority: Annotated[int, Field(ge=0, le=99, strict=True)] = 50
+    lock_memory: Annotated[bool, Field(strict=True)] = True
+    gc: Literal["freeze", "normal"] = "freeze"
+    spin_us: Annotated[int, Field(ge=0, le=5000, strict=True)] = 200
+    overrun_policy: Literal["warn", "skip", "safe_stop"] = "warn"
+    update_budget_ms: Annotated[float, Field(ge=0, le=1000, strict=True)] = 1.0
+    control_timeout_s: Annotated[float, Field(gt=0, le=60, strict=True)] = 2.0
+    io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ class _JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
 
 
+def every_power_of_ten(count: int) -> bool:
+    """True for the 1st, 10th, 100th, ... occurrence: a fault repeating every tick stays
+    visible without flooding the journal."""
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr; with journald on the other end, as ``<priority>`` prefixed lines."""
     handler = logging.StreamHandler(sys.stderr)

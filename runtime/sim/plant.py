@@ -7,6 +7,7 @@ swings sinusoidally. Config section ``tank_plant``; the demo uses it.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated
 
@@ -16,18 +17,23 @@ from edgeloop.app import App
 from edgeloop.blocks.pid import Pid, run_pid
 from edgeloop.clock import Time
 from edgeloop.component import Component
+from edgeloop.conditions import on_timer
 from edgeloop.config import ConfigSection, Section
 from edgeloop.names import Name
 from edgeloop.schedule import (
     ActuatorOutput,
     ControlLogic,
+    DataLogging,
     DataProcessing,
     FixedUpdate,
     SensorInput,
     Shutdown,
     Startup,
+    Update,
 )
 from edgeloop.world import World
+
+log = logging.getLogger("edgeloop.plant")
 
 PUMP_SAFE_SPEED = 0.0
 
@@ -68,6 +74,7 @@ class TankConfig(Section):
 
 class TankPlantConfig(Section):
     tanks: Annotated[list[TankConfig], Field(min_length=1)]
+    log_every_s: Annotated[float, Field(ge=0, strict=True)] = 0.0  # 0: don't log the plant
 
     @field_validator("tanks")
     @classmethod
@@ -109,6 +116,13 @@ class TankPlantPlugin:
         app.add_systems(FixedUpdate, run_pid, in_set=ControlLogic)
         app.add_systems(FixedUpdate, pid_to_pump, in_set=ActuatorOutput)
         app.add_systems(Shutdown, pumps_to_safe_speed)
+        if self.config.log_every_s > 0:
+            app.add_systems(
+                Update,
+                log_plant_status,
+                in_set=DataLogging,
+                run_if=on_timer(self.config.log_every_s),
+            )
 
     def spawn_tanks(self, world: World) -> None:
         for tank in self.config.tanks:
@@ -157,6 +171,11 @@ def pumps_to_safe_speed(world: World) -> None:
     """Shutdown: a stopped runtime leaves no pump running."""
     for pump in world.query(Pump):
         pump.speed = PUMP_SAFE_SPEED
+
+
+def log_plant_status(world: World) -> None:
+    """DataLogging: the plant's state on the console, for the demo and commissioning."""
+    log.info("%s", status_line(world))
 
 
 def status_line(world: World) -> str:

@@ -98,7 +98,7 @@ def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int) -> None:
         text=True,
     )
     try:
-        _wait_for_line(proc, "running", 30)
+        _wait_for_line(proc, "ready", 30)
         proc.send_signal(signum)
         _, rest = proc.communicate(timeout=30)
     finally:
@@ -108,8 +108,17 @@ def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int) -> None:
     assert "stopped after" in rest
 
 
-def test_demo_runs_for_its_duration_and_reports_the_plant() -> None:
-    result = edgeloop("demo", "--duration", "1.2", timeout=60)
+def test_demo_runs_supervised_for_its_duration_and_reports_the_plant() -> None:
+    # Long enough for the 1 s plant log even when start-up is slow on a loaded machine.
+    result = edgeloop("demo", "--duration", "4", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "tank1: level" in result.stderr
+    assert "control loop stopped after" in result.stderr
+    assert "io process stopped" in result.stderr
+
+
+def test_single_process_demo_runs_exactly_its_duration_in_ticks() -> None:
+    result = edgeloop("demo", "--single-process", "--duration", "1.2", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "tank1: level" in result.stderr
     assert "stopped after 120 ticks" in result.stderr

@@ -1,0 +1,51 @@
+"""The command line the supervisor gives its children, written and read in one place."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeloop.realtime.rt_setup import CpuPlan
+
+
+def common_args(
+    config: Path, heartbeat_fd: int, io_fd: int, plan: CpuPlan, log_level: str
+) -> list[str]:
+    control = "none" if plan.control is None else str(plan.control)
+    return [
+        "--config",
+        str(config),
+        "--heartbeat-fd",
+        str(heartbeat_fd),
+        "--io-fd",
+        str(io_fd),
+        "--control-cpu",
+        control,
+        "--other-cpus",
+        ",".join(map(str, sorted(plan.others))),
+        "--log-level",
+        log_level,
+    ]
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--heartbeat-fd", type=int, required=True)
+    parser.add_argument("--io-fd", type=int, required=True)
+    parser.add_argument("--control-cpu", type=_optional_int, default=None)
+    parser.add_argument("--other-cpus", type=_int_list, default=[])
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def cpu_plan(args: argparse.Namespace) -> CpuPlan:
+    return CpuPlan(args.control_cpu, frozenset(args.other_cpus))
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text == "none" else int(text)
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]

@@ -1,0 +1,139 @@
+"""The io process: an asyncio loop (uvloop when installed) for everything that waits on I/O.
+
+Drivers, providers, the dashboard and the logger plug in here in later issues; it never
+holds World state, only turns wire bytes into records for the control process and back.
+Its heartbeat is advanced by a task of the event loop itself, so a blocked loop stops
+the heartbeat and the supervisor restarts the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+from edgeloop.config import load_config
+from edgeloop.logs import setup_logging
+from edgeloop.priority import Priority
+from edgeloop.realtime import child_args
+from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.ipc import Batch, Channel, Record
+from edgeloop.realtime.rt_setup import apply_io_settings, die_with_parent, set_process_name
+
+log = logging.getLogger("edgeloop.io")
+
+PROCESS_NAME = "edgeloop-io"
+BEAT_PERIOD_S = 0.05
+SYNTHETIC_TOPIC = "io.synthetic"
+SYNTHETIC_KEYS = 64  # distinct keys, so NORMAL conflation has something to do
+
+
+class IoService:
+    """The io side of the channel plus the event-loop heartbeat."""
+
+    def __init__(self, channel: Channel, heartbeats: Heartbeats) -> None:
+        self.channel = channel
+        self.heartbeats = heartbeats
+        self.stopped = asyncio.Event()
+        self.batches_from_control = 0
+
+    async def run(self, synthetic_per_s: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.channel.fileno(), self._readable)
+        tasks = [asyncio.create_task(self._beat())]
+        if synthetic_per_s > 0:
+            tasks.append(asyncio.create_task(self._synthetic(synthetic_per_s)))
+        try:
+            await self.stopped.wait()
+        finally:
+            loop.remove_reader(self.channel.fileno())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _readable(self) -> None:
+        for batch in self.channel.receive():
+            self.handle(batch)
+        if self.channel.closed:
+            log.info("control process closed the io channel; stopping")
+            self.stopped.set()
+
+    def handle(self, batch: Batch) -> None:
+        """Records from the control process; drivers and providers will route them."""
+        self.batches_from_control += 1
+
+    async def _beat(self) -> None:
+        slots = self.heartbeats.slots
+        while True:
+            slots[Slot.IO_BEATS] += 1
+            if len(self.channel.outbox):
+                self.channel.send(0, [])  # retry what the socket refused earlier
+            await asyncio.sleep(BEAT_PERIOD_S)
+
+    async def _synthetic(self, per_s: float) -> None:
+        """Telemetry-like records for benchmarks: the io side busy as real traffic makes it."""
+        interval = 0.01
+        per_burst = max(1, round(per_s * interval))
+        sent = 0
+        while True:
+            records = [
+                Record(SYNTHETIC_TOPIC, str((sent + i) % SYNTHETIC_KEYS), Priority.NORMAL, sent + i)
+                for i in range(per_burst)
+            ]
+            sent += per_burst
+            self.channel.send(0, records)
+            await asyncio.sleep(interval)
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional: faster where installed
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    set_process_name(PROCESS_NAME)
+    die_with_parent()
+    setup_logging(args.log_level)
+    load_config(args.config)  # drivers and providers will take their sections from it
+    heartbeats = Heartbeats(args.heartbeat_fd)
+    report = apply_io_settings(child_args.cpu_plan(args))
+    heartbeats[Slot.IO_DEGRADED] = len(report.degraded)
+    sock = socket.socket(fileno=args.io_fd)
+    sock.setblocking(False)
+    service = IoService(Channel(sock), heartbeats)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.stopped.set)
+        await service.run(args.synthetic_records_per_s)
+
+    factory = _event_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
+    # Stopping already: a late SIGTERM from the supervisor must not turn it into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        sock.close()
+    log.info("io process stopped")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = child_args.parser(PROCESS_NAME)
+    parser.add_argument("--synthetic-records-per-s", type=float, default=0.0)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The supervisor: the main PID. Starts the control and io processes, watches them, and
+speaks for the appliance to systemd.
+
+- READY=1 once the control loop ticks and the io process's event loop beats.
+- WATCHDOG=1 at half of WATCHDOG_USEC, and only while the control loop meets its
+  deadlines (its last tick ended within ``CONTROL_STALE_PERIODS`` periods) and the io
+  process answers (its heartbeat moved within ``IO_ANSWER_S``). A stalled loop stops the
+  pings at once, and systemd restarts the unit after ``WatchdogSec``.
+- A control process that dies, or stays stalled longer than
+  ``runtime.control_timeout_s``, ends the supervisor with exit status 1: the World is
+  gone or untrustworthy, and only a restart of the whole unit is safe. A stall shorter
+  than that (a debugger, a VM pause) is survived: the pings resume with the ticks.
+- An io process that dies or stops beating for ``runtime.io_timeout_s`` is killed and
+  restarted with a new channel, handed to the control process, which keeps ticking.
+- SIGTERM/SIGINT: STOPPING=1, stop control first (it runs Shutdown and sends its last
+  outputs), then io, each within ``STOP_TIMEOUT_S`` or killed and reported; exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from edgeloop.config import Config
+from edgeloop.realtime import child_args
+from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.ipc import socketpair
+from edgeloop.realtime.notify import Notifier
+from edgeloop.realtime.rt_setup import apply_io_settings, plan_cpus
+
+log = logging.getLogger("edgeloop.supervisor")
+
+CHECK_PERIOD_S = 0.02  # health checks; also the resolution of watchdog and status timing
+STATUS_PERIOD_S = 1.0
+STOP_TIMEOUT_S = 5.0
+IO_DRAIN_S = 1.0
+STARTUP_GRACE_S = 15.0  # imports and plugin start-up before the first tick
+CONTROL_STALE_PERIODS = 10  # 100 ms at 100 Hz: a VM hiccup passes, a stall does not
+IO_ANSWER_S = 1.0  # the io heartbeat moves every 50 ms
+IO_RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+IO_STABLE_S = 30.0  # an io process up this long resets the restart backoff
+
+
+@dataclass(slots=True)
+class _Watch:
+    """When a heartbeat counter last moved."""
+
+    value: int
+    moved_at: float
+
+    def update(self, value: int, now: float) -> None:
+        if value != self.value:
+            self.value = value
+            self.moved_at = now
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        log_level: str = "INFO",
+        io_args: tuple[str, ...] = (),
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.notifier = Notifier() if notifier is None else notifier
+        self.log_level = log_level
+        self.io_args = io_args
+        self.heartbeats = Heartbeats()
+        self.period_s = 1.0 / config.runtime.rate_hz
+        self.plan, notes = plan_cpus(config.runtime.cpu)
+        for note in notes:
+            log.warning("runtime.cpu: %s", note)
+        self.io_restarts = 0
+        self._stop_requested = False
+        self._control: subprocess.Popen[bytes] | None = None
+        self._io: subprocess.Popen[bytes] | None = None
+        self._to_control: socket.socket | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self, duration_s: float | None = None) -> int:
+        """Supervise until SIGTERM/SIGINT (or ``duration_s``); the exit status to return."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous_fd = signal.set_wakeup_fd(wake_w)
+        handlers = {
+            s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        status = 1  # unless watching ends normally
+        try:
+            self._start_children()
+            apply_io_settings(self.plan)  # after the fork: children get their own masks
+            status = self._watch(wake_r, duration_s)
+        finally:
+            self.notifier.stopping()
+            status = self._stop_children(status)
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.notifier.close()
+        return status
+
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if not self._stop_requested:
+            log.info("%s: stopping", signal.Signals(signum).name)
+        self._stop_requested = True
+
+    def _start_children(self) -> None:
+        control_end, io_end = socketpair()
+        self._to_control, control_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control_side.set_inheritable(True)
+        self._control = self._spawn(
+            "control_process",
+            control_end.fileno(),
+            ["--supervisor-fd", str(control_side.fileno())],
+            extra_fds=(control_side.fileno(),),
+        )
+        self._io = self._spawn("io_process", io_end.fileno(), list(self.io_args))
+        for sock in (control_end, io_end, control_side):
+            sock.close()
+
+    def _spawn(
+        self, module: str, io_fd: int, args: list[str], extra_fds: tuple[int, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        common = child_args.common_args(
+            self.config_path, self.heartbeats.fd, io_fd, self.plan, self.log_level
+        )
+        return subprocess.Popen(
+            [sys.executable, "-m", f"edgeloop.realtime.{module}", *common, *args],
+            pass_fds=(self.heartbeats.fd, io_fd, *extra_fds),
+            # Own session: a terminal's Ctrl-C reaches only the supervisor, which then
+            # stops the children in order (control's last outputs before io goes).
+            start_new_session=True,
+        )
+
+    # -- watching -------------------------------------------------------------------------
+
+    def _watch(self, wake_r: int, duration_s: float | None) -> int:
+        hb = self.heartbeats
+        started = time.monotonic()
+        control = _Watch(0, started + STARTUP_GRACE_S)
+        io = _Watch(0, started + STARTUP_GRACE_S)
+        io_started = started
+        io_restart_at: float | None = None
+        ready = False
+        interval = self.notifier.watchdog_interval_s
+        next_ping = started
+        next_status = started
+        last_status = (0, started)
+        runtime = self.config.runtime
+        until = None if duration_s is None else started + duration_s
+        while not self._stop_requested and (until is None or time.monotonic() < until):
+            select.select([wake_r], [], [], CHECK_PERIOD_S)
+            _drain(wake_r)
+            now = time.monotonic()
+            control.update(hb[Slot.CONTROL_TICKS], now)
+            io.update(hb[Slot.IO_BEATS], now)
+            failure = self._control_failure(control, now, runtime.control_timeout_s)
+            if failure:
+                log.critical("%s: exiting so that systemd restarts the appliance", failure)
+                return 1
+            if io_restart_at is not None:
+                if now >= io_restart_at:
+                    io_restart_at = None
+                    io_started = self._start_io()
+                    io = _Watch(hb[Slot.IO_BEATS], io_started + STARTUP_GRACE_S)
+            elif self._io_failed(io, now, runtime.io_timeout_s):
+                io_restart_at = now + self._kill_io(now - io_started)
+            healthy = io_restart_at is None and self._healthy(control, io, now)
+            if not ready and control.value > 0 and io.value > 0:
+                ready = True
+                self.notifier.ready(self._status(last_status, now))
+                log.info("ready: %s", self._status(last_status, now))
+            if interval is not None and ready and now >= next_ping:
+                next_ping = now + interval
+                if healthy:
+                    self.notifier.watchdog()
+            if ready and now >= next_status:
+                next_status = now + STATUS_PERIOD_S
+                self.notifier.status(self._status(last_status, now))
+                last_status = (control.value, now)
+        return 0
+
+    def _control_failure(self, control: _Watch, now: float, timeout_s: float) -> str | None:
+        assert self._control is not None
+        code = self._control.poll()
+        if code is not None:
+            return f"control process exited with status {code}"
+        if now - control.moved_at > timeout_s:
+            self._control.kill()
+            return f"control loop stalled for more than {timeout_s:g} s (runtime.control_timeout_s)"
+        return None
+
+    def _io_failed(self, io: _Watch, now: float, timeout_s: float) -> bool:
+        assert self._io is not None
+        code = self._io.poll()
+        if code is not None:
+            log.error("io process exited with status %s; restarting it", code)
+            return True
+        if now - io.moved_at > timeout_s:
+            log.error("io process silent for %g s (runtime.io_timeout_s); restarting it", timeout_s)
+            return True
+        return False
+
+    def _healthy(self, control: _Watch, io: _Watch, now: float) -> bool:
+        tick_age_s = (time.monotonic_ns() - self.heartbeats[Slot.CONTROL_TICK_NS]) / 1e9
+        fresh = max(CONTROL_STALE_PERIODS * self.period_s, 2 * CHECK_PERIOD_S)
+        return tick_age_s <= fresh and now - io.moved_at <= IO_ANSWER_S
+
+    def _kill_io(self, uptime_s: float) -> float:
+        """Kill the io process; returns the back-off before starting a new one."""
+        assert self._io is not None
+        _kill(self._io)
+        if uptime_s >= IO_STABLE_S:
+            self.io_restarts = 0
+        # A crash-looping io process must not spin the supervisor (or the log).
+        return IO_RESTART_BACKOFF_S[min(self.io_restarts, len(IO_RESTART_BACKOFF_S) - 1)]
+
+    def _start_io(self) -> float:
+        """A new io process on a new channel, whose control end goes to the control process."""
+        assert self._to_control is not None
+        control_end, io_end = socketpair()
+        socket.send_fds(self._to_control, [b"io"], [control_end.fileno()])
+        self._io = self._spawn("io_process", io_end.fileno(), list(self.io_args))
+        control_end.close()
+        io_end.close()
+        self.io_restarts += 1
+        log.warning("io process restarted (%d restarts so far)", self.io_restarts)
+        return time.monotonic()
+
+    def _status(self, last: tuple[int, float], now: float) -> str:
+        hb = self.heartbeats
+        ticks = hb[Slot.CONTROL_TICKS]
+        elapsed = now - last[1]
+        rate = (ticks - last[0]) / elapsed if elapsed > 0 and last[0] else 1 / self.period_s
+        parts = [
+            f"{rate:.1f} Hz",
+            f"tick {ticks}",
+            f"p99 lateness {hb[Slot.CONTROL_P99_LATENESS_NS] // 1000} µs",
+            f"{hb[Slot.CONTROL_OVERRUNS]} overruns",
+            f"io {'up' if hb[Slot.IO_LINK_UP] else 'down'}",
+            f"{hb[Slot.IO_CONNECTIONS]} connections",
+        ]
+        degraded = hb[Slot.CONTROL_DEGRADED] + hb[Slot.IO_DEGRADED]
+        if degraded:
+            parts.append(f"DEGRADED: {degraded} real-time setting(s) not applied, see log")
+        return ", ".join(parts)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def _stop_children(self, status: int) -> int:
+        for name, child in (("control", self._control), ("io", self._io)):
+            if child is None or child.poll() is not None:
+                continue
+            if name == "io":
+                # io stops by itself once control has closed the channel (after control's
+                # last outputs reached it); a signal now could cut that short.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(IO_DRAIN_S)
+                if child.poll() is not None:
+                    continue
+            child.terminate()
+            try:
+                code = child.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.error("%s process did not stop within %g s; killed", name, STOP_TIMEOUT_S)
+                _kill(child)
+                status = status or 1
+                continue
+            if code != 0:
+                log.error("%s process exited with status %d while stopping", name, code)
+                status = status or 1
+        if self._to_control is not None:
+            self._to_control.close()
+        self.heartbeats.close()
+        return status
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,200 @@
+"""The supervisor with its two children, watched through a real NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+WATCHDOG_USEC = 400_000  # pings every 200 ms
+PING_S = WATCHDOG_USEC / 2e6
+READY_TIMEOUT_S = 30
+
+CONFIG = """
+runtime:
+  name: supervised
+  rate_hz: 100
+  control_timeout_s: {control_timeout_s}
+  io_timeout_s: 3.0
+tank_plant:
+  tanks:
+    - name: tank1
+"""
+
+
+@dataclass
+class Notifications:
+    """What the supervisor told "systemd", with arrival times."""
+
+    sock: socket.socket
+    log: list[tuple[float, str]] = field(default_factory=list)
+
+    def poll(self, until: float) -> None:
+        """Collect messages until the monotonic time ``until``."""
+        while (remaining := until - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                return
+            for line in data.decode().splitlines():
+                self.log.append((time.monotonic(), line))
+
+    def wait_for(self, prefix: str, timeout_s: float) -> tuple[float, str]:
+        deadline = time.monotonic() + timeout_s
+        seen = len(self.log)
+        while True:
+            for stamp, line in self.log[seen:]:
+                if line.startswith(prefix):
+                    return stamp, line
+            seen = len(self.log)
+            if time.monotonic() >= deadline:
+                pytest.fail(f"no {prefix!r} within {timeout_s}s; got {self.log[-5:]}")
+            self.poll(min(deadline, time.monotonic() + 0.1))
+
+    def pings(self, since: float, until: float) -> list[float]:
+        return [t for t, line in self.log if line == "WATCHDOG=1" and since <= t < until]
+
+    def ticks(self) -> list[int]:
+        return [int(m.group(1)) for _, line in self.log if (m := re.search(r"tick (\d+)", line))]
+
+
+@dataclass
+class Appliance:
+    proc: subprocess.Popen[str]
+    notes: Notifications
+
+    def child(self, comm: str) -> int:
+        """The pid of the supervisor's child named ``comm`` (as ps shows it)."""
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    return int(pid)
+        raise LookupError(f"no child process named {comm}")
+
+    def wait_for_child(self, comm: str, other_than: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                pid = self.child(comm)
+            except (LookupError, FileNotFoundError):
+                pid = other_than
+            if pid != other_than:
+                return pid
+            self.notes.poll(time.monotonic() + 0.05)
+        pytest.fail(f"no new {comm} within {timeout_s}s")
+
+
+@pytest.fixture
+def appliance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Appliance]:
+    control_timeout_s = getattr(request, "param", 3.0)
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(control_timeout_s=control_timeout_s))
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    notes = Notifications(sock)
+    try:
+        yield Appliance(proc, notes)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        assert proc.stderr is not None
+        proc.stderr.close()
+        sock.close()
+
+
+def test_ready_then_watchdog_pings_at_half_the_watchdog_interval(appliance: Appliance) -> None:
+    notes = appliance.notes
+    ready_at, _ = notes.wait_for("READY=1", READY_TIMEOUT_S)
+    notes.poll(ready_at + 2.0)
+    pings = notes.pings(ready_at, ready_at + 2.0)
+    assert len(pings) >= 7
+    gaps = sorted(b - a for a, b in itertools.pairwise(pings))
+    assert gaps[len(gaps) // 2] == pytest.approx(PING_S, abs=0.05)
+    assert any(line.startswith("STATUS=") and "Hz" in line for _, line in notes.log)
+
+
+def test_children_are_named_for_ps(appliance: Appliance) -> None:
+    appliance.notes.wait_for("READY=1", READY_TIMEOUT_S)
+    assert appliance.child("edgeloop-ctl") != appliance.child("edgeloop-io")
+
+
+def test_pings_stop_while_the_control_loop_is_stopped_and_resume_after(
+    appliance: Appliance,
+) -> None:
+    notes = appliance.notes
+    ready_at, _ = notes.wait_for("READY=1", READY_TIMEOUT_S)
+    notes.poll(ready_at + 0.5)
+    control = appliance.child("edgeloop-ctl")
+    os.kill(control, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    notes.poll(stopped_at + 1.5)  # shorter than control_timeout_s (3 s)
+    os.kill(control, signal.SIGCONT)
+    resumed_at = time.monotonic()
+    notes.poll(resumed_at + 1.0)
+    assert notes.pings(stopped_at + PING_S, resumed_at) == [], "no ping a full interval on"
+    assert len(notes.pings(resumed_at, resumed_at + 1.0)) >= 3
+    assert appliance.proc.poll() is None
+
+
+@pytest.mark.parametrize("appliance", [1.0], indirect=True)
+def test_a_control_loop_stalled_past_its_timeout_ends_the_supervisor(
+    appliance: Appliance,
+) -> None:
+    appliance.notes.wait_for("READY=1", READY_TIMEOUT_S)
+    os.kill(appliance.child("edgeloop-ctl"), signal.SIGSTOP)
+    assert appliance.proc.wait(15) == 1
+    assert appliance.proc.stderr is not None
+    assert "control loop stalled for more than 1 s" in appliance.proc.stderr.read()
+
+
+def test_a_killed_io_process_is_restarted_while_control_keeps_ticking(
+    appliance: Appliance,
+) -> None:
+    notes = appliance.notes
+    notes.wait_for("READY=1", READY_TIMEOUT_S)
+    control = appliance.child("edgeloop-ctl")
+    io = appliance.child("edgeloop-io")
+    notes.wait_for("STATUS=", 5)
+    before = notes.ticks()[-1]
+    os.kill(io, signal.SIGKILL)
+    new_io = appliance.wait_for_child("edgeloop-io", other_than=io, timeout_s=15)
+    notes.wait_for("STATUS=", 5)
+    _, line = notes.wait_for("STATUS=", 5)
+    assert "io up" in line, "the control process has its new channel"
+    ticks = notes.ticks()
+    assert ticks == sorted(ticks) and ticks[-1] > before
+    assert appliance.child("edgeloop-ctl") == control, "the control process was never replaced"
+    assert new_io != io
+
+
+def test_sigterm_sends_stopping_and_exits_0(appliance: Appliance) -> None:
+    appliance.notes.wait_for("READY=1", READY_TIMEOUT_S)
+    appliance.proc.send_signal(signal.SIGTERM)
+    assert appliance.proc.wait(15) == 0
+    appliance.notes.wait_for("STOPPING=1", 1)
+    assert appliance.proc.stderr is not None
+    assert "shutdown schedule ran: 1 system(s), 0 failed" in appliance.proc.stderr.read()
