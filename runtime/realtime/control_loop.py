@@ -78,6 +78,10 @@ class ControlLoop:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
 
+    def wake_sources(self) -> set[int]:
+        """The file descriptors the loop wakes for (its own stop pipe excluded)."""
+        return {key.fd for key in self._selector.get_map().values()} - {self._wake_r}
+
     def before_tick(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` right before each FixedUpdate (e.g. hand over io inputs)."""
         self._before_tick.append(hook)

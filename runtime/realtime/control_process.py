@@ -47,10 +47,25 @@ def build_loop(config: Config, link: IoLink, heartbeats: Heartbeats | None) -> C
         gc_frozen=runtime.gc == "freeze",
     )
     if link.channel is not None:
-        loop.add_wake_source(link.channel.fileno(), link.read_available)
+        watch_io_channel(loop, link)
     if heartbeats is not None:
         loop.after_tick(_heartbeat_writer(loop, link, heartbeats))
     return loop
+
+
+def watch_io_channel(loop: ControlLoop, link: IoLink) -> None:
+    """Read the io channel as soon as it is readable; stop watching it once it is closed
+    (a socket whose peer is gone stays readable, and would turn the wait into a spin)."""
+    channel = link.channel
+    assert channel is not None
+    fd = channel.fileno()
+
+    def on_readable() -> None:
+        link.read_available()
+        if channel.closed:
+            loop.remove_wake_source(fd)
+
+    loop.add_wake_source(fd, on_readable)
 
 
 def _heartbeat_writer(
@@ -86,8 +101,7 @@ def _receive_io_channel(supervisor: socket.socket, link: IoLink, loop: ControlLo
     sock = socket.socket(fileno=fds[0])
     sock.setblocking(False)
     link.replace(sock)
-    assert link.channel is not None
-    loop.add_wake_source(link.channel.fileno(), link.read_available)
+    watch_io_channel(loop, link)
     log.info("io channel replaced: the io process was restarted")
 
 

@@ -239,12 +239,12 @@ def apply_control_settings(
     return _report("control", steps)
 
 
-def apply_io_settings(cpu: CpuPlan) -> RtReport:
+def apply_io_settings(cpu: CpuPlan, role: str = "io") -> RtReport:
     """Settings of the supervisor and io process: keep off the control core, if any."""
     steps: list[tuple[str, str | None]] = []
     if cpu.control is not None and cpu.others:
         steps.append((f"cpus {cpu_list(cpu.others)}", pin_to(cpu.others)))
-    return _report("io", steps)
+    return _report(role, steps)
 
 
 def _report(role: str, steps: list[tuple[str, str | None]]) -> RtReport:

@@ -102,7 +102,8 @@ class Supervisor:
         status = 1  # unless watching ends normally
         try:
             self._start_children()
-            apply_io_settings(self.plan)  # after the fork: children get their own masks
+            # After the children are started: they set their own masks.
+            apply_io_settings(self.plan, role="supervisor")
             status = self._watch(wake_r, duration_s)
         finally:
             self.notifier.stopping()

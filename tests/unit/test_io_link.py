@@ -60,3 +60,20 @@ def test_outputs_set_by_shutdown_wait_for_a_final_flush() -> None:
     link.flush(app.time.tick)
     (batch,) = io.receive()
     assert batch.records == [Record("p", "pump", int(Priority.NORMAL), 0.0)]
+
+
+def test_a_closed_channel_stops_waking_the_control_loop() -> None:
+    from edgeloop.realtime.control_loop import ControlLoop  # noqa: PLC0415
+    from edgeloop.realtime.control_process import watch_io_channel  # noqa: PLC0415
+
+    app, link, io = _linked_app()
+    loop = ControlLoop(app)
+    watch_io_channel(loop, link)
+    assert link.channel is not None
+    fd = link.channel.fileno()
+    assert loop.wake_sources() == {fd}
+    io.close()
+    loop.run(max_ticks=3)  # the EOF is read during the waits between ticks
+    assert not link.up
+    assert loop.wake_sources() == set()
+    loop.close()
