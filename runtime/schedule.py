@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -54,10 +55,48 @@ DataLogging = SystemSet("DataLogging")
 HealthMonitoring = SystemSet("HealthMonitoring")
 
 
+class Timing:
+    """How long something ran: counts and nanoseconds, O(1) to record."""
+
+    __slots__ = ("last_ns", "max_ns", "runs", "total_ns")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.total_ns = 0
+        self.max_ns = 0
+        self.last_ns = 0
+
+    def add(self, ns: int) -> None:
+        self.runs += 1
+        self.total_ns += ns
+        self.last_ns = ns
+        if ns > self.max_ns:
+            self.max_ns = ns
+
+    def summary(self) -> dict[str, float]:
+        mean = self.total_ns / self.runs if self.runs else 0.0
+        return {
+            "runs": self.runs,
+            "mean_us": round(mean / 1e3, 1),
+            "max_us": round(self.max_ns / 1e3, 1),
+            "last_us": round(self.last_ns / 1e3, 1),
+        }
+
+
 class SystemEntry:
     """A system as scheduled: its function, set, run conditions and change-tick cursor."""
 
-    __slots__ = ("conditions", "failing", "fn", "last_run", "name", "readers", "schedule", "set")
+    __slots__ = (
+        "conditions",
+        "failing",
+        "fn",
+        "last_run",
+        "name",
+        "readers",
+        "schedule",
+        "set",
+        "timing",
+    )
 
     def __init__(
         self,
@@ -74,6 +113,7 @@ class SystemEntry:
         self.last_run = 0
         self.readers: dict[type, MessageReader[Any]] = {}
         self.failing = False
+        self.timing = Timing()
 
     @property
     def where(self) -> str:
@@ -104,6 +144,7 @@ class Schedule:
         self._conditions: dict[SystemSet, list[Condition]] = {}
         self._systems: dict[SystemSet, list[SystemEntry]] = {}
         self._order: list[SystemSet] | None = None
+        self.set_timings: dict[SystemSet, Timing] = {}
 
     def configure_sets(self, *sets: SystemSet, run_if: Sequence[Condition] = ()) -> None:
         """Declare sets; consecutive ones are chained (each runs after the one before)."""
@@ -113,6 +154,7 @@ class Schedule:
                 self._after[set_] = set()
                 self._systems[set_] = []
                 self._conditions[set_] = []
+                self.set_timings[set_] = Timing()
             self._conditions[set_].extend(run_if)
         for earlier, later in itertools.pairwise(sets):
             self._after[later].add(earlier)
@@ -154,12 +196,22 @@ class Schedule:
             self._order = order
         return self._order
 
+    def timings(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Execution time per set and per system, in run order."""
+        order = self.order()
+        return {
+            "sets": {s.name: self.set_timings[s].summary() for s in order},
+            "systems": {e.name: e.timing.summary() for s in order for e in self._systems[s]},
+        }
+
     def run(self, world: World, faults: FaultHandler) -> None:
         commands = world.commands
+        clock_ns = time.perf_counter_ns
         for set_ in self.order():
             systems = self._systems[set_]
             if not systems or not all(cond(world) for cond in self._conditions[set_]):
                 continue
+            set_started = clock_ns()
             for system in systems:
                 if system.conditions and not all(cond(world) for cond in system.conditions):
                     continue
@@ -167,15 +219,18 @@ class Schedule:
                 world.change_tick += 1
                 this_run = world.change_tick
                 world.system = system
+                started = clock_ns()
                 try:
                     system.fn(world)
                 except Exception as error:
+                    system.timing.add(clock_ns() - started)
                     # Its commands are dropped and last_run is kept, so the next run sees
                     # again the changes this failed run did not get through.
                     commands.discard_from(mark)
                     world.system = None
                     faults.failed(system, error)
                     continue
+                system.timing.add(clock_ns() - started)
                 world.system = None
                 system.last_run = this_run
                 if system.failing:
@@ -184,3 +239,4 @@ class Schedule:
             # than the last_run of every system that has finished.
             world.change_tick += 1
             commands.apply()
+            self.set_timings[set_].add(clock_ns() - set_started)

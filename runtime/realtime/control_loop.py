@@ -27,6 +27,7 @@ from collections.abc import Callable
 from edgeloop.app import App
 from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.loop_stats import LoopStats, OverrunPolicy
+from edgeloop.schedule import FixedUpdate
 
 log = logging.getLogger("edgeloop.loop")
 
@@ -57,7 +58,9 @@ class ControlLoop:
         self.spin_s = spin_s
         self.update_budget_s = update_budget_s
         self.gc_frozen = gc_frozen
-        self.stats = LoopStats(period_s=app.time.delta, policy=policy)
+        self.stats = LoopStats(
+            period_s=app.time.delta, policy=policy, work=app.schedule(FixedUpdate)
+        )
         app.insert_resource(self.stats)
         self._before_tick: list[Callable[[], None]] = []
         self._after_tick: list[Callable[[], None]] = []

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeloop.schedule import Schedule
 
 # Bin edges in µs: 1 µs steps to 1 ms, 10 µs to 10 ms, 1 ms to 1 s. Fine where good
 # loops live, coarse where only "how bad" matters; ~2 900 ints in all.
@@ -93,9 +97,11 @@ class LoopStats:
     skipped_ticks: int = 0  # deadlines dropped under the skip policy
     update_passes: int = 0
     update_deferred: int = 0  # Update passes put off because the slack was too short
+    work: Schedule | None = None  # FixedUpdate, whose per-set/per-system times are kept
 
     def summary(self) -> dict[str, object]:
         return {
+            "work": {} if self.work is None else self.work.timings(),
             "rate_hz": round(1 / self.period_s, 3),
             "lateness": self.lateness.summary(),
             "tick_work": self.tick_work.summary(),

@@ -198,3 +198,14 @@ def test_sigterm_sends_stopping_and_exits_0(appliance: Appliance) -> None:
     appliance.notes.wait_for("STOPPING=1", 1)
     assert appliance.proc.stderr is not None
     assert "shutdown schedule ran: 1 system(s), 0 failed" in appliance.proc.stderr.read()
+
+
+def test_a_child_that_will_not_stop_is_killed_and_reported(appliance: Appliance) -> None:
+    appliance.notes.wait_for("READY=1", READY_TIMEOUT_S)
+    os.kill(appliance.child("edgeloop-io"), signal.SIGSTOP)
+    appliance.proc.send_signal(signal.SIGTERM)
+    assert appliance.proc.wait(30) == 1
+    assert appliance.proc.stderr is not None
+    stderr = appliance.proc.stderr.read()
+    assert "shutdown schedule ran" in stderr, "control still stopped cleanly"
+    assert "io process did not stop within 5 s; killed" in stderr

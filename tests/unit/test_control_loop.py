@@ -144,3 +144,23 @@ def test_histogram_percentiles() -> None:
     assert histogram.percentile(0.999) == 5000
     assert histogram.max_us == 250_000
     assert histogram.percentile(1.0) == 250_000
+
+
+def test_loop_stats_keep_execution_time_per_set_and_per_system() -> None:
+    app = App(rate_hz=100)
+
+    def busy_controller(world: World) -> None:
+        time.sleep(0.001)  # the work being timed
+
+    app.add_systems(FixedUpdate, busy_controller, in_set=ControlLogic)
+    loop = ControlLoop(app)
+    loop.run(max_ticks=5)
+    loop.close()
+    work = loop.stats.summary()["work"]
+    assert isinstance(work, dict)
+    controller = work["systems"][
+        "test_loop_stats_keep_execution_time_per_set_and_per_system.<locals>.busy_controller"
+    ]
+    assert controller["runs"] == 5 and controller["mean_us"] >= 1000
+    assert work["sets"]["ControlLogic"]["mean_us"] >= controller["mean_us"]
+    assert list(work["sets"]) == ["SensorInput", "DataProcessing", "ControlLogic", "ActuatorOutput"]
