@@ -1,0 +1,1 @@
+"""Network providers: the wire protocol, TCP robots/PLCs and WebSocket clients."""

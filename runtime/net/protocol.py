@@ -1,0 +1,122 @@
+"""Framing and the protocol's own messages; the exact bytes are in docs/protocol.md.
+
+A TCP frame is a 4-byte big-endian length, then a msgpack array
+``[name: str, schema_hash: uint64, payload: map]``. A WebSocket message carries the same
+triple, as a JSON array in a text frame or as msgpack in a binary frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import msgspec
+
+from edgeloop.net.registry import MessageInfo, ProtocolError, info, message
+from edgeloop.priority import Priority
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+_LENGTH = struct.Struct(">I")
+
+
+@message(name="edgeloop.Hello", priority=Priority.HIGH)
+@dataclass
+class Hello:
+    """The first frame of every connection."""
+
+    client_id: str
+    token: str
+    role: str
+    protocol_version: int
+
+
+@message(name="edgeloop.Welcome", priority=Priority.HIGH)
+@dataclass
+class Welcome:
+    connection_id: int
+    role: str
+    protocol_version: int
+    server: str
+
+
+@message(name="edgeloop.Error", priority=Priority.HIGH)
+@dataclass
+class Error:
+    code: str
+    detail: str
+
+
+class FrameReader:
+    """Splits a byte stream into frames, refusing any longer than ``max_frame_bytes``."""
+
+    __slots__ = ("_buffer", "max_frame_bytes")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The complete frames ``data`` finishes. After an oversize frame the stream cannot
+        be trusted (we would have to skip bytes we never read): the caller closes."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        start = 0
+        end = len(buffer)
+        while end - start >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, start)
+            if length > self.max_frame_bytes:
+                raise ProtocolError(
+                    "oversize",
+                    f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}",
+                )
+            if end - start - 4 < length:
+                break
+            frames.append(bytes(buffer[start + 4 : start + 4 + length]))
+            start += 4 + length
+        del buffer[:start]
+        return frames
+
+
+def frame(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+def encode(msg: object) -> bytes:
+    """A message as a msgpack triple (without the TCP length prefix)."""
+    found = info(type(msg))
+    packed: bytes = msgpack.packb([found.name, found.schema_hash, msgspec.to_builtins(msg)])
+    return packed
+
+
+def split(body: bytes) -> tuple[str, int, dict[str, Any]]:
+    """The (name, schema hash, payload) of a msgpack triple; ``bad_frame`` if it is not one."""
+    try:
+        triple = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises a zoo of types for garbage input
+        raise ProtocolError("bad_frame", f"not msgpack: {error}") from None
+    return check_triple(triple)
+
+
+def check_triple(triple: Any) -> tuple[str, int, dict[str, Any]]:
+    if (
+        not isinstance(triple, list)
+        or len(triple) != 3
+        or not isinstance(triple[0], str)
+        or not isinstance(triple[1], int)
+        or isinstance(triple[1], bool)
+        or not isinstance(triple[2], dict)
+    ):
+        raise ProtocolError("bad_frame", "expected [name: str, schema_hash: uint64, payload: map]")
+    return triple[0], triple[1], triple[2]
+
+
+def build(found: MessageInfo, payload: dict[str, Any]) -> Any:
+    """The typed message from a payload map; ``bad_payload`` naming the field if it does not fit."""
+    try:
+        return msgspec.convert(payload, found.type, strict=False)
+    except msgspec.ValidationError as error:
+        raise ProtocolError("bad_payload", f"{found.name}: {error}") from None
