@@ -41,10 +41,20 @@ class MessageInfo:
     schema: str  # canonical form, see docs/protocol.md
     schema_hash: int  # first 8 bytes of SHA-256(schema), big-endian
     type: type
+    senders: frozenset[str]  # roles that may send it (see edgeloop.net.auth)
 
 
-def message(name: str, priority: Priority = Priority.NORMAL) -> typing.Callable[[type[T]], type[T]]:
+DEFAULT_SENDERS = frozenset({"device", "operator", "admin"})
+
+
+def message(
+    name: str,
+    priority: Priority = Priority.NORMAL,
+    senders: typing.Iterable[str] = DEFAULT_SENDERS,
+) -> typing.Callable[[type[T]], type[T]]:
     """Register a dataclass as a wire message: ``@message(name="robot.Telemetry")``.
+
+    ``senders``: the roles a peer must have to send it (commands: operator and admin).
 
     The decorator only records the name, priority and schema hash on the class; which
     types a provider accepts is decided by the ``Registry`` it is given.
@@ -54,7 +64,10 @@ def message(name: str, priority: Priority = Priority.NORMAL) -> typing.Callable[
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"@message({name!r}): {cls.__qualname__} must be a dataclass")
         schema = canonical_schema(cls)
-        setattr(cls, _INFO, MessageInfo(name, Priority(priority), schema, schema_hash(schema), cls))
+        found = MessageInfo(
+            name, Priority(priority), schema, schema_hash(schema), cls, frozenset(senders)
+        )
+        setattr(cls, _INFO, found)
         return cls
 
     return register
@@ -157,4 +170,4 @@ class Registry:
         return Resolved(by_hash, by_hash=True)
 
 
-_AMBIGUOUS = MessageInfo("", Priority.LOW, "", 0, type(None))
+_AMBIGUOUS = MessageInfo("", Priority.LOW, "", 0, type(None), frozenset())
