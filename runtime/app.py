@@ -17,6 +17,7 @@ from edgeloop.clock import Time
 from edgeloop.conditions import on_timer
 from edgeloop.config import installed_sections
 from edgeloop.logs import every_power_of_ten
+from edgeloop.net.registry import registry_of
 from edgeloop.schedule import (
     ActuatorOutput,
     Condition,
@@ -96,7 +97,9 @@ class App:
             on_system_error=config.runtime.on_system_error,
             name=config.runtime.name,
         )
-        factories = {s.name: s.plugin for s in (sections or installed_sections())}
+        known = list(installed_sections() if sections is None else sections)
+        app.insert_resource(registry_of(known, config.sections))
+        factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():
             app.add_plugin(factories[name](model))
         return app

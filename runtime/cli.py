@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.resources import as_file, files
@@ -15,9 +18,13 @@ from edgeloop import __version__
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config
 from edgeloop.logs import setup_logging
+from edgeloop.net.plugin import NetworkConfig
 from edgeloop.realtime.control_loop import ControlLoop
+from edgeloop.realtime.rt_setup import die_with_parent
 from edgeloop.realtime.supervisor import Supervisor
+from edgeloop.sim.robots import fleet_clients
 
+DEMO_ROBOTS = 3
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
@@ -51,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the demo plant (no hardware needed)")
     _add_run_options(demo)
     demo.set_defaults(command=_demo)
+
+    sim = commands.add_parser("sim", help="simulated devices for demos and tests")
+    simulators = sim.add_subparsers(required=True, metavar="DEVICE")
+    robots = simulators.add_parser("robots", help="a fleet of robot arms over TCP")
+    robots.add_argument("--count", type=int, default=3)
+    robots.add_argument("--rate", type=float, default=10.0, help="telemetry per robot, Hz")
+    robots.add_argument("--host", default="127.0.0.1")
+    robots.add_argument("--port", type=int, default=7700)
+    robots.add_argument("--token", default="demo-robot")
+    robots.add_argument("--duration", type=float, help="stop after this many seconds")
+    robots.set_defaults(command=_sim_robots)
     return parser
 
 
@@ -87,7 +105,29 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     with as_file(files("edgeloop.examples") / "demo.yaml") as path:
-        return _run_config(path, args)
+        fleet = None if args.single_process else _start_demo_robots(load_config(path))
+        try:
+            return _run_config(path, args)
+        finally:
+            if fleet is not None:
+                fleet.terminate()
+                fleet.wait()
+
+
+def _start_demo_robots(config: Config) -> subprocess.Popen[bytes] | None:
+    """The demo's simulated robot fleet, connecting with the config's device token."""
+    network = config.sections.get("network")
+    if network is None or "robots" not in config.sections:
+        return None
+    assert isinstance(network, NetworkConfig)
+    token = next((t.token for t in network.tokens if t.role == "device"), None)
+    if token is None:
+        return None
+    command = [sys.executable, "-m", "edgeloop.cli", "sim", "robots"]
+    command += ["--count", str(DEMO_ROBOTS), "--port", str(network.tcp.port), "--token", token]
+    # The fleet must not outlive a demo that is killed outright. preexec_fn is safe
+    # here: the CLI has started no thread.
+    return subprocess.Popen(command, preexec_fn=die_with_parent)  # noqa: PLW1509
 
 
 def _run_config(path: Path, args: argparse.Namespace) -> int:
@@ -105,6 +145,25 @@ def _run_config(path: Path, args: argparse.Namespace) -> int:
         supervisor = Supervisor(path, config, log_level=args.log_level, io_args=io_args)
         return supervisor.run(args.duration)
     return _run_single_process(config, path, args.duration)
+
+
+def _sim_robots(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    fleet = fleet_clients(args.host, args.port, args.token, args.count, args.rate)
+    log.info("%d simulated robots -> %s:%d at %g Hz", args.count, args.host, args.port, args.rate)
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(c.run_forever(r.session)) for r, c in fleet]
+        try:
+            await asyncio.wait(tasks, timeout=args.duration)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return EXIT_OK
 
 
 def _plugins(config: Config) -> str:

@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeAlias,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import pydantic
 import yaml
@@ -24,6 +33,9 @@ from pydantic import ConfigDict, Field, StringConstraints
 from pydantic_core import ErrorDetails
 
 from edgeloop.plugin import Plugin
+
+if TYPE_CHECKING:
+    from edgeloop.realtime.io_part import IoContext, IoPart
 
 log = logging.getLogger("edgeloop.config")
 
@@ -69,9 +81,19 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ConfigSection:
+    """A plugin's config section and what it builds in each process.
+
+    ``plugin`` builds the control-process part (systems, resources) from the validated
+    section; ``io`` (optional) the io-process part (a driver, a provider); the wire
+    message types it speaks go in ``message_types``, so that both processes build the
+    same registry.
+    """
+
     name: str
     model: type[Section]
     plugin: Callable[[Any], Plugin]
+    io: Callable[[Any, IoContext], IoPart] | None = None
+    message_types: tuple[type, ...] = ()
 
 
 class RuntimeConfig(Section):

@@ -88,7 +88,11 @@ def frame(body: bytes) -> bytes:
 def encode(msg: object) -> bytes:
     """A message as a msgpack triple (without the TCP length prefix)."""
     found = info(type(msg))
-    packed: bytes = msgpack.packb([found.name, found.schema_hash, msgspec.to_builtins(msg)])
+    return encode_parts(found.name, found.schema_hash, msgspec.to_builtins(msg))
+
+
+def encode_parts(name: str, schema_hash: int, payload: Any) -> bytes:
+    packed: bytes = msgpack.packb([name, schema_hash, payload])
     return packed
 
 

@@ -19,6 +19,9 @@ from typing import Any, Literal, TypeVar
 
 from edgeloop.priority import Priority
 
+if typing.TYPE_CHECKING:
+    from edgeloop.config import ConfigSection
+
 T = TypeVar("T")
 
 _SCALARS: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str", bytes: "bytes"}
@@ -152,6 +155,13 @@ class Registry:
         found = getattr(cls, _INFO, None)
         return isinstance(found, MessageInfo) and self._by_name.get(found.name) is found
 
+    def named(self, name: str) -> MessageInfo:
+        """The type registered as ``name`` (``unknown_type`` if none)."""
+        found = self._by_name.get(name)
+        if found is None:
+            raise ProtocolError("unknown_type", repr(name))
+        return found
+
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
@@ -168,6 +178,14 @@ class Registry:
         if by_hash is None or by_hash is _AMBIGUOUS:
             raise ProtocolError("unknown_type", f"{name!r} (schema hash {hash_:#018x})")
         return Resolved(by_hash, by_hash=True)
+
+
+def registry_of(
+    sections: typing.Iterable[ConfigSection], present: typing.Iterable[str]
+) -> Registry:
+    """The wire message types of the configured plugins: the same in both processes."""
+    wanted = set(present)
+    return Registry(t for s in sections if s.name in wanted for t in s.message_types)
 
 
 _AMBIGUOUS = MessageInfo("", Priority.LOW, "", 0, type(None), frozenset())

@@ -29,6 +29,8 @@ HELLO_TIMEOUT_S = 5.0
 _FATAL = {"oversize", "bad_frame", "not_authenticated", "auth_failed", "protocol_version"}
 
 Deliver = Callable[["TcpConnection", MessageInfo, Any], bool]
+# (connection, connected, detail): detail is the client id, or why it disconnected.
+Events = Callable[["TcpConnection", bool, str], None]
 
 
 class TcpConnection(asyncio.Protocol):
@@ -112,6 +114,8 @@ class TcpConnection(asyncio.Protocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         log.info("connection %d from %s: %s as %s", self.id, self.peer, msg.client_id, role.value)
+        if self.provider.events is not None:
+            self.provider.events(self, True, msg.client_id)
         self.send(
             Welcome(self.id, role.value, protocol.PROTOCOL_VERSION, self.provider.server_name)
         )
@@ -123,8 +127,11 @@ class TcpConnection(asyncio.Protocol):
     # -- output ---------------------------------------------------------------------------
 
     def send(self, msg: object) -> None:
+        self.write(protocol.frame(protocol.encode(msg)))
+
+    def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(protocol.frame(protocol.encode(msg)))
+            self._transport.write(data)
 
     def refuse(self, error: ProtocolError) -> None:
         """Answer with an error frame; close when the stream cannot be trusted any more."""
@@ -160,8 +167,10 @@ class TcpProvider:
         max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         server_name: str = "edgeloop",
+        events: Events | None = None,
     ) -> None:
         self.registry = registry
+        self.events = events
         self.registry.add(Hello)
         self.auth = auth
         self.deliver = deliver
@@ -195,20 +204,27 @@ class TcpProvider:
         self.connections.pop(connection.id, None)
         if connection.role is not None:
             log.info("connection %d from %s closed (%s)", connection.id, connection.peer, reason)
+            if self.events is not None:
+                self.events(connection, False, reason)
 
     def send(self, connection_id: int, msg: object) -> bool:
+        return self.send_body(connection_id, protocol.encode(msg))
+
+    def send_body(self, connection_id: int, body: bytes) -> bool:
+        """Send an encoded triple to one authenticated connection; False if there is none."""
         connection = self.connections.get(connection_id)
         if connection is None or connection.role is None:
             return False
-        connection.send(msg)
+        connection.write(protocol.frame(body))
         return True
 
-    def broadcast(self, msg: object) -> int:
-        body = protocol.frame(protocol.encode(msg))
+    def broadcast_body(self, body: bytes) -> int:
+        """Send an encoded triple to every authenticated connection; how many."""
+        data = protocol.frame(body)
         sent = 0
         for connection in list(self.connections.values()):
-            if connection.role is not None and connection._transport is not None:
-                connection._transport.write(body)
+            if connection.role is not None:
+                connection.write(data)
                 sent += 1
         return sent
 

@@ -15,13 +15,15 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from edgeloop.config import load_config
+from edgeloop.config import Config, ConfigSection, installed_sections, load_config
 from edgeloop.logs import setup_logging
+from edgeloop.net.registry import Registry, registry_of
 from edgeloop.priority import Priority
 from edgeloop.realtime import child_args
 from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.io_part import IoContext, IoPart
 from edgeloop.realtime.ipc import Batch, Channel, Record
 from edgeloop.realtime.rt_setup import apply_io_settings, die_with_parent, set_process_name
 
@@ -31,30 +33,81 @@ PROCESS_NAME = "edgeloop-io"
 BEAT_PERIOD_S = 0.05
 SYNTHETIC_TOPIC = "io.synthetic"
 SYNTHETIC_KEYS = 64  # distinct keys, so NORMAL conflation has something to do
+# CRITICAL/HIGH records waiting for the control process: past the high water mark
+# providers stop reading from their peers, below the low one they read again.
+URGENT_HIGH_WATER = 1000
+URGENT_LOW_WATER = 100
 
 
 class IoService:
-    """The io side of the channel plus the event-loop heartbeat."""
+    """The io side of the channel plus the event-loop heartbeat; the ``IoContext`` of
+    the parts plugins run here (see ``edgeloop.realtime.io_part``)."""
 
-    def __init__(self, channel: Channel, heartbeats: Heartbeats) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        heartbeats: Heartbeats,
+        registry: Registry | None = None,
+        server_name: str = "edgeloop",
+    ) -> None:
         self.channel = channel
         self.heartbeats = heartbeats
+        self.registry = Registry() if registry is None else registry
+        self.server_name = server_name
+        self.connections: dict[str, int] = {}
         self.stopped = asyncio.Event()
         self.batches_from_control = 0
+        self._handlers: dict[str, list[Callable[[Record], None]]] = {}
+        self._room_callbacks: list[Callable[[], None]] = []
+        self._flush_scheduled = False
+        self._refused = False  # a sender was told to pause: tell it when there is room
 
-    async def run(self, synthetic_per_s: float = 0.0) -> None:
+    # -- IoContext ------------------------------------------------------------------------
+
+    def send(self, record: Record) -> bool:
+        self.channel.outbox.put(record)
+        if not self._flush_scheduled:
+            # One message per pass of the event loop, not one per record.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self.channel.outbox.urgent_backlog >= URGENT_HIGH_WATER:
+            self._refused = True
+            return False
+        return True
+
+    def on_topic(self, topic: str, handler: Callable[[Record], None]) -> None:
+        self._handlers.setdefault(topic, []).append(handler)
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        self._room_callbacks.append(callback)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.channel.fileno(), self._readable)
+        for part in parts:
+            await part.start()
         tasks = [asyncio.create_task(self._beat())]
         if synthetic_per_s > 0:
             tasks.append(asyncio.create_task(self._synthetic(synthetic_per_s)))
         try:
             await self.stopped.wait()
         finally:
+            for part in parts:
+                await part.stop()
             loop.remove_reader(self.channel.fileno())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.channel.send(0, [])
+        if self._refused and self.channel.outbox.urgent_backlog <= URGENT_LOW_WATER:
+            self._refused = False
+            for callback in self._room_callbacks:
+                callback()
 
     def _readable(self) -> None:
         for batch in self.channel.receive():
@@ -64,15 +117,19 @@ class IoService:
             self.stopped.set()
 
     def handle(self, batch: Batch) -> None:
-        """Records from the control process; drivers and providers will route them."""
+        """Records from the control process, to the parts that asked for their topic."""
         self.batches_from_control += 1
+        for record in batch.records:
+            for handler in self._handlers.get(record.topic, ()):
+                handler(record)
 
     async def _beat(self) -> None:
         slots = self.heartbeats.slots
         while True:
             slots[Slot.IO_BEATS] += 1
+            slots[Slot.IO_CONNECTIONS] = sum(self.connections.values())
             if len(self.channel.outbox):
-                self.channel.send(0, [])  # retry what the socket refused earlier
+                self._flush()  # retry what the socket refused earlier
             await asyncio.sleep(BEAT_PERIOD_S)
 
     async def _synthetic(self, per_s: float) -> None:
@@ -90,6 +147,16 @@ class IoService:
             await asyncio.sleep(interval)
 
 
+def io_parts(config: Config, sections: Sequence[ConfigSection], context: IoContext) -> list[IoPart]:
+    """The io-process part of every configured plugin that has one."""
+    factories = {s.name: s.io for s in sections if s.io is not None}
+    return [
+        factories[name](model, context)
+        for name, model in config.sections.items()
+        if name in factories
+    ]
+
+
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop  # noqa: PLC0415 - optional: faster where installed
@@ -104,19 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     set_process_name(PROCESS_NAME)
     die_with_parent()
     setup_logging(args.log_level)
-    load_config(args.config)  # drivers and providers will take their sections from it
+    config = load_config(args.config)
+    sections = installed_sections()
     heartbeats = Heartbeats(args.heartbeat_fd)
     report = apply_io_settings(child_args.cpu_plan(args))
     heartbeats[Slot.IO_DEGRADED] = len(report.degraded)
     sock = socket.socket(fileno=args.io_fd)
     sock.setblocking(False)
-    service = IoService(Channel(sock), heartbeats)
+    registry = registry_of(sections, config.sections)
+    service = IoService(Channel(sock), heartbeats, registry, config.runtime.name)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stopped.set)
-        await service.run(args.synthetic_records_per_s)
+        parts = io_parts(config, sections, service)
+        await service.run(parts, args.synthetic_records_per_s)
 
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:

@@ -115,6 +115,7 @@ def test_demo_runs_supervised_for_its_duration_and_reports_the_plant() -> None:
     assert "tank1: level" in result.stderr
     assert "control loop stopped after" in result.stderr
     assert "io process stopped" in result.stderr
+    assert "robot-1 as device" in result.stderr, "the demo's simulated robots connected"
 
 
 def test_single_process_demo_runs_exactly_its_duration_in_ticks() -> None:

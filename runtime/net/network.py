@@ -1,0 +1,118 @@
+"""Network messages in the control process: what systems read and send.
+
+Providers run in the io process; their records arrive here through the io link and are
+turned into typed ``NetworkData`` messages (one queue per message type) and
+``ConnectionEvent`` messages. ``Network.send`` / ``broadcast`` go the other way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import msgspec
+
+from edgeloop.net import protocol
+from edgeloop.net.registry import ProtocolError, Registry, info
+from edgeloop.realtime.io_link import IoInput, IoLink
+from edgeloop.schedule import SystemSet
+from edgeloop.world import World
+
+log = logging.getLogger("edgeloop.net")
+
+T = TypeVar("T")
+
+NetworkReceive = SystemSet("NetworkReceive")  # after IoReceive, before SensorInput
+
+# Record topics between the io process and the control process.
+NET_MESSAGE = "net.message"  # io -> control: [provider, connection, name, payload]
+NET_EVENT = "net.event"  # io -> control: [provider, connection, connected, detail]
+NET_SEND = "net.send"  # control -> io: [provider, connection (0: all), name, hash, payload]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkData(Generic[T]):
+    """Message: one typed message from a peer, stamped with the tick that consumed it."""
+
+    message: T
+    connection: int
+    provider: str
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    provider: str
+    connection: int
+    connected: bool
+    detail: str  # the peer's client id when connected, the reason when disconnected
+    tick: int
+
+
+class Network:
+    """Resource: typed messages in and out, for systems."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._queues: dict[type, type[NetworkData[Any]]] = {}
+        # Inputs that did not fit their type here (a version skew bug), and outputs with
+        # no io process to take them (one-process mode).
+        self.dropped = 0
+
+    def queue(self, mtype: type[T]) -> type[NetworkData[T]]:
+        """The message queue key for ``NetworkData`` of ``mtype`` (one class per type)."""
+        key = self._queues.get(mtype)
+        if key is None:
+            name = f"NetworkData[{mtype.__name__}]"
+            key = self._queues[mtype] = type(name, (NetworkData,), {"__slots__": ()})
+        return cast("type[NetworkData[T]]", key)
+
+    def send(self, world: World, connection: int, msg: object, provider: str = "tcp") -> None:
+        """Send ``msg`` to one connection after this tick."""
+        found = info(type(msg))
+        payload = msgspec.to_builtins(msg)
+        link = world.get_resource(IoLink)
+        if link is None:  # one-process mode: no io process, no providers
+            self.dropped += 1
+            return
+        link.send(
+            NET_SEND,
+            f"{provider}:{connection}:{found.name}",
+            [provider, connection, found.name, found.schema_hash, payload],
+            found.priority,
+        )
+
+    def broadcast(self, world: World, msg: object, provider: str = "tcp") -> None:
+        """Send ``msg`` to every authenticated connection of ``provider`` after this tick."""
+        self.send(world, 0, msg, provider)
+
+
+def read_network(world: World, mtype: type[T]) -> list[NetworkData[T]]:
+    """The ``NetworkData`` of ``mtype`` the running system has not read yet."""
+    return world.read(world.resource(Network).queue(mtype))
+
+
+def route_network_inputs(world: World) -> None:
+    """IoReceive: io records of the providers into typed messages for this tick."""
+    network = world.resource(Network)
+    for record in world.read(IoInput):
+        if record.topic == NET_MESSAGE:
+            _route_message(world, network, record)
+        elif record.topic == NET_EVENT:
+            provider, connection, connected, detail = record.payload
+            world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
+
+
+def _route_message(world: World, network: Network, record: IoInput) -> None:
+    provider, connection, name, payload = record.payload
+    try:
+        # The io side validated the payload and resolved the peer's name or hash to ours.
+        found = network.registry.named(name)
+        msg = protocol.build(found, payload)
+    except ProtocolError as error:
+        network.dropped += 1
+        if network.dropped == 1:
+            log.error("network input dropped (io and control disagree on a type): %s", error)
+        return
+    world.send(network.queue(found.type)(msg, connection, provider, record.tick))

@@ -1,0 +1,37 @@
+"""The contract between the io process and the parts plugins run in it (drivers, providers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from edgeloop.net.registry import Registry
+    from edgeloop.realtime.ipc import Record
+
+
+class IoContext(Protocol):
+    """What an io part gets: the way to the control process and back."""
+
+    registry: Registry  # the wire message types of every configured plugin
+    server_name: str
+    connections: dict[str, int]  # peers connected, per provider (for the status line)
+
+    def send(self, record: Record) -> bool:
+        """Queue a record for the control process; False when CRITICAL/HIGH records are
+        backed up and the sender should pause reading from its peer."""
+        ...
+
+    def on_topic(self, topic: str, handler: Callable[[Record], None]) -> None:
+        """Call ``handler`` for each record with this topic from the control process."""
+        ...
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a backlog that made ``send`` return False has drained."""
+        ...
+
+
+class IoPart(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

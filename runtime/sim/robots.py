@@ -1,0 +1,187 @@
+"""Robot arms on the network: their messages, their entities, and a simulated fleet.
+
+- ``robot.Telemetry`` (device -> appliance, NORMAL): position, velocity, temperature,
+  status. Each robot becomes an entity named by its client id, with a ``Robot``
+  component the dashboard and control logic read.
+- ``robot.Command`` (operator -> appliance -> robot, HIGH): routed to the connection of
+  the robot it names; refused (``robot.CommandResult``) when that robot is not connected.
+- ``edgeloop sim robots`` runs a fleet of simulated arms that stream telemetry and obey
+  commands (``SimRobot``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from edgeloop.app import App
+from edgeloop.component import Component
+from edgeloop.config import ConfigSection, Section
+from edgeloop.names import Name
+from edgeloop.net.client import Client
+from edgeloop.net.network import ConnectionEvent, Network, read_network
+from edgeloop.net.registry import message
+from edgeloop.priority import Priority
+from edgeloop.schedule import ControlLogic, FixedUpdate, SensorInput
+from edgeloop.world import World
+
+Status = Literal["idle", "moving", "fault"]
+
+
+@message(name="robot.Telemetry", priority=Priority.NORMAL, senders=("device",))
+@dataclass
+class Telemetry:
+    robot_id: str
+    position: float
+    velocity: float
+    temperature: float
+    status: Status
+
+
+@message(name="robot.Command", priority=Priority.HIGH, senders=("operator", "admin"))
+@dataclass
+class Command:
+    robot_id: str
+    action: Literal["move", "stop"]
+    target: float = 0.0
+
+
+@message(name="robot.CommandResult", priority=Priority.HIGH, senders=())
+@dataclass
+class CommandResult:
+    robot_id: str
+    accepted: bool
+    reason: str
+
+
+class Robot(Component):
+    """The last telemetry of a connected robot, and the connection it came on."""
+
+    connection: int = 0
+    position: float = 0.0
+    velocity: float = 0.0
+    temperature: float = 0.0
+    status: str = "idle"
+    last_tick: int = 0
+
+
+class RobotsConfig(Section):
+    """No settings yet: the section turns the robot fleet on."""
+
+
+class RobotsPlugin:
+    def __init__(self, config: RobotsConfig) -> None:
+        self.config = config
+
+    def build(self, app: App) -> None:
+        app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
+        app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
+
+
+def robots_from_telemetry(world: World) -> None:
+    """SensorInput: one entity per robot, updated from its latest telemetry."""
+    by_name = {name.value: robot for name, robot in world.query(Name, Robot)}
+    for event in world.read(ConnectionEvent):
+        if not event.connected:
+            for robot in by_name.values():
+                if robot.connection == event.connection:
+                    robot.connection = 0
+                    robot.status = "fault"
+    for data in read_network(world, Telemetry):
+        msg = data.message
+        found = by_name.get(msg.robot_id)
+        if found is None:
+            robot = by_name[msg.robot_id] = Robot()
+            world.commands.spawn(Name(msg.robot_id), robot)
+        else:
+            robot = found
+        robot.connection = data.connection
+        robot.position = msg.position
+        robot.velocity = msg.velocity
+        robot.temperature = msg.temperature
+        robot.status = msg.status
+        robot.last_tick = data.tick
+
+
+def route_robot_commands(world: World) -> None:
+    """ControlLogic: an operator's command goes to the robot it names, if connected."""
+    network = world.resource(Network)
+    connections = {name.value: robot.connection for name, robot in world.query(Name, Robot)}
+    for data in read_network(world, Command):
+        target = connections.get(data.message.robot_id, 0)
+        if target:
+            network.send(world, target, data.message)
+            result = CommandResult(data.message.robot_id, True, "sent")
+        else:
+            result = CommandResult(data.message.robot_id, False, "robot not connected")
+        network.send(world, data.connection, result)
+
+
+SECTION = ConfigSection(
+    "robots", RobotsConfig, RobotsPlugin, message_types=(Telemetry, Command, CommandResult)
+)
+
+
+class SimRobot:
+    """A simulated arm: moves toward its target at ``speed`` units/s, streams telemetry."""
+
+    def __init__(self, robot_id: str, rate_hz: float, speed: float = 1.0) -> None:
+        self.robot_id = robot_id
+        self.period_s = 1.0 / rate_hz
+        self.speed = speed
+        self.position = 0.0
+        self.target = 0.0
+        self.commands_obeyed = 0
+
+    def step(self, dt: float) -> Telemetry:
+        error = self.target - self.position
+        move = math.copysign(min(abs(error), self.speed * dt), error)
+        self.position += move
+        status: Status = "moving" if abs(error) > 1e-9 else "idle"
+        return Telemetry(self.robot_id, self.position, move / dt, 35.0 + abs(move), status)
+
+    def obey(self, command: Command) -> None:
+        self.target = command.target if command.action == "move" else self.position
+        self.commands_obeyed += 1
+
+    async def session(self, client: Client) -> None:
+        """Stream telemetry at the robot's rate and obey commands, until disconnected."""
+
+        async def listen() -> None:
+            while True:
+                msg = await client.receive()
+                if isinstance(msg, Command) and msg.robot_id == self.robot_id:
+                    self.obey(msg)
+
+        listener = asyncio.create_task(listen())
+        try:
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
+            while not listener.done():
+                await client.send(self.step(self.period_s))
+                next_at += self.period_s
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+            listener.result()
+        finally:
+            listener.cancel()
+
+
+def fleet_clients(
+    host: str, port: int, token: str, count: int, rate_hz: float
+) -> list[tuple[SimRobot, Client]]:
+    message_types = (Telemetry, Command, CommandResult)
+    pairs = []
+    for index in range(count):
+        robot = SimRobot(f"robot-{index + 1}", rate_hz)
+        client = Client(
+            host,
+            port,
+            client_id=robot.robot_id,
+            token=token,
+            role="device",
+            message_types=message_types,
+        )
+        pairs.append((robot, client))
+    return pairs
