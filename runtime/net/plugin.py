@@ -22,7 +22,8 @@ from edgeloop.net.network import (
     route_network_inputs,
 )
 from edgeloop.net.registry import MessageInfo, Registry
-from edgeloop.net.tcp_provider import TcpConnection, TcpProvider
+from edgeloop.net.session import Session
+from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
@@ -91,16 +92,14 @@ class NetworkIo:
     async def stop(self) -> None:
         await self.provider.close()
 
-    def _deliver(self, connection: TcpConnection, found: MessageInfo, msg: Any) -> bool:
+    def _deliver(self, connection: Session, found: MessageInfo, msg: Any) -> bool:
         payload = [PROVIDER, connection.id, found.name, msgspec.to_builtins(msg)]
         # NORMAL telemetry is conflated per (connection, type): the latest wins.
         key = f"{connection.id}:{found.name}"
         return self.context.send(Record(NET_MESSAGE, key, int(found.priority), payload))
 
-    def _event(self, connection: TcpConnection, connected: bool, detail: str) -> None:
-        self.context.connections[PROVIDER] = sum(
-            1 for c in self.provider.connections.values() if c.role is not None
-        )
+    def _event(self, connection: Session, connected: bool, detail: str) -> None:
+        self.context.connections[PROVIDER] = len(self.provider.hub.authenticated())
         payload = [PROVIDER, connection.id, connected, detail]
         self.context.send(Record(NET_EVENT, str(connection.id), int(Priority.HIGH), payload))
 

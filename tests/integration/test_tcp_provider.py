@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.registry import MessageInfo, Registry, info, message
-from edgeloop.net.tcp_provider import TcpConnection, TcpProvider
+from edgeloop.net.session import Session
+from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.priority import Priority
 
 
@@ -55,7 +56,7 @@ class Server:
 async def server() -> AsyncIterator[Server]:
     delivered: list[tuple[int, str, Any]] = []
 
-    def deliver(connection: TcpConnection, found: MessageInfo, msg: Any) -> bool:
+    def deliver(connection: Session, found: MessageInfo, msg: Any) -> bool:
         delivered.append((connection.id, found.name, msg))
         return True
 
@@ -216,7 +217,7 @@ async def test_a_full_control_side_pauses_reading_and_resume_continues() -> None
     room = {"open": False}
     delivered: list[Any] = []
 
-    def deliver(connection: TcpConnection, found: MessageInfo, msg: Any) -> bool:
+    def deliver(connection: Session, found: MessageInfo, msg: Any) -> bool:
         delivered.append(msg)
         return room["open"]
 

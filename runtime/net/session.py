@@ -1,0 +1,162 @@
+"""One peer's protocol state, the same over TCP and WebSocket: Hello, roles, errors.
+
+A transport decodes its frames into ``(name, schema_hash, payload)`` and hands them to
+``Session.receive``; the session answers through the transport's ``write`` and asks it
+to ``close`` when the stream cannot be trusted any more. ``Hub`` is what the sessions
+of one provider share: the registry, tokens, counters and where messages go.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from edgeloop.logs import every_power_of_ten
+from edgeloop.net import protocol
+from edgeloop.net.auth import Authenticator, Role
+from edgeloop.net.protocol import Error, Hello, Welcome
+from edgeloop.net.registry import MessageInfo, ProtocolError, Registry
+
+log = logging.getLogger("edgeloop.net")
+
+HELLO_TIMEOUT_S = 5.0
+# Errors after which the rest of the stream cannot be trusted.
+FATAL = frozenset({"oversize", "bad_frame", "not_authenticated", "auth_failed", "protocol_version"})
+
+Deliver = Callable[["Session", MessageInfo, Any], bool]
+# (session, connected, detail): detail is the client id, or why it disconnected.
+Events = Callable[["Session", bool, str], None]
+
+
+class Hub:
+    """What the sessions of one provider share."""
+
+    def __init__(
+        self,
+        name: str,
+        registry: Registry,
+        auth: Authenticator,
+        deliver: Deliver,
+        *,
+        events: Events | None = None,
+        server_name: str = "edgeloop",
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        ids: itertools.count[int] | None = None,
+    ) -> None:
+        self.name = name
+        self.registry = registry
+        registry.add(Hello)
+        self.auth = auth
+        self.deliver = deliver
+        self.events = events
+        self.server_name = server_name
+        self.hello_timeout_s = hello_timeout_s
+        self.sessions: dict[int, Session] = {}
+        self.counters: Counter[str] = Counter()
+        # Shared between providers, so a connection id names one peer appliance-wide.
+        self._ids = itertools.count(1) if ids is None else ids
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def count(self, reason: str) -> int:
+        self.counters[reason] += 1
+        return self.counters[reason]
+
+    def authenticated(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.role is not None]
+
+
+class Session:
+    def __init__(
+        self,
+        hub: Hub,
+        peer: str,
+        write: Callable[[object], None],
+        close: Callable[[], None],
+    ) -> None:
+        self.hub = hub
+        self.id = hub.next_id()
+        self.peer = peer
+        self.role: Role | None = None
+        self.client_id = ""
+        self._write = write
+        self._close = close
+        hub.sessions[self.id] = self
+        hub.count("connections")
+
+    def receive(self, name: str, schema_hash: int, payload: dict[str, Any]) -> bool:
+        """Handle one message; False if the peer should pause (no room downstream)."""
+        found = self.hub.registry.resolve(name, schema_hash)
+        if found.by_hash:
+            self.hub.count("renamed")
+        msg = protocol.build(found.info, payload)
+        if self.role is None:
+            self._hello(msg)
+            return True
+        if isinstance(msg, Hello):
+            raise ProtocolError("bad_sequence", "Hello was already accepted")
+        if self.role.value not in found.info.senders:
+            detail = f"role {self.role.value} may not send {found.info.name}"
+            raise ProtocolError("forbidden", detail)
+        self.hub.count("messages")
+        return self.hub.deliver(self, found.info, msg)
+
+    def _hello(self, msg: object) -> None:
+        if not isinstance(msg, Hello):
+            raise ProtocolError("not_authenticated", "the first message must be edgeloop.Hello")
+        if msg.protocol_version != protocol.PROTOCOL_VERSION:
+            ours = protocol.PROTOCOL_VERSION
+            detail = f"version {msg.protocol_version} not spoken (this server: {ours})"
+            raise ProtocolError("protocol_version", detail)
+        role = self.hub.auth.role_for(msg.token, msg.role)
+        if role is None:
+            failures = self.hub.counters["auth_failed"] + 1  # refuse() counts it
+            if every_power_of_ten(failures):
+                log.warning("failed login from %s as %r (%d so far)", self.peer, msg.role, failures)
+            raise ProtocolError("auth_failed", f"the token does not grant role {msg.role!r}")
+        self.role = role
+        self.client_id = msg.client_id
+        log.info(
+            "%s connection %d from %s: %s as %s",
+            self.hub.name,
+            self.id,
+            self.peer,
+            msg.client_id,
+            role.value,
+        )
+        self.send(Welcome(self.id, role.value, protocol.PROTOCOL_VERSION, self.hub.server_name))
+        if self.hub.events is not None:
+            self.hub.events(self, True, msg.client_id)
+
+    def hello_overdue(self) -> None:
+        if self.role is None:
+            self.refuse(ProtocolError("not_authenticated", "no Hello within the time allowed"))
+
+    def send(self, msg: object) -> None:
+        self._write(msg)
+
+    def refuse(self, error: ProtocolError) -> None:
+        """Answer with an error; close when the stream cannot be trusted any more."""
+        self.hub.count(error.code)
+        self.send(Error(error.code, error.detail))
+        if error.code in FATAL:
+            self._close()
+
+    def failed(self) -> None:
+        """A bug of ours while handling this peer: it costs this connection only."""
+        log.exception("%s connection %d from %s: internal error", self.hub.name, self.id, self.peer)
+        self.hub.count("internal")
+        self._close()
+
+    def ended(self, reason: str) -> None:
+        self.hub.sessions.pop(self.id, None)
+        if self.role is not None:
+            log.info(
+                "%s connection %d from %s closed (%s)", self.hub.name, self.id, self.peer, reason
+            )
+            if self.hub.events is not None:
+                self.hub.events(self, False, reason)
