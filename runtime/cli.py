@@ -117,9 +117,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _start_demo_robots(config: Config) -> subprocess.Popen[bytes] | None:
     """The demo's simulated robot fleet, connecting with the config's device token."""
     network = config.sections.get("network")
-    if network is None or "robots" not in config.sections:
+    if not isinstance(network, NetworkConfig) or network.tcp is None:
         return None
-    assert isinstance(network, NetworkConfig)
+    if "robots" not in config.sections:
+        return None
     token = next((t.token for t in network.tokens if t.role == "device"), None)
     if token is None:
         return None

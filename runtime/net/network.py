@@ -28,7 +28,8 @@ NetworkReceive = SystemSet("NetworkReceive")  # after IoReceive, before SensorIn
 # Record topics between the io process and the control process.
 NET_MESSAGE = "net.message"  # io -> control: [provider, connection, name, payload]
 NET_EVENT = "net.event"  # io -> control: [provider, connection, connected, detail]
-NET_SEND = "net.send"  # control -> io: [provider, connection (0: all), name, hash, payload]
+# control -> io: [provider ("": any), connection (0: all), name, hash, payload]
+NET_SEND = "net.send"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,15 @@ class Network:
             key = self._queues[mtype] = type(name, (NetworkData,), {"__slots__": ()})
         return cast("type[NetworkData[T]]", key)
 
-    def send(self, world: World, connection: int, msg: object, provider: str = "tcp") -> None:
-        """Send ``msg`` to one connection after this tick."""
+    def send(self, world: World, connection: int, msg: object) -> None:
+        """Send ``msg`` to one connection (of any provider: ids are unique) after this tick."""
+        self._out(world, "", connection, msg)
+
+    def broadcast(self, world: World, msg: object, provider: str = "") -> None:
+        """Send ``msg`` to every authenticated connection (of ``provider``, if given)."""
+        self._out(world, provider, 0, msg)
+
+    def _out(self, world: World, provider: str, connection: int, msg: object) -> None:
         found = info(type(msg))
         payload = msgspec.to_builtins(msg)
         link = world.get_resource(IoLink)
@@ -82,10 +90,6 @@ class Network:
             [provider, connection, found.name, found.schema_hash, payload],
             found.priority,
         )
-
-    def broadcast(self, world: World, msg: object, provider: str = "tcp") -> None:
-        """Send ``msg`` to every authenticated connection of ``provider`` after this tick."""
-        self.send(world, 0, msg, provider)
 
 
 def read_network(world: World, mtype: type[T]) -> list[NetworkData[T]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ from edgeloop.net.network import (
 from edgeloop.net.registry import MessageInfo, Registry
 from edgeloop.net.session import Session
 from edgeloop.net.tcp_provider import TcpProvider
+from edgeloop.net.ws_provider import WebSocketProvider
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
@@ -31,8 +33,6 @@ from edgeloop.realtime.ipc import Record
 from edgeloop.schedule import FixedUpdate, SensorInput
 
 log = logging.getLogger("edgeloop.net")
-
-PROVIDER = "tcp"
 
 
 class TcpListen(Section):
@@ -44,13 +44,24 @@ class TcpListen(Section):
     hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
 
 
+class WebSocketListen(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 8080
+    max_frame_bytes: Annotated[int, Field(ge=64, le=64 << 20, strict=True)] = (
+        protocol.DEFAULT_MAX_FRAME_BYTES
+    )
+    hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+    max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
+
+
 class TokenGrant(Section):
     token: Annotated[str, Field(min_length=1)]
     role: Literal["viewer", "device", "operator", "admin"]
 
 
 class NetworkConfig(Section):
-    tcp: TcpListen = TcpListen()
+    tcp: TcpListen | None = TcpListen()
+    websocket: WebSocketListen | None = WebSocketListen()
     tokens: list[TokenGrant] = Field(default_factory=list)
 
 
@@ -68,50 +79,77 @@ class NetworkPlugin:
 
 
 class NetworkIo:
-    """Io process: the TCP provider, bridged to the control process."""
+    """Io process: the TCP and WebSocket providers, bridged to the control process."""
 
     def __init__(self, config: NetworkConfig, context: IoContext) -> None:
         self.config = config
         self.context = context
-        grants = [Grant(t.token, Role(t.role)) for t in config.tokens]
-        self.provider = TcpProvider(
-            context.registry,
-            Authenticator(grants),
-            self._deliver,
-            max_frame_bytes=config.tcp.max_frame_bytes,
-            hello_timeout_s=config.tcp.hello_timeout_s,
-            server_name=context.server_name,
-            events=self._event,
-        )
+        auth = Authenticator([Grant(t.token, Role(t.role)) for t in config.tokens])
+        ids = itertools.count(1)  # one id space: a connection id names one peer
+        self.tcp: TcpProvider | None = None
+        self.ws: WebSocketProvider | None = None
+        if config.tcp is not None:
+            self.tcp = TcpProvider(
+                context.registry,
+                auth,
+                self._deliver,
+                max_frame_bytes=config.tcp.max_frame_bytes,
+                hello_timeout_s=config.tcp.hello_timeout_s,
+                server_name=context.server_name,
+                events=self._event,
+                ids=ids,
+            )
+            context.on_room(self.tcp.resume_all)
+        if config.websocket is not None:
+            self.ws = WebSocketProvider(
+                context.registry,
+                auth,
+                self._deliver,
+                max_frame_bytes=config.websocket.max_frame_bytes,
+                hello_timeout_s=config.websocket.hello_timeout_s,
+                max_lag_s=config.websocket.max_lag_s,
+                server_name=context.server_name,
+                events=self._event,
+                ids=ids,
+            )
+            context.on_room(self.ws.resume_all)
         context.on_topic(NET_SEND, self._send)
-        context.on_room(self.provider.resume_all)
 
     async def start(self) -> None:
-        await self.provider.start(self.config.tcp.host, self.config.tcp.port)
+        if self.tcp is not None and self.config.tcp is not None:
+            await self.tcp.start(self.config.tcp.host, self.config.tcp.port)
+        if self.ws is not None and self.config.websocket is not None:
+            await self.ws.start(self.config.websocket.host, self.config.websocket.port)
 
     async def stop(self) -> None:
-        await self.provider.close()
+        for provider in (self.tcp, self.ws):
+            if provider is not None:
+                await provider.close()
 
-    def _deliver(self, connection: Session, found: MessageInfo, msg: Any) -> bool:
-        payload = [PROVIDER, connection.id, found.name, msgspec.to_builtins(msg)]
+    def _deliver(self, session: Session, found: MessageInfo, msg: Any) -> bool:
+        payload = [session.hub.name, session.id, found.name, msgspec.to_builtins(msg)]
         # NORMAL telemetry is conflated per (connection, type): the latest wins.
-        key = f"{connection.id}:{found.name}"
+        key = f"{session.id}:{found.name}"
         return self.context.send(Record(NET_MESSAGE, key, int(found.priority), payload))
 
-    def _event(self, connection: Session, connected: bool, detail: str) -> None:
-        self.context.connections[PROVIDER] = len(self.provider.hub.authenticated())
-        payload = [PROVIDER, connection.id, connected, detail]
-        self.context.send(Record(NET_EVENT, str(connection.id), int(Priority.HIGH), payload))
+    def _event(self, session: Session, connected: bool, detail: str) -> None:
+        self.context.connections[session.hub.name] = len(session.hub.authenticated())
+        payload = [session.hub.name, session.id, connected, detail]
+        self.context.send(Record(NET_EVENT, str(session.id), int(Priority.HIGH), payload))
 
     def _send(self, record: Record) -> None:
         provider, connection, name, schema_hash, payload = record.payload
-        if provider != PROVIDER:
-            return
-        body = protocol.encode_parts(name, schema_hash, payload)
-        if connection == 0:
-            self.provider.broadcast_body(body)
-        else:
-            self.provider.send_body(connection, body)
+        if self.tcp is not None and provider in ("", "tcp"):
+            body = protocol.encode_parts(name, schema_hash, payload)
+            if connection == 0:
+                self.tcp.broadcast_body(body)
+            elif self.tcp.send_body(connection, body):
+                return
+        if self.ws is not None and provider in ("", "ws"):
+            if connection == 0:
+                self.ws.broadcast_parts(name, schema_hash, payload)
+            else:
+                self.ws.send_parts(connection, name, schema_hash, payload)
 
 
 SECTION = ConfigSection("network", NetworkConfig, NetworkPlugin, io=NetworkIo)

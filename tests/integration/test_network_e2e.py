@@ -11,29 +11,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from edgeloop.net.client import Client
+from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, encode, split
 from edgeloop.net.registry import ProtocolError
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
 
 TYPES = (Telemetry, Command, CommandResult)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports() -> tuple[int, int]:
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return int(first.getsockname()[1]), int(second.getsockname()[1])
 
 
 @pytest.fixture
-def appliance_port(tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
+def appliance_port(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """The TCP and the WebSocket port of a running appliance."""
+    port, ws_port = _free_ports()
     config = tmp_path / "config.yaml"
     config.write_text(
         f"""
 runtime: {{name: e2e}}
 network:
   tcp: {{host: 127.0.0.1, port: {port}}}
+  websocket: {{host: 127.0.0.1, port: {ws_port}}}
   tokens:
     - {{token: robot-token, role: device}}
     - {{token: operator-token, role: operator}}
@@ -46,7 +51,7 @@ robots: {{}}
         stderr=subprocess.DEVNULL,
     )
     try:
-        yield port
+        yield port, ws_port
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -78,10 +83,10 @@ async def _receive(client: Client, kind: type) -> object:
 
 
 async def test_operator_command_reaches_the_robot_through_the_control_loop(
-    appliance_port: int,
+    appliance_port: tuple[int, int],
 ) -> None:
-    robot = await _connect(appliance_port, "arm-1", "robot-token", "device")
-    operator = await _connect(appliance_port, "hmi", "operator-token", "operator")
+    robot = await _connect(appliance_port[0], "arm-1", "robot-token", "device")
+    operator = await _connect(appliance_port[0], "hmi", "operator-token", "operator")
     # Until the control loop has seen the robot's telemetry, it is "not connected".
     result: object = CommandResult("arm-1", False, "")
     deadline = asyncio.get_running_loop().time() + 15
@@ -96,10 +101,29 @@ async def test_operator_command_reaches_the_robot_through_the_control_loop(
     await operator.close()
 
 
-async def test_a_device_token_cannot_send_commands(appliance_port: int) -> None:
-    robot = await _connect(appliance_port, "arm-2", "robot-token", "device")
+async def test_a_device_token_cannot_send_commands(appliance_port: tuple[int, int]) -> None:
+    robot = await _connect(appliance_port[0], "arm-2", "robot-token", "device")
     await robot.send(Command("arm-1", "stop"))
     with pytest.raises(ProtocolError, match="forbidden"):
         msg = await asyncio.wait_for(robot.receive(), 10)
         raise ProtocolError(msg.code, msg.detail)  # type: ignore[attr-defined]
+    await robot.close()
+
+
+async def test_a_websocket_operator_commands_a_tcp_robot(
+    appliance_port: tuple[int, int],
+) -> None:
+    robot = await _connect(appliance_port[0], "arm-3", "robot-token", "device")
+    async with connect(f"ws://127.0.0.1:{appliance_port[1]}/ws") as hmi:
+        await hmi.send(encode(Hello("hmi", "operator-token", "operator", PROTOCOL_VERSION)))
+        assert split(await asyncio.wait_for(hmi.recv(), 10))[0] == "edgeloop.Welcome"
+        deadline = asyncio.get_running_loop().time() + 15
+        accepted = False
+        while not accepted:
+            assert asyncio.get_running_loop().time() < deadline
+            await robot.send(Telemetry("arm-3", 0.0, 0.0, 35.0, "idle"))
+            await hmi.send(encode(Command("arm-3", "stop")))
+            name, _, payload = split(await asyncio.wait_for(hmi.recv(), 10))
+            accepted = name == "robot.CommandResult" and payload["accepted"]
+        assert await _receive(robot, Command) == Command("arm-3", "stop")
     await robot.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 import typing
 from typing import Any
 
@@ -19,6 +20,10 @@ def _model_in(annotation: Any) -> tuple[type[pydantic.BaseModel] | None, str]:
     """The model an annotation holds (directly or as list items), and the path joiner."""
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:  # `X | None`: document X's keys
+            return _model_in(members[0])
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return annotation, "."
     if typing.get_origin(annotation) is list:

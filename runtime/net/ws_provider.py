@@ -1,0 +1,254 @@
+"""The WebSocket provider: dashboards and tools on ``/ws`` of the HTTP port.
+
+The same protocol as TCP (``Session``), framed by WebSocket: a text frame carries the
+triple as JSON, a binary frame as msgpack; the server answers in the format the client
+last used. In JSON the schema hash is a 16-digit hex string (JavaScript numbers lose
+precision above 2**53); a number is accepted too.
+
+Every connection has its own send queue and writer task, so a slow client never slows
+the others or the io loop: when its oldest unsent message is older than ``max_lag_s``
+it is disconnected (and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import itertools
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from edgeloop.net import protocol
+from edgeloop.net.auth import Authenticator
+from edgeloop.net.registry import ProtocolError, Registry, info
+from edgeloop.net.session import HELLO_TIMEOUT_S, Deliver, Events, Hub, Session
+
+log = logging.getLogger("edgeloop.net.ws")
+
+WS_PATH = "/ws"
+MAX_LAG_S = 5.0
+
+# (path) -> a response for plain HTTP requests on the port, or None for 404.
+HttpHandler = Callable[[str], Response | None]
+
+
+def encode_json(name: str, schema_hash: int, payload: Any) -> str:
+    return json.dumps([name, f"{schema_hash:016x}", payload], separators=(",", ":"))
+
+
+def decode_json(text: str) -> tuple[str, int, dict[str, Any]]:
+    try:
+        triple = json.loads(text)
+    except ValueError as error:
+        raise ProtocolError("bad_frame", f"not JSON: {error}") from None
+    if isinstance(triple, list) and len(triple) == 3 and isinstance(triple[1], str):
+        try:
+            triple[1] = int(triple[1], 16)
+        except ValueError:
+            raise ProtocolError("bad_frame", "schema_hash: not a hex string") from None
+    return protocol.check_triple(triple)
+
+
+class WsConnection:
+    """One client: its session, its format, and its send queue."""
+
+    def __init__(self, provider: WebSocketProvider, ws: ServerConnection) -> None:
+        self.provider = provider
+        self.ws = ws
+        self.binary = True
+        self.session = Session(provider.hub, _peer(ws), self._send, self._close)
+        self._queue: deque[tuple[float, str | bytes]] = deque()
+        self._ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def _send(self, msg: object) -> None:
+        found = info(type(msg))
+        self.write_parts(found.name, found.schema_hash, msgspec.to_builtins(msg))
+
+    def write_parts(self, name: str, schema_hash: int, payload: Any) -> None:
+        data: str | bytes
+        if self.binary:
+            data = protocol.encode_parts(name, schema_hash, payload)
+        else:
+            data = encode_json(name, schema_hash, payload)
+        self._queue.append((time.monotonic(), data))
+        self._ready.set()
+
+    def _close(self) -> None:
+        # Let the error frame queued just before go out first: close from the writer.
+        self._queue.append((time.monotonic(), b""))
+        self._ready.set()
+
+    async def writer(self) -> None:
+        """Send the queue in order; a client that lets a message wait longer than
+        ``max_lag_s`` is cut off, so it cannot hold memory or slow anyone else."""
+        queue = self._queue
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while queue:
+                    queued_at, data = queue.popleft()
+                    if data == b"":
+                        await self.ws.close()
+                        return
+                    budget = self.provider.max_lag_s - (time.monotonic() - queued_at)
+                    if budget <= 0:
+                        raise TimeoutError
+                    await asyncio.wait_for(self.ws.send(data), budget)
+        except TimeoutError:
+            self.provider.hub.count("slow_consumer")
+            log.warning(
+                "ws connection %d from %s: more than %g s behind; cut off",
+                self.session.id,
+                self.session.peer,
+                self.provider.max_lag_s,
+            )
+            self.ws.transport.abort()
+        except ConnectionClosed:
+            pass
+
+    async def reader(self) -> None:
+        session = self.session
+        async for message in self.ws:
+            await self.room.wait()  # backpressure: no room downstream, stop reading
+            try:
+                if isinstance(message, str):
+                    self.binary = False
+                    name, schema_hash, payload = decode_json(message)
+                else:
+                    self.binary = True
+                    name, schema_hash, payload = protocol.split(message)
+                if not session.receive(name, schema_hash, payload):
+                    self.room.clear()
+            except ProtocolError as error:
+                session.refuse(error)
+
+
+class WebSocketProvider:
+    def __init__(
+        self,
+        registry: Registry,
+        auth: Authenticator,
+        deliver: Deliver,
+        *,
+        max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        max_lag_s: float = MAX_LAG_S,
+        server_name: str = "edgeloop",
+        events: Events | None = None,
+        ids: itertools.count[int] | None = None,
+        http_handler: HttpHandler | None = None,
+    ) -> None:
+        self.hub = Hub(
+            "ws",
+            registry,
+            auth,
+            deliver,
+            events=events,
+            server_name=server_name,
+            hello_timeout_s=hello_timeout_s,
+            ids=ids,
+        )
+        self.max_frame_bytes = max_frame_bytes
+        self.max_lag_s = max_lag_s
+        self.http_handler = http_handler
+        self.connections: dict[int, WsConnection] = {}
+        self._server: Server | None = None
+
+    @property
+    def counters(self) -> Counter[str]:
+        return self.hub.counters
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await serve(
+            self._serve,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=self.max_frame_bytes,
+            compression=None,  # CPU on a Pi is dearer than bytes on a LAN
+        )
+        bound: int = next(iter(self._server.sockets)).getsockname()[1]
+        log.info("serving HTTP and %s on %s:%d", WS_PATH, host, bound)
+        return bound
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == WS_PATH:
+            return None  # go on with the WebSocket handshake
+        response = None if self.http_handler is None else self.http_handler(request.path)
+        if response is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        return response
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        connection = WsConnection(self, ws)
+        session = connection.session
+        self.connections[session.id] = connection
+        writer = asyncio.create_task(connection.writer())
+        loop = asyncio.get_running_loop()
+        hello_timer = loop.call_later(self.hub.hello_timeout_s, session.hello_overdue)
+        reason = "closed"
+        try:
+            await connection.reader()
+        except ConnectionClosed:
+            reason = "reset"
+        except Exception:
+            session.failed()
+        finally:
+            hello_timer.cancel()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self.connections.pop(session.id, None)
+            session.ended(reason)
+
+    def send_parts(self, connection_id: int, name: str, schema_hash: int, payload: Any) -> bool:
+        connection = self.connections.get(connection_id)
+        if connection is None or connection.session.role is None:
+            return False
+        connection.write_parts(name, schema_hash, payload)
+        return True
+
+    def broadcast_parts(self, name: str, schema_hash: int, payload: Any) -> int:
+        sent = 0
+        for connection in list(self.connections.values()):
+            if connection.session.role is not None:
+                connection.write_parts(name, schema_hash, payload)
+                sent += 1
+        return sent
+
+    def resume_all(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.room.set()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
+def text_response(status: http.HTTPStatus, body: str, content_type: str = "text/plain") -> Response:
+    """A plain HTTP response, for the ``http_handler`` of the port's other paths."""
+    data = body.encode()
+    headers = Headers(
+        [("Content-Type", f"{content_type}; charset=utf-8"), ("Content-Length", str(len(data)))]
+    )
+    return Response(status.value, status.phrase, headers, data)
