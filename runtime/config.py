@@ -57,6 +57,10 @@ class Section(pydantic.BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def warnings(self) -> list[tuple[KeyPath, str]]:
+        """Valid but unwise settings, as (key path within the section, message)."""
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -206,12 +210,24 @@ def parse_config_text(text: str, file: Path, sections: Sequence[ConfigSection]) 
     if problems:
         raise ConfigError(_sorted(problems + warnings))
     names = {section.name for section in sections}
+    present = {name: getattr(validated, name) for name in main.data if name in names}
+    for name, model in present.items():
+        warnings += _section_warnings(name, model, main)
     return Config(
         path=file,
         runtime=validated.runtime,
-        sections={name: getattr(validated, name) for name in main.data if name in names},
+        sections=present,
         warnings=_sorted(warnings),
     )
+
+
+def _section_warnings(name: str, model: Section, document: _Document) -> list[Problem]:
+    """What a valid section itself warns about (``Section.warnings``), placed on its line."""
+    found = []
+    for path, message in model.warnings():
+        full = _data_path(document.data, (name, *path))
+        found.append(document.places[full].value.problem(_prefixed(full, message), "warning"))
+    return found
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

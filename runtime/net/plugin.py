@@ -35,6 +35,9 @@ from edgeloop.schedule import FixedUpdate, SensorInput
 log = logging.getLogger("edgeloop.net")
 
 
+MIN_TOKEN_CHARS = 16
+
+
 class TcpListen(Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 7700
@@ -63,6 +66,17 @@ class NetworkConfig(Section):
     tcp: TcpListen | None = TcpListen()
     websocket: WebSocketListen | None = WebSocketListen()
     tokens: list[TokenGrant] = Field(default_factory=list)
+
+    def warnings(self) -> list[tuple[tuple[Any, ...], str]]:
+        found: list[tuple[tuple[Any, ...], str]] = []
+        for index, grant in enumerate(self.tokens):
+            if grant.token.startswith("demo-"):
+                message = "a published demo token: anyone can use it; set a random one"
+                found.append((("tokens", index, "token"), message))
+            elif len(grant.token) < MIN_TOKEN_CHARS:
+                message = f"weak token: use at least {MIN_TOKEN_CHARS} random characters"
+                found.append((("tokens", index, "token"), message))
+        return found
 
 
 class NetworkPlugin:

@@ -123,3 +123,22 @@ def test_single_process_demo_runs_exactly_its_duration_in_ticks() -> None:
     assert result.returncode == 0, result.stderr
     assert "tank1: level" in result.stderr
     assert "stopped after 120 ticks" in result.stderr
+
+
+def test_check_config_warns_about_weak_and_demo_tokens_with_their_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "network:\n"
+        "  tokens:\n"
+        "    - {token: secret, role: operator}\n"
+        "    - {token: demo-robot, role: device}\n"
+        "    - {token: 4f9c2e7a1b8d3f6e0a5c9b2d, role: device}\n"
+    )
+    result = edgeloop("check-config", str(config))
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        f"{config}:3:15: warning: network.tokens[0].token: weak token: "
+        "use at least 16 random characters",
+        f"{config}:4:15: warning: network.tokens[1].token: a published demo token: "
+        "anyone can use it; set a random one",
+    ]
