@@ -139,6 +139,8 @@ class NetworkIo:
         for provider in (self.tcp, self.ws):
             if provider is not None:
                 await provider.close()
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(provider.counters.items()))
+                log.info("%s provider stopped: %s", provider.hub.name, counts or "no traffic")
 
     def _deliver(self, session: Session, found: MessageInfo, msg: Any) -> bool:
         payload = [session.hub.name, session.id, found.name, msgspec.to_builtins(msg)]

@@ -85,6 +85,7 @@ class TcpConnection(asyncio.Protocol):
     def pause(self) -> None:
         if self._transport is not None and not self.paused:
             self.paused = True
+            self.provider.hub.count("paused")
             self._transport.pause_reading()
 
     def resume(self) -> None:

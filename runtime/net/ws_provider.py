@@ -132,6 +132,7 @@ class WsConnection:
                     self.binary = True
                     name, schema_hash, payload = protocol.split(message)
                 if not session.receive(name, schema_hash, payload):
+                    self.provider.hub.count("paused")
                     self.room.clear()
             except ProtocolError as error:
                 session.refuse(error)

@@ -34,7 +34,9 @@ PROCESS_NAME = "edgeloop-ctl"
 P99_EVERY_TICKS = 100  # the percentile scan costs ~50 µs: once a second at 100 Hz
 
 
-def build_loop(config: Config, link: IoLink, heartbeats: Heartbeats | None) -> ControlLoop:
+def build_loop(
+    config: Config, link: IoLink, heartbeats: Heartbeats | None
+) -> tuple[ControlLoop, IoChannelWatch]:
     """The App from ``config`` with the io link, driven by a ControlLoop per its settings."""
     runtime = config.runtime
     app = App.from_config(config)
@@ -46,26 +48,49 @@ def build_loop(config: Config, link: IoLink, heartbeats: Heartbeats | None) -> C
         update_budget_s=runtime.update_budget_ms / 1e3,
         gc_frozen=runtime.gc == "freeze",
     )
-    if link.channel is not None:
-        watch_io_channel(loop, link)
+    watch = IoChannelWatch(loop, link)
     if heartbeats is not None:
         loop.after_tick(_heartbeat_writer(loop, link, heartbeats))
-    return loop
+    return loop, watch
 
 
-def watch_io_channel(loop: ControlLoop, link: IoLink) -> None:
-    """Read the io channel as soon as it is readable; stop watching it once it is closed
-    (a socket whose peer is gone stays readable, and would turn the wait into a spin)."""
-    channel = link.channel
-    assert channel is not None
-    fd = channel.fileno()
+class IoChannelWatch:
+    """Reads the io channel as soon as it is readable.
 
-    def on_readable() -> None:
-        link.read_available()
-        if channel.closed:
-            loop.remove_wake_source(fd)
+    A readable socket that is not read would turn the loop's wait into a spin, so the
+    channel is not watched while closed (the io process is gone) or while the link's
+    inbox is full (watched again once a tick has made room).
+    """
 
-    loop.add_wake_source(fd, on_readable)
+    def __init__(self, loop: ControlLoop, link: IoLink) -> None:
+        self.loop = loop
+        self.link = link
+        self.fd: int | None = None
+        loop.after_tick(self._make_room)
+        self.watch()
+
+    def watch(self) -> None:
+        """Watch the link's current channel (after start, or after it was replaced)."""
+        self.unwatch()
+        channel = self.link.channel
+        if channel is not None and not channel.closed:
+            self.fd = channel.fileno()
+            self.loop.add_wake_source(self.fd, self._on_readable)
+
+    def unwatch(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_wake_source(self.fd)
+            self.fd = None
+
+    def _on_readable(self) -> None:
+        self.link.read_available()
+        if not self.link.up or self.link.full:
+            self.unwatch()
+
+    def _make_room(self) -> None:
+        if self.fd is None and self.link.up and not self.link.full:
+            self.link.read_available()
+            self.watch()
 
 
 def _heartbeat_writer(
@@ -87,21 +112,20 @@ def _heartbeat_writer(
     return beat
 
 
-def _receive_io_channel(supervisor: socket.socket, link: IoLink, loop: ControlLoop) -> None:
+def _receive_io_channel(supervisor: socket.socket, watch: IoChannelWatch) -> None:
     """A restarted io process's channel, passed by the supervisor with SCM_RIGHTS."""
     try:
         _, fds, _, _ = socket.recv_fds(supervisor, 16, 1)
     except BlockingIOError:
         return
     if not fds:  # the supervisor is gone: nothing will restart io any more
-        loop.remove_wake_source(supervisor.fileno())
+        watch.loop.remove_wake_source(supervisor.fileno())
         return
-    if link.channel is not None:
-        loop.remove_wake_source(link.channel.fileno())
+    watch.unwatch()  # before the old socket is closed
     sock = socket.socket(fileno=fds[0])
     sock.setblocking(False)
-    link.replace(sock)
-    watch_io_channel(loop, link)
+    watch.link.replace(sock)
+    watch.watch()
     log.info("io channel replaced: the io process was restarted")
 
 
@@ -118,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     heartbeats[Slot.CONTROL_DEGRADED] = len(report.degraded)
     io_sock = socket.socket(fileno=args.io_fd)
     io_sock.setblocking(False)
-    link = IoLink(Channel(io_sock))
-    loop = build_loop(config, link, heartbeats)
+    link = IoLink(Channel(io_sock), records_per_tick=runtime.io_records_per_tick)
+    loop, watch = build_loop(config, link, heartbeats)
     supervisor = socket.socket(fileno=args.supervisor_fd)
     supervisor.setblocking(False)
-    loop.add_wake_source(supervisor.fileno(), lambda: _receive_io_channel(supervisor, link, loop))
+    loop.add_wake_source(supervisor.fileno(), lambda: _receive_io_channel(supervisor, watch))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         loop.request_stop()

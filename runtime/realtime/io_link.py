@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +40,22 @@ class IoInput:
     tick: int
 
 
-class IoLink:
-    """Resource: the channel to the io process (which may be down, or replaced)."""
+INBOX_TICKS = 4  # how many ticks' worth of records are read ahead of the ticks
 
-    def __init__(self, channel: Channel | None = None) -> None:
+
+class IoLink:
+    """Resource: the channel to the io process (which may be down, or replaced).
+
+    At most ``records_per_tick`` records become IoInput messages per tick, and at most a
+    few ticks' worth are read from the socket ahead: a flood then backs up into the
+    socket and the io process, which pauses the flooding peer (CRITICAL/HIGH) or
+    conflates (NORMAL), instead of stretching the control tick.
+    """
+
+    def __init__(self, channel: Channel | None = None, records_per_tick: int = 1000) -> None:
         self.channel = channel
-        self.inbox: list[Record] = []
+        self.records_per_tick = records_per_tick
+        self.inbox: deque[Record] = deque()
         self._outgoing: list[Record] = []
         self.reported_up: bool | None = None  # what the alarm last said
 
@@ -57,12 +68,18 @@ class IoLink:
     ) -> None:
         self._outgoing.append(Record(topic, key, int(priority), payload))
 
+    @property
+    def full(self) -> bool:
+        return len(self.inbox) >= self.records_per_tick * INBOX_TICKS
+
     def read_available(self) -> None:
         """Called by the loop when the channel is readable, between or during waits."""
-        if self.channel is None:
-            return
-        for batch in self.channel.receive():
-            self.inbox.extend(batch.records)
+        while self.channel is not None and not self.full:
+            batches = self.channel.receive(max_batches=1)
+            if not batches:
+                return
+            for batch in batches:
+                self.inbox.extend(batch.records)
 
     def replace(self, sock: socket.socket) -> None:
         """Take the channel to a restarted io process, keeping what waits to be sent."""
@@ -101,8 +118,9 @@ def receive_io_inputs(world: World) -> None:
         else:
             alarms.activate(ALARM_SOURCE, "io process not connected", Severity.FAULT, tick)
             log.warning("io link down at tick %d: outputs wait until the io process is back", tick)
-    inbox, link.inbox = link.inbox, []
-    for record in inbox:
+    inbox = link.inbox
+    for _ in range(min(len(inbox), link.records_per_tick)):
+        record = inbox.popleft()
         world.send(IoInput(record.topic, record.key, record.payload, tick))
 
 

@@ -169,10 +169,11 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self) -> list[Batch]:
-        """Every batch waiting now; marks the channel closed when the peer is gone."""
+    def receive(self, max_batches: int | None = None) -> list[Batch]:
+        """The batches waiting now (at most ``max_batches``); marks the channel closed when
+        the peer is gone."""
         batches: list[Batch] = []
-        while not self.closed:
+        while not self.closed and (max_batches is None or len(batches) < max_batches):
             try:
                 message = self.sock.recv(MAX_MESSAGE_BYTES)
             except BlockingIOError:

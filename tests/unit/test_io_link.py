@@ -64,11 +64,11 @@ def test_outputs_set_by_shutdown_wait_for_a_final_flush() -> None:
 
 def test_a_closed_channel_stops_waking_the_control_loop() -> None:
     from edgeloop.realtime.control_loop import ControlLoop  # noqa: PLC0415
-    from edgeloop.realtime.control_process import watch_io_channel  # noqa: PLC0415
+    from edgeloop.realtime.control_process import IoChannelWatch  # noqa: PLC0415
 
     app, link, io = _linked_app()
     loop = ControlLoop(app)
-    watch_io_channel(loop, link)
+    IoChannelWatch(loop, link)
     assert link.channel is not None
     fd = link.channel.fileno()
     assert loop.wake_sources() == {fd}
@@ -77,3 +77,25 @@ def test_a_closed_channel_stops_waking_the_control_loop() -> None:
     assert not link.up
     assert loop.wake_sources() == set()
     loop.close()
+
+
+def test_a_flood_is_handed_over_a_bounded_number_per_tick_and_left_in_the_socket() -> None:
+    control_end, io_end = socketpair()
+    link = IoLink(Channel(control_end), records_per_tick=2)
+    app = App()
+    app.add_plugin(IoLinkPlugin(link))
+    per_tick: list[int] = []
+    app.add_systems(
+        FixedUpdate, lambda world: per_tick.append(len(world.read(IoInput))), in_set=ControlLogic
+    )
+    io = Channel(io_end)
+    for batch in range(5):
+        io.send(0, [Record("t", str(batch * 4 + i), int(Priority.HIGH), i) for i in range(4)])
+    link.read_available()
+    assert link.full and len(link.inbox) == 8, "read ahead stops at 4 ticks' worth"
+    app.run_for(3)
+    assert per_tick == [2, 2, 2]
+    for _ in range(10):
+        link.read_available()  # as the loop does when the socket is readable again
+        app.run_for(1)
+    assert sum(per_tick) == 20, "nothing lost"
