@@ -7,6 +7,7 @@ replay). The real-time runner drives the same App through ``startup``, ``tick``,
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -135,7 +136,10 @@ class App:
             in_set = Main
         conditions = [run_if] if callable(run_if) else list(run_if)
         for fn in systems:
-            self._schedules[schedule].add_system(SystemEntry(fn, schedule, in_set, conditions))
+            # Each system gets its own copy: a stateful condition (on_timer) shared by two
+            # systems would fire for the first one only.
+            own = [copy.copy(condition) for condition in conditions]
+            self._schedules[schedule].add_system(SystemEntry(fn, schedule, in_set, own))
         return self
 
     def configure_sets(

@@ -11,10 +11,10 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from edgeloop.component import Component
 from edgeloop.entity import entity_str
 
 if TYPE_CHECKING:
-    from edgeloop.component import Component
     from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.commands")
@@ -37,11 +37,13 @@ class Commands:
 
     def spawn(self, *components: Component) -> int:
         """Reserve an entity now (the id is usable at once); components arrive at apply."""
+        _check_insertable(components)
         entity = self._world.reserve_entity()
         self._queue.append((_Op.SPAWN, entity, components))
         return entity
 
     def insert(self, entity: int, *components: Component) -> None:
+        _check_insertable(components)
         self._queue.append((_Op.INSERT, entity, components))
 
     def remove(self, entity: int, ctype: type[Component]) -> None:
@@ -59,12 +61,19 @@ class Commands:
         for op, entity, arg in queue:
             if not world.is_alive(entity):
                 self._skip(op, entity)
-            elif op is _Op.REMOVE:
-                world.remove(entity, arg)  # type: ignore[arg-type]
-            elif op is _Op.DESPAWN:
-                world.despawn(entity)
-            else:
-                world.insert(entity, *arg)  # type: ignore[misc]
+                continue
+            try:
+                if op is _Op.REMOVE:
+                    world.remove(entity, arg)  # type: ignore[arg-type]
+                elif op is _Op.DESPAWN:
+                    world.despawn(entity)
+                else:
+                    world.insert(entity, *arg)  # type: ignore[misc]
+            except (TypeError, ValueError) as error:
+                # Checked when queued; what is left (one instance queued twice) is skipped
+                # rather than taking the schedule down between two sets.
+                self.skipped += 1
+                log.error("%s of entity %s skipped: %s", op.value, entity_str(entity), error)
 
     def discard_from(self, mark: int) -> None:
         """Drop the commands queued after ``mark`` (a length read before a system ran)."""
@@ -82,4 +91,15 @@ class Commands:
                 "(further skips are only counted in world.commands.skipped)",
                 op.value,
                 entity_str(entity),
+            )
+
+
+def _check_insertable(components: tuple[Component, ...]) -> None:
+    """Fail in the system that queues a bad component, not later when commands apply."""
+    for component in components:
+        if not isinstance(component, Component):
+            raise TypeError(f"{component!r} is not a Component")
+        if component.attached():
+            raise ValueError(
+                f"this {type(component).__name__} instance already belongs to an entity"
             )

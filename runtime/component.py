@@ -59,7 +59,9 @@ class _ComponentMeta(type):
             for field, hint in ns.get("__annotations__", {}).items()
             if not _is_classvar(hint) and field not in inherited
         )
-        defaults = {**inherited_defaults, **{f: ns.pop(f) for f in own if f in ns}}
+        # A subclass may give an inherited field a new default (`x: float = 5.0`).
+        overridden = {f: ns.pop(f) for f in inherited if f in ns}
+        defaults = {**inherited_defaults, **overridden, **{f: ns.pop(f) for f in own if f in ns}}
         ns["__slots__"] = own
         cls = super().__new__(mcls, name, bases, ns, **kwargs)
         fields = inherited + own
@@ -143,7 +145,8 @@ def _check_state_types(cls: type, fields: tuple[str, ...]) -> None:
     try:
         hints = typing.get_type_hints(cls)
     except NameError:
-        # A forward reference to a class defined later: checked when first stored.
+        # A forward reference to a class defined later: checked when first stored
+        # (World.storage calls check_state_types).
         return
     for field in fields:
         if not is_state_type(hints[field]):
@@ -151,6 +154,15 @@ def _check_state_types(cls: type, fields: tuple[str, ...]) -> None:
                 f"{cls.__qualname__}.{field}: {hints[field]!r} is not a state type "
                 f"({STATE_TYPES}); keep mutable objects in a resource"
             )
+
+
+def check_state_types(cls: type) -> None:
+    """``TypeError`` naming the first field of ``cls`` that is not a state type."""
+    typing.get_type_hints(cls)  # NameError now means a truly unresolvable annotation
+    _check_state_types(cls, cls.__dict__.get("__slots__", ()))
+    for base in cls.__mro__[1:]:
+        if isinstance(base, _ComponentMeta) and base is not Component:
+            _check_state_types(base, base.__dict__.get("__slots__", ()))
 
 
 _SCALARS: tuple[type, ...] = (int, float, bool, str, bytes, type(None))

@@ -120,7 +120,7 @@ class RuntimeConfig(Section):
     update_budget_ms: Annotated[float, Field(ge=0, le=1000, strict=True)] = 1.0
     io_records_per_tick: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 1000
     control_timeout_s: Annotated[float, Field(gt=0, le=60, strict=True)] = 2.0
-    io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
+    io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ class Messages(Generic[M]):
         self._previous, self._current = self._current, dropped
 
     @property
+    def oldest(self) -> int:
+        """The sequence number of the oldest message still held."""
+        return self._start
+
+    @property
     def end(self) -> int:
         """The sequence number the next message sent will get."""
         return self._start + len(self._previous) + len(self._current)
@@ -50,13 +55,14 @@ class Messages(Generic[M]):
 
 
 class MessageReader(Generic[M]):
-    """A cursor into one queue. Starts at the oldest message still held."""
+    """A cursor into one queue. Starts at the oldest message still held, so a reader
+    added late counts as missed only what it lost after it existed."""
 
     __slots__ = ("_cursor", "_queue", "missed")
 
     def __init__(self, queue: Messages[M]) -> None:
         self._queue = queue
-        self._cursor = 0
+        self._cursor = queue.oldest
         self.missed = 0
 
     def read(self) -> list[M]:

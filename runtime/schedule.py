@@ -156,10 +156,17 @@ class Schedule:
                 self._conditions[set_] = []
                 self.set_timings[set_] = Timing()
             self._conditions[set_].extend(run_if)
-        for earlier, later in itertools.pairwise(sets):
+        added = [(a, b) for a, b in itertools.pairwise(sets) if a not in self._after[b]]
+        for earlier, later in added:
             self._after[later].add(earlier)
         self._order = None
-        self.order()
+        try:
+            self.order()
+        except ScheduleError:
+            for earlier, later in added:  # refused: the schedule stays as it was
+                self._after[later].discard(earlier)
+            self._order = None
+            raise
 
     def add_system(self, system: SystemEntry) -> None:
         if system.set not in self._systems:

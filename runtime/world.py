@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from edgeloop.commands import Commands
-from edgeloop.component import Component, _set_slot
+from edgeloop.component import Component, _set_slot, check_state_types
 from edgeloop.entity import INDEX_BITS, INDEX_MASK, EntityNotFoundError, entity_str
 from edgeloop.messages import MessageReader, Messages
 from edgeloop.query import Query
@@ -187,6 +187,7 @@ class World:
         if storage is None:
             if not (isinstance(ctype, type) and issubclass(ctype, Component)):
                 raise TypeError(f"{ctype!r} is not a Component subclass")
+            check_state_types(ctype)
             storage = self._storages[ctype] = Storage(self, ctype)
         return storage
 

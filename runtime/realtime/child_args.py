@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from edgeloop.realtime.rt_setup import CpuPlan
@@ -25,6 +26,8 @@ def common_args(
         ",".join(map(str, sorted(plan.others))),
         "--log-level",
         log_level,
+        "--supervisor-pid",
+        str(os.getpid()),
     ]
 
 
@@ -36,6 +39,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--control-cpu", type=_optional_int, default=None)
     parser.add_argument("--other-cpus", type=_int_list, default=[])
     parser.add_argument("--log-level", default="INFO")
+    # To notice a supervisor that died before we could ask to die with it.
+    parser.add_argument("--supervisor-pid", type=int, default=None)
     return parser
 
 

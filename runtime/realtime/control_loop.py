@@ -27,6 +27,7 @@ from collections.abc import Callable
 from edgeloop.app import App
 from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.loop_stats import LoopStats, OverrunPolicy
+from edgeloop.realtime.rt_setup import collect_young, freeze_gc
 from edgeloop.schedule import FixedUpdate
 
 log = logging.getLogger("edgeloop.loop")
@@ -107,9 +108,7 @@ class ControlLoop:
         app = self.app
         app.startup()
         if self.gc_frozen:
-            gc.collect()
-            gc.freeze()
-            gc.disable()
+            freeze_gc()
         try:
             self._run_ticks(max_ticks)
         finally:
@@ -176,16 +175,22 @@ class ControlLoop:
             and ticks % GC_YOUNG_EVERY_TICKS == 0
             and next_deadline - self.clock() > stats.period_s / 2
         ):
-            gc.collect(2 if ticks % GC_FULL_EVERY_TICKS == 0 else 0)
+            if ticks % GC_FULL_EVERY_TICKS == 0:
+                gc.collect()  # cycles that outlived a young collection; frozen objects skipped
+            else:
+                collect_young()
 
     def _wait_until(self, deadline: float) -> None:
         clock = self.clock
+        # Always look at the fds once, even when late: ticks run back to back while
+        # catching up must still see io input and a stop request.
+        remaining = max(0.0, deadline - self.spin_s - clock())
         while not self._stop:
+            for key, _ in self._selector.select(remaining):
+                key.data()
             remaining = deadline - self.spin_s - clock()
             if remaining <= 0:
                 break
-            for key, _ in self._selector.select(remaining):
-                key.data()
         while clock() < deadline and not self._stop:
             pass  # the spin tail: see the module docstring
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import select
 import signal
 import socket
 import sys
@@ -31,6 +32,7 @@ from edgeloop.realtime.rt_setup import apply_control_settings, die_with_parent, 
 log = logging.getLogger("edgeloop.control")
 
 PROCESS_NAME = "edgeloop-ctl"
+FINAL_FLUSH_S = 0.2  # how long Shutdown's last records may wait for a busy io process
 P99_EVERY_TICKS = 100  # the percentile scan costs ~50 µs: once a second at 100 Hz
 
 
@@ -129,16 +131,31 @@ def _receive_io_channel(supervisor: socket.socket, watch: IoChannelWatch) -> Non
     log.info("io channel replaced: the io process was restarted")
 
 
+def _final_flush(link: IoLink, tick: int) -> None:
+    """Send what Shutdown set (the safe values), waiting a little if io is behind."""
+    deadline = time.monotonic() + FINAL_FLUSH_S
+    while not link.flush(tick) and link.up and (left := deadline - time.monotonic()) > 0:
+        assert link.channel is not None
+        select.select([], [link.channel.fileno()], [], left)
+    if len(link.outbox):
+        log.error("%d records for the io process not sent at shutdown", len(link.outbox))
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A stop asked for during start-up is kept and honoured once the loop exists, so
+    # Shutdown still runs (the default action would just kill the process).
+    early_stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: early_stop.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: early_stop.append(signum))
     args = _parser().parse_args(argv)
     set_process_name(PROCESS_NAME)
-    die_with_parent()
+    die_with_parent(parent=args.supervisor_pid)
     setup_logging(args.log_level)
     config = load_config(args.config)
     heartbeats = Heartbeats(args.heartbeat_fd)
     plan = child_args.cpu_plan(args)
     runtime = config.runtime
-    report = apply_control_settings(plan, runtime.rt_priority, runtime.lock_memory, runtime.gc)
+    report = apply_control_settings(plan, runtime.rt_priority, runtime.lock_memory)
     heartbeats[Slot.CONTROL_DEGRADED] = len(report.degraded)
     io_sock = socket.socket(fileno=args.io_fd)
     io_sock.setblocking(False)
@@ -153,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if early_stop:
+        loop.request_stop()
     try:
         loop.run()
     except (SystemFailure, OverrunStop) as failure:
         log.critical("control loop stopped: %s", failure)
         return 1
     finally:
-        link.flush(loop.app.time.tick)  # what Shutdown set (safe values) goes out too
+        _final_flush(link, loop.app.time.tick)
         loop.close()
     stats = loop.stats
     log.info(

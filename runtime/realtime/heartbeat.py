@@ -18,12 +18,11 @@ class Slot(IntEnum):
     CONTROL_TICK_NS = 1  # CLOCK_MONOTONIC ns at the end of the last tick
     CONTROL_OVERRUNS = 2
     CONTROL_P99_LATENESS_NS = 3
-    CONTROL_BEHIND = 4  # 1 while the loop is running late (an overrun not yet caught up)
-    CONTROL_DEGRADED = 5  # count of real-time settings that could not be applied
-    IO_BEATS = 6  # advanced by the io process's event loop
-    IO_DEGRADED = 7
-    IO_LINK_UP = 8  # 1 while the control process has an io link
-    IO_CONNECTIONS = 9  # network peers connected to the io process
+    CONTROL_DEGRADED = 4  # count of real-time settings that could not be applied
+    IO_BEATS = 5  # advanced by the io process's event loop
+    IO_DEGRADED = 6
+    IO_LINK_UP = 7  # 1 while the control process has an io link
+    IO_CONNECTIONS = 8  # network peers connected to the io process
 
 
 _SLOTS = len(Slot)

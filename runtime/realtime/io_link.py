@@ -19,7 +19,7 @@ from edgeloop.alarms import Alarms, Severity
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.priority import Priority
-from edgeloop.realtime.ipc import Channel, Record
+from edgeloop.realtime.ipc import Channel, Outbox, Record
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
 from edgeloop.world import World
 
@@ -54,9 +54,9 @@ class IoLink:
 
     def __init__(self, channel: Channel | None = None, records_per_tick: int = 1000) -> None:
         self.channel = channel
+        self.outbox = Outbox() if channel is None else channel.outbox
         self.records_per_tick = records_per_tick
         self.inbox: deque[Record] = deque()
-        self._outgoing: list[Record] = []
         self.reported_up: bool | None = None  # what the alarm last said
 
     @property
@@ -66,7 +66,9 @@ class IoLink:
     def send(
         self, topic: str, key: str, payload: Any, priority: Priority = Priority.NORMAL
     ) -> None:
-        self._outgoing.append(Record(topic, key, int(priority), payload))
+        """Queue a record for the end of this tick; ``TypeError`` here, in the system that
+        sends it, if the payload cannot be encoded."""
+        self.outbox.put(Record(topic, key, int(priority), payload))
 
     @property
     def full(self) -> bool:
@@ -84,14 +86,13 @@ class IoLink:
     def replace(self, sock: socket.socket) -> None:
         """Take the channel to a restarted io process, keeping what waits to be sent."""
         old = self.channel
-        self.channel = Channel(sock, outbox=None if old is None else old.outbox)
+        self.channel = Channel(sock, outbox=self.outbox)
         if old is not None:
             old.close()
 
-    def flush(self, tick: int) -> None:
-        outgoing, self._outgoing = self._outgoing, []
-        if self.channel is not None:
-            self.channel.send(tick, outgoing)
+    def flush(self, tick: int) -> bool:
+        """Send what the socket takes now; True when nothing is left waiting."""
+        return self.channel is not None and self.channel.send(tick, [])
 
 
 class IoLinkPlugin:

@@ -60,6 +60,7 @@ class IoService:
         self._handlers: dict[str, list[Callable[[Record], None]]] = {}
         self._room_callbacks: list[Callable[[], None]] = []
         self._flush_scheduled = False
+        self._writer_armed = False
         self._refused = False  # a sender was told to pause: tell it when there is room
 
     # -- IoContext ------------------------------------------------------------------------
@@ -86,24 +87,43 @@ class IoService:
     async def run(self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.channel.fileno(), self._readable)
+        started = []
         for part in parts:
-            await part.start()
+            try:
+                await part.start()
+                started.append(part)
+            except Exception:  # one broken part (a port in use) must not stop the others
+                log.exception("io part %s failed to start", type(part).__name__)
         tasks = [asyncio.create_task(self._beat())]
         if synthetic_per_s > 0:
             tasks.append(asyncio.create_task(self._synthetic(synthetic_per_s)))
         try:
             await self.stopped.wait()
         finally:
-            for part in parts:
-                await part.stop()
+            for part in started:
+                try:
+                    await part.stop()
+                except Exception:
+                    log.exception("io part %s failed to stop", type(part).__name__)
             loop.remove_reader(self.channel.fileno())
+            if self._writer_armed:
+                loop.remove_writer(self.channel.fileno())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self.channel.send(0, [])
+        sent_all = self.channel.send(0, [])
+        # While the socket refuses, retry as soon as it is writable, not at the next beat.
+        loop = asyncio.get_running_loop()
+        if sent_all or self.channel.closed:
+            if self._writer_armed:
+                loop.remove_writer(self.channel.fileno())
+                self._writer_armed = False
+        elif not self._writer_armed:
+            loop.add_writer(self.channel.fileno(), self._flush)
+            self._writer_armed = True
         if self._refused and self.channel.outbox.urgent_backlog <= URGENT_LOW_WATER:
             self._refused = False
             for callback in self._room_callbacks:
@@ -169,7 +189,7 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_process_name(PROCESS_NAME)
-    die_with_parent()
+    die_with_parent(parent=args.supervisor_pid)
     setup_logging(args.log_level)
     config = load_config(args.config)
     sections = installed_sections()

@@ -21,12 +21,14 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from edgeloop.logs import every_power_of_ten
 from edgeloop.priority import Priority
 
 log = logging.getLogger("edgeloop.ipc")
 
 # Well under the default socket buffer (~208 KiB), so one message always fits when empty.
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_RECORD_BYTES = MAX_MESSAGE_BYTES - 16  # room for the tick number in front
 MAX_URGENT_BACKLOG = 100_000  # CRITICAL/HIGH records; past this the peer is not reading
 MAX_LOW_BACKLOG = 10_000
 
@@ -62,28 +64,57 @@ def pack(value: Any) -> bytes:
 
 
 def decode(message: bytes) -> Batch:
-    unpacker = msgpack.Unpacker(raw=False)
+    """A batch from one message; ``ValueError`` if it is not one (the caller drops it)."""
+    # Integer map keys are fine between our own processes (a register number as a key).
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(message)
     items = iter(unpacker)
-    tick = next(items)
-    return Batch(tick, [Record(*fields) for fields in items])
+    try:
+        tick = next(items)
+        records = [Record(*fields) for fields in items]
+        # Raises while a record is cut short (the iteration above just stops there).
+        unpacker.read_bytes(1)
+    except (StopIteration, TypeError, ValueError, msgpack.UnpackException) as error:
+        raise ValueError(f"malformed batch: {error}") from None
+    if not isinstance(tick, int) or not all(
+        isinstance(r.topic, str) and isinstance(r.key, str) and isinstance(r.priority, int)
+        for r in records
+    ):
+        raise ValueError("malformed batch: wrong field types")
+    return Batch(tick, records)
 
 
 class Outbox:
-    """Records waiting to be sent, by priority; see the module docstring for the policy."""
+    """Records waiting to be sent, by priority; see the module docstring for the policy.
+
+    Records are encoded when they are put, so a payload that cannot be encoded fails in
+    the code that sent it, not later in a flush where it would block everything behind.
+    CRITICAL records go out before everything else, HIGH next.
+    """
 
     def __init__(self) -> None:
-        self._urgent: deque[Record] = deque()
-        self._latest: dict[tuple[str, str], Record] = {}
-        self._low: deque[Record] = deque()
+        self._critical: deque[bytes] = deque()
+        self._high: deque[bytes] = deque()
+        self._latest: dict[tuple[str, str], bytes] = {}
+        self._low: deque[bytes] = deque()
         self.conflated = 0
         self.dropped_low = 0
         self.dropped_urgent = 0
-        self.dropped_oversize = 0
 
     def put(self, record: Record) -> None:
+        """Queue ``record``; ``TypeError``/``ValueError`` if it cannot be sent at all."""
+        try:
+            data = pack(tuple(record))
+        except (TypeError, ValueError, OverflowError) as error:
+            raise TypeError(
+                f"record {record.topic}/{record.key} cannot be encoded: {error}"
+            ) from None
+        if len(data) > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"record {record.topic}/{record.key} is {len(data)} bytes, over {MAX_RECORD_BYTES}"
+            )
         if record.priority <= Priority.HIGH:
-            if len(self._urgent) >= MAX_URGENT_BACKLOG:
+            if self.urgent_backlog >= MAX_URGENT_BACKLOG:
                 self.dropped_urgent += 1
                 if self.dropped_urgent == 1:
                     log.error(
@@ -91,31 +122,31 @@ class Outbox:
                         MAX_URGENT_BACKLOG,
                     )
                 return
-            self._urgent.append(record)
+            queue = self._critical if record.priority == Priority.CRITICAL else self._high
+            queue.append(data)
         elif record.priority == Priority.NORMAL:
             key = (record.topic, record.key)
             if key in self._latest:
                 self.conflated += 1
-            self._latest[key] = record
+                del self._latest[key]  # re-inserted at the end: sent in order of last change
+            self._latest[key] = data
         else:
             if len(self._low) >= MAX_LOW_BACKLOG:
                 self._low.popleft()
                 self.dropped_low += 1
-            self._low.append(record)
+            self._low.append(data)
 
     def __len__(self) -> int:
-        return len(self._urgent) + len(self._latest) + len(self._low)
+        return self.urgent_backlog + len(self._latest) + len(self._low)
 
     @property
     def urgent_backlog(self) -> int:
-        return len(self._urgent)
+        return len(self._critical) + len(self._high)
 
     def flush(self, sock: socket.socket, tick: int) -> bool:
         """Send what fits without blocking; True when nothing is left waiting."""
         while len(self) > 0:
             message, taken = self._next_message(tick)
-            if taken == 0:
-                return True
             try:
                 sock.send(message)
             except BlockingIOError:
@@ -123,31 +154,24 @@ class Outbox:
             self._consume(taken)
         return True
 
-    def _ordered(self) -> Iterator[Record]:
-        yield from self._urgent
+    def _ordered(self) -> Iterator[bytes]:
+        yield from self._critical
+        yield from self._high
         yield from self._latest.values()
         yield from self._low
 
     def _next_message(self, tick: int) -> tuple[bytes, int]:
         packed: list[bytes] = []
         size = 0
-        taken = 0
-        for record in self._ordered():
-            data = pack(tuple(record))
-            if len(data) > MAX_MESSAGE_BYTES - 16:
-                # Cannot ever be sent: count it and let it be consumed with this message.
-                self.dropped_oversize += 1
-                taken += 1
-                continue
-            if size + len(data) > MAX_MESSAGE_BYTES - 16:
+        for data in self._ordered():
+            if packed and size + len(data) > MAX_RECORD_BYTES:
                 break
             packed.append(data)
             size += len(data)
-            taken += 1
-        return encode(tick, packed), taken
+        return encode(tick, packed), len(packed)
 
     def _consume(self, count: int) -> None:
-        for queue in (self._urgent, self._latest, self._low):
+        for queue in (self._critical, self._high, self._latest, self._low):
             while count and queue:
                 if isinstance(queue, dict):
                     del queue[next(iter(queue))]
@@ -165,6 +189,7 @@ class Channel:
         self.outbox = Outbox() if outbox is None else outbox
         self.closed = False
         self.received = 0
+        self.malformed = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -184,7 +209,17 @@ class Channel:
             if not message:
                 self.closed = True
                 break
-            batches.append(decode(message))
+            try:
+                batches.append(decode(message))
+            except ValueError as error:
+                # Our own peer sent it, so it is a bug there; it must not stop this side.
+                self.malformed += 1
+                if every_power_of_ten(self.malformed):
+                    log.error(
+                        "io channel: dropped a malformed message (%d so far): %s",
+                        self.malformed,
+                        error,
+                    )
         self.received += sum(len(b.records) for b in batches)
         return batches
 

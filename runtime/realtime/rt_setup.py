@@ -219,15 +219,13 @@ def collect_young() -> int:
     return gc.collect(0)
 
 
-def apply_control_settings(
-    cpu: CpuPlan, rt_priority: int, lock: bool, gc_mode: Literal["freeze", "normal"]
-) -> RtReport:
+def apply_control_settings(cpu: CpuPlan, rt_priority: int, lock: bool) -> RtReport:
     """Settings of the control process: its core, SCHED_FIFO, mlockall.
 
-    ``gc_mode`` is not applied here: freezing must wait until start-up has built the
-    World, so the loop calls ``freeze_gc`` itself. Memory is locked before SCHED_FIFO is
-    set, so faulting in every page (tens of ms) does not run at RT priority, where it
-    would starve the kernel threads bound to the control core.
+    The garbage collector is not touched here: freezing must wait until start-up has
+    built the World, so the control loop calls ``freeze_gc`` itself. Memory is locked
+    before SCHED_FIFO is set, so faulting in every page (tens of ms) does not run at RT
+    priority, where it would starve the kernel threads bound to the control core.
     """
     steps: list[tuple[str, str | None]] = []
     if cpu.control is not None:

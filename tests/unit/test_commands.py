@@ -75,3 +75,17 @@ def test_a_failing_system_leaves_no_half_applied_commands() -> None:
     assert len(app.world.query(Velocity)) == 1
     assert len(app.world) == 1, "the entity reserved by the failed system is released"
     assert app.world.resource(Alarms).active()
+
+
+def test_a_bad_component_fails_in_the_system_that_queues_it() -> None:
+    app = App(on_system_error="skip")
+    shared = Position()
+    app.world.spawn(shared)
+
+    def queues_attached(world: World) -> None:
+        world.commands.spawn(shared)
+
+    app.add_systems(FixedUpdate, queues_attached, in_set=SensorInput)
+    app.run_for(2)  # skip policy: reported as that system's fault, the loop goes on
+    alarm = app.world.resource(Alarms).get("system:" + queues_attached.__qualname__)
+    assert alarm is not None and "already belongs to an entity" in alarm.text

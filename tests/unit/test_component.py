@@ -94,3 +94,22 @@ def test_subclass_inherits_fields() -> None:
 
 def test_components_of_different_types_are_never_equal() -> None:
     assert Position(0.0, 0.0) != Velocity(0.0, 0.0)
+
+
+def test_a_subclass_can_give_an_inherited_field_a_new_default() -> None:
+    class Raised(Position):
+        x: float = 5.0
+
+    assert Raised().values() == (5.0, 0.0)
+
+
+def test_forward_referenced_field_types_are_checked_when_first_stored() -> None:
+    class Later(Component):
+        samples: Samples  # type: ignore[name-defined]  # noqa: F821 - defined below
+
+    globals()["Samples"] = list
+    try:
+        with pytest.raises(TypeError, match=r"Later\.samples: .*not a state type"):
+            World().spawn(Later([]))
+    finally:
+        del globals()["Samples"]

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import (
     MAX_LOW_BACKLOG,
@@ -9,6 +11,7 @@ from edgeloop.realtime.ipc import (
     Channel,
     Outbox,
     Record,
+    encode,
     socketpair,
 )
 
@@ -102,3 +105,35 @@ def test_a_replacement_channel_takes_over_the_backlog() -> None:
     assert new.send(2, [])
     (batch,) = Channel(d).receive()
     assert batch.records == [_record("k", Priority.HIGH)]
+
+
+def test_a_malformed_message_is_dropped_and_counted_and_the_rest_still_arrive() -> None:
+    a, b = socketpair()
+    receiver = Channel(b)
+    a.send(b"\xc1\xc1 not msgpack")
+    a.send(encode(1, [b"\x93\xa1t"]))  # a record with fields missing
+    Channel(a).send(2, [_record("ok", Priority.HIGH, {40001: 12.5})])  # int keys are fine
+    batches = receiver.receive()
+    assert [b.tick for b in batches] == [2]
+    assert batches[0].records[0].payload == {40001: 12.5}
+    assert receiver.malformed == 2
+
+
+def test_a_payload_that_cannot_be_encoded_fails_where_it_is_sent() -> None:
+    a, b = socketpair()
+    sender = Channel(a)
+    with pytest.raises(TypeError, match="t/bad cannot be encoded"):
+        sender.outbox.put(_record("bad", Priority.HIGH, object()))
+    assert sender.send(1, [_record("good", Priority.HIGH)])
+    (batch,) = Channel(b).receive()
+    assert [r.key for r in batch.records] == ["good"], "nothing blocked behind it"
+
+
+def test_critical_records_overtake_waiting_high_ones() -> None:
+    outbox = Outbox()
+    outbox.put(_record("cmd", Priority.HIGH))
+    outbox.put(_record("estop", Priority.CRITICAL))
+    a, b = socketpair()
+    assert outbox.flush(a, 1)
+    (batch,) = Channel(b).receive()
+    assert [r.key for r in batch.records] == ["estop", "cmd"]

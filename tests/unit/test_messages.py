@@ -63,3 +63,13 @@ def test_systems_read_with_their_own_cursor_across_ticks() -> None:
 def test_read_outside_a_system_points_to_message_reader() -> None:
     with pytest.raises(RuntimeError, match="message_reader"):
         World().read(Alert)
+
+
+def test_a_reader_added_late_does_not_count_earlier_drops_as_missed() -> None:
+    queue: Messages[Alert] = Messages()
+    for n in range(5):
+        queue.send(Alert(n))
+        queue.update()
+    reader = MessageReader(queue)
+    assert reader.read() == [Alert(4)]
+    assert reader.missed == 0

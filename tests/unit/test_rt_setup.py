@@ -425,7 +425,7 @@ def test_control_settings_all_applied_with_privileges() -> None:
     plan, _ = plan_cpus("auto")
 
     def body() -> dict[str, Any]:
-        report = apply_control_settings(plan, rt_priority=50, lock=True, gc_mode="freeze")
+        report = apply_control_settings(plan, rt_priority=50, lock=True)
         return {
             **report_dict(report),
             "affinity": sorted(os.sched_getaffinity(0)),
@@ -454,7 +454,7 @@ def test_control_settings_unprivileged_log_each_note_once() -> None:
         logger = logging.getLogger("edgeloop.rt")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        report = apply_control_settings(plan, rt_priority=50, lock=True, gc_mode="freeze")
+        report = apply_control_settings(plan, rt_priority=50, lock=True)
         return {**report_dict(report), "records": handler.records}
 
     result = in_child(body)

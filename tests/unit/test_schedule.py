@@ -132,3 +132,24 @@ def test_resource_equals_and_plain_callables_gate_systems() -> None:
     app.insert_resource("auto")
     app.run_for(1)
     assert log == ["even", "auto"]
+
+
+def test_one_timer_given_to_two_systems_fires_for_both() -> None:
+    app = App(rate_hz=100)
+    log: list[str] = []
+    app.add_systems(
+        Update,
+        _recorder(log, "a"),
+        _recorder(log, "b"),
+        in_set=HealthMonitoring,
+        run_if=on_timer(0.1),
+    )
+    app.run_for(100)
+    assert (log.count("a"), log.count("b")) == (10, 10)
+
+
+def test_a_refused_cycle_leaves_the_schedule_as_it_was() -> None:
+    app = App()
+    with pytest.raises(ScheduleError):
+        app.configure_sets(FixedUpdate, ActuatorOutput, SensorInput)
+    assert app.schedule(FixedUpdate).order()[0] == SensorInput
