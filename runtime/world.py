@@ -182,6 +182,10 @@ class World:
         self.get(entity, ctype)
         self._storages[ctype].mark_changed(entity)
 
+    def component_types(self) -> list[type[Component]]:
+        """Every component type stored so far, in first-stored order."""
+        return list(self._storages)
+
     def storage(self, ctype: type[C]) -> Storage[C]:
         storage = self._storages.get(ctype)
         if storage is None:

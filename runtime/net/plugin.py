@@ -25,12 +25,19 @@ from edgeloop.net.network import (
 from edgeloop.net.registry import MessageInfo, Registry
 from edgeloop.net.session import Session
 from edgeloop.net.tcp_provider import TcpProvider
+from edgeloop.net.world_feed import (
+    WORLD_REMOVED,
+    WORLD_VALUE,
+    Subscriptions,
+    WorldFeed,
+    publish_world_changes,
+)
 from edgeloop.net.ws_provider import WebSocketProvider
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
-from edgeloop.schedule import FixedUpdate, SensorInput
+from edgeloop.schedule import FixedUpdate, SensorInput, Update, WebUIUpdates
 
 log = logging.getLogger("edgeloop.net")
 
@@ -87,6 +94,8 @@ class NetworkPlugin:
 
     def build(self, app: App) -> None:
         app.insert_resource(Network(app.world.resource(Registry)))
+        app.insert_resource(WorldFeed())
+        app.add_systems(Update, publish_world_changes, in_set=WebUIUpdates)
         # After the io link hands over this tick's records, before sensors are read.
         app.configure_sets(FixedUpdate, IoReceive, NetworkReceive, SensorInput)
         app.add_systems(FixedUpdate, route_network_inputs, in_set=NetworkReceive)
@@ -99,6 +108,9 @@ class NetworkIo:
         self.config = config
         self.context = context
         auth = Authenticator([Grant(t.token, Role(t.role)) for t in config.tokens])
+        self.subscriptions = Subscriptions()
+        for message_type in (protocol.Subscribe, protocol.WorldUpdate):
+            context.registry.add(message_type)
         ids = itertools.count(1)  # one id space: a connection id names one peer
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
@@ -114,6 +126,7 @@ class NetworkIo:
                 ids=ids,
             )
             context.on_room(self.tcp.resume_all)
+            self.tcp.hub.local[protocol.Subscribe] = self.subscriptions.subscribe
         if config.websocket is not None:
             self.ws = WebSocketProvider(
                 context.registry,
@@ -127,7 +140,10 @@ class NetworkIo:
                 ids=ids,
             )
             context.on_room(self.ws.resume_all)
+            self.ws.hub.local[protocol.Subscribe] = self.subscriptions.subscribe
         context.on_topic(NET_SEND, self._send)
+        context.on_topic(WORLD_VALUE, self.subscriptions.on_record)
+        context.on_topic(WORLD_REMOVED, self.subscriptions.on_record)
 
     async def start(self) -> None:
         if self.tcp is not None and self.config.tcp is not None:
@@ -136,6 +152,7 @@ class NetworkIo:
             await self.ws.start(self.config.websocket.host, self.config.websocket.port)
 
     async def stop(self) -> None:
+        self.subscriptions.close()
         for provider in (self.tcp, self.ws):
             if provider is not None:
                 await provider.close()
@@ -149,6 +166,8 @@ class NetworkIo:
         return self.context.send(Record(NET_MESSAGE, key, int(found.priority), payload))
 
     def _event(self, session: Session, connected: bool, detail: str) -> None:
+        if not connected:
+            self.subscriptions.unsubscribe(session.id)
         self.context.connections[session.hub.name] = len(session.hub.authenticated())
         payload = [session.hub.name, session.id, connected, detail]
         self.context.send(Record(NET_EVENT, str(session.id), int(Priority.HIGH), payload))

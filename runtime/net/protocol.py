@@ -8,8 +8,8 @@ triple, as a JSON array in a text frame or as msgpack in a binary frame.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import msgpack
 import msgspec
@@ -47,6 +47,39 @@ class Welcome:
 class Error:
     code: str
     detail: str
+
+
+ALL_ROLES = ("viewer", "device", "operator", "admin")
+
+
+@message(name="edgeloop.Subscribe", priority=Priority.HIGH, senders=ALL_ROLES)
+@dataclass
+class Subscribe:
+    """Ask for the world's changes, at most ``max_hz`` updates a second.
+
+    ``components``: the component type names wanted; empty means all.
+    """
+
+    topic: Literal["world"]
+    max_hz: float = 30.0
+    components: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ComponentValue:
+    entity: int
+    component: str
+    values: dict[str, Any]
+
+
+@message(name="edgeloop.WorldUpdate", priority=Priority.NORMAL, senders=())
+@dataclass
+class WorldUpdate:
+    """What changed since this subscriber's last update (the first one: everything)."""
+
+    changed: list[ComponentValue]
+    removed: list[int]
+    version: int  # increases with every change the mirror has seen
 
 
 class FrameReader:

@@ -99,6 +99,8 @@ def _canonical_type(hint: Any, owner: type, field: str) -> str:
     args = typing.get_args(hint)
     if hint in _SCALARS:
         return _SCALARS[hint]
+    if hint is Any:
+        return "any"
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
         if len(members) == 1 and len(args) == 2:
@@ -117,7 +119,7 @@ def _canonical_type(hint: Any, owner: type, field: str) -> str:
         return canonical_schema(hint)
     raise TypeError(
         f"{owner.__qualname__}.{field}: {hint!r} has no wire form; use int, float, bool, str, "
-        "bytes, list[T], dict[str, T], T | None, a str Literal or Enum, or a dataclass"
+        "bytes, Any, list[T], dict[str, T], T | None, a str Literal or Enum, or a dataclass"
     )
 
 

@@ -47,6 +47,8 @@ class Hub:
         ids: itertools.count[int] | None = None,
     ) -> None:
         self.name = name
+        # Message types answered in the io process itself (e.g. Subscribe), by handler.
+        self.local: dict[type, Callable[[Session, Any], None]] = {}
         self.registry = registry
         registry.add(Hello)
         self.auth = auth
@@ -77,8 +79,11 @@ class Session:
         peer: str,
         write: Callable[[object], None],
         close: Callable[[], None],
+        congested: Callable[[], bool] = lambda: False,
     ) -> None:
         self.hub = hub
+        # True while the peer is not keeping up: periodic updates then wait (and conflate).
+        self.congested = congested
         self.id = hub.next_id()
         self.peer = peer
         self.role: Role | None = None
@@ -103,6 +108,10 @@ class Session:
             detail = f"role {self.role.value} may not send {found.info.name}"
             raise ProtocolError("forbidden", detail)
         self.hub.count("messages")
+        local = self.hub.local.get(found.info.type)
+        if local is not None:
+            local(self, msg)
+            return True
         return self.hub.deliver(self, found.info, msg)
 
     def _hello(self, msg: object) -> None:

@@ -19,6 +19,8 @@ from edgeloop.net.session import HELLO_TIMEOUT_S, Deliver, Events, Hub, Session
 
 log = logging.getLogger("edgeloop.net.tcp")
 
+CONGESTED_BYTES = 256 * 1024  # unsent bytes to a peer before periodic updates wait
+
 
 class TcpConnection(asyncio.Protocol):
     def __init__(self, provider: TcpProvider) -> None:
@@ -38,7 +40,9 @@ class TcpConnection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.session = Session(self.provider.hub, name, self._send, self.close)
+        self.session = Session(
+            self.provider.hub, name, self._send, self.close, congested=self._congested
+        )
         self.provider.connections[self.session.id] = self
         loop = asyncio.get_running_loop()
         self._hello_timer = loop.call_later(
@@ -74,6 +78,12 @@ class TcpConnection(asyncio.Protocol):
         if self.session is not None:
             self.provider.connections.pop(self.session.id, None)
             self.session.ended("reset" if exc else "closed")
+
+    def _congested(self) -> bool:
+        return (
+            self._transport is not None
+            and self._transport.get_write_buffer_size() > CONGESTED_BYTES
+        )
 
     def _send(self, msg: object) -> None:
         self.write(protocol.frame(protocol.encode(msg)))

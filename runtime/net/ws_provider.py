@@ -38,6 +38,7 @@ log = logging.getLogger("edgeloop.net.ws")
 
 WS_PATH = "/ws"
 MAX_LAG_S = 5.0
+CONGESTED_MESSAGES = 8  # queued messages to a client before periodic updates wait
 
 # (path) -> a response for plain HTTP requests on the port, or None for 404.
 HttpHandler = Callable[[str], Response | None]
@@ -67,7 +68,13 @@ class WsConnection:
         self.provider = provider
         self.ws = ws
         self.binary = True
-        self.session = Session(provider.hub, _peer(ws), self._send, self._close)
+        self.session = Session(
+            provider.hub,
+            _peer(ws),
+            self._send,
+            self._close,
+            congested=lambda: len(self._queue) > CONGESTED_MESSAGES,
+        )
         self._queue: deque[tuple[float, str | bytes]] = deque()
         self._ready = asyncio.Event()
         self.room = asyncio.Event()

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from edgeloop.net.client import Client
-from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, encode, split
+from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.net.registry import ProtocolError
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
 
@@ -42,7 +42,10 @@ network:
   tokens:
     - {{token: robot-token, role: device}}
     - {{token: operator-token, role: operator}}
+    - {{token: viewer-token, role: viewer}}
 robots: {{}}
+tank_plant:
+  tanks: [{{name: t1, initial_level_m: 0.2, setpoint_m: 1.5}}]
 """
     )
     proc = subprocess.Popen(
@@ -127,3 +130,37 @@ async def test_a_websocket_operator_commands_a_tcp_robot(
             accepted = name == "robot.CommandResult" and payload["accepted"]
         assert await _receive(robot, Command) == Command("arm-3", "stop")
     await robot.close()
+
+
+async def test_a_dashboard_gets_only_what_changed_at_its_rate(
+    appliance_port: tuple[int, int],
+) -> None:
+    url = f"ws://127.0.0.1:{appliance_port[1]}/ws"
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            dashboard = await connect(url)
+            break
+        except OSError:  # the io process is still starting
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+    async with dashboard:
+        await dashboard.send(encode(Hello("hmi", "viewer-token", "viewer", PROTOCOL_VERSION)))
+        assert split(await asyncio.wait_for(dashboard.recv(), 10))[0] == "edgeloop.Welcome"
+        await dashboard.send(encode(Subscribe("world", 10.0, ["Name", "TankLevel"])))
+        updates = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.0
+        while (left := until - loop.time()) > 0:
+            try:
+                name, _, payload = split(await asyncio.wait_for(dashboard.recv(), left))
+            except TimeoutError:
+                break
+            if name == "edgeloop.WorldUpdate" and payload["changed"]:
+                updates.append((loop.time(), payload["changed"]))
+    first = {(c["component"], str(c["values"])) for c in updates[0][1]}
+    assert ("Name", "{'value': 't1'}") in first, "the first update is the whole state"
+    later = [c["component"] for _, changed in updates[1:] for c in changed]
+    assert later and set(later) == {"TankLevel"}, "then only what changed (the level)"
+    span = updates[-1][0] - updates[1][0]
+    assert (len(updates) - 2) / span <= 10 * 1.2, "at most max_hz updates a second"

@@ -1,0 +1,181 @@
+"""The World, mirrored to the io process for dashboards: changes only, at their rate.
+
+Control side: ``publish_world_changes`` (WebUIUpdates, 30 Hz) sends every component
+that changed since it last ran, one NORMAL record per (entity, component) — so when the
+io process is behind, the outbox keeps only the latest value of each (conflation is
+exactly right here), and despawned entities. After the io link is replaced, everything
+is sent again, since the new io process starts with an empty mirror.
+
+Io side: ``WorldMirror`` holds the latest values; each ``edgeloop.Subscribe``r gets an
+``edgeloop.WorldUpdate`` with what changed since its previous update, at most
+``max_hz`` times a second, and nothing while its connection is congested (its next
+update then carries the latest values: conflated, never queued without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from edgeloop.net.protocol import ComponentValue, Subscribe, WorldUpdate
+from edgeloop.net.session import Session
+from edgeloop.priority import Priority
+from edgeloop.realtime.io_link import IoLink
+from edgeloop.realtime.ipc import Record
+from edgeloop.world import World
+
+log = logging.getLogger("edgeloop.net.world")
+
+WORLD_VALUE = "world.value"  # control -> io: [entity, component, values]
+WORLD_REMOVED = "world.removed"  # control -> io: entity
+MAX_HZ = 60.0
+
+
+# -- control side -----------------------------------------------------------------------
+
+
+class WorldFeed:
+    """Resource: what the publisher has told the io process."""
+
+    def __init__(self) -> None:
+        self.alive: set[int] = set()
+        self.channel: object = None  # the io channel the mirror was filled through
+
+
+def publish_world_changes(world: World) -> None:
+    """WebUIUpdates: changed components and despawned entities to the io process."""
+    link = world.get_resource(IoLink)
+    if link is None or not link.up:
+        return
+    feed = world.resource(WorldFeed)
+    since = None
+    if feed.channel is not link.channel:  # a new io process: send everything
+        feed.channel = link.channel
+        feed.alive = set()
+        since = 0
+    for ctype in world.component_types():
+        fields = ctype.__el_fields__
+        name = ctype.__name__
+        for entity, component in world.query(ctype, changed=(ctype,), since=since).items():
+            values = msgspec.to_builtins(dict(zip(fields, component.values(), strict=True)))
+            link.send(WORLD_VALUE, f"{entity}:{name}", [entity, name, values], Priority.NORMAL)
+    alive = set(world.entities())
+    for entity in feed.alive - alive:
+        link.send(WORLD_REMOVED, str(entity), entity, Priority.NORMAL)
+    feed.alive = alive
+
+
+# -- io side ----------------------------------------------------------------------------
+
+
+class WorldMirror:
+    """Latest values per (entity, component), with versions for "changed since"."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[int, str], dict[str, Any]] = {}
+        # Kept in version order (a re-stamped key moves to the end), like Storage.changed.
+        self._versions: dict[tuple[int, str], int] = {}
+        self._removed: dict[int, int] = {}
+        self.version = 0
+
+    def apply(self, record: Record) -> None:
+        self.version += 1
+        if record.topic == WORLD_VALUE:
+            entity, component, values = record.payload
+            key = (entity, component)
+            self.values[key] = values
+            self._versions.pop(key, None)
+            self._versions[key] = self.version
+            self._removed.pop(entity, None)
+        elif record.topic == WORLD_REMOVED:
+            entity = record.payload
+            for key in [k for k in self.values if k[0] == entity]:
+                del self.values[key]
+                del self._versions[key]
+            self._removed[entity] = self.version
+
+    def since(self, version: int) -> tuple[list[tuple[int, str]], list[int]]:
+        """Keys changed and entities removed after ``version``: O(changes). Version 0
+        (a new subscriber) gets every current value and no removals."""
+        if version == 0:
+            return list(reversed(self._versions)), []
+        changed = []
+        for key, stamp in reversed(self._versions.items()):
+            if stamp <= version:
+                break
+            changed.append(key)
+        removed = [e for e, stamp in self._removed.items() if stamp > version]
+        return changed, removed
+
+    def forget_removals(self, up_to: int) -> None:
+        """Drop removals every subscriber has been told about (they would pile up)."""
+        for entity in [e for e, stamp in self._removed.items() if stamp <= up_to]:
+            del self._removed[entity]
+
+
+@dataclass
+class Subscriber:
+    session: Session
+    components: frozenset[str]  # empty: all
+    period_s: float
+    version: int = 0
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Subscriptions:
+    """Io side: the mirror and everyone subscribed to it."""
+
+    def __init__(self) -> None:
+        self.mirror = WorldMirror()
+        self.subscribers: dict[int, Subscriber] = {}
+        self.updates_sent = 0
+        self.updates_held = 0  # periods skipped because the connection was congested
+
+    def on_record(self, record: Record) -> None:
+        self.mirror.apply(record)
+
+    def subscribe(self, session: Session, request: Subscribe) -> None:
+        self.unsubscribe(session.id)
+        rate = min(max(request.max_hz, 0.1), MAX_HZ)
+        subscriber = Subscriber(session, frozenset(request.components), 1.0 / rate)
+        self.subscribers[session.id] = subscriber
+        self._send(subscriber)  # the first update: everything, at once
+
+    def unsubscribe(self, session_id: int) -> None:
+        subscriber = self.subscribers.pop(session_id, None)
+        if subscriber is not None and subscriber.timer is not None:
+            subscriber.timer.cancel()
+
+    def close(self) -> None:
+        for session_id in list(self.subscribers):
+            self.unsubscribe(session_id)
+
+    def _send(self, subscriber: Subscriber) -> None:
+        subscriber.timer = asyncio.get_running_loop().call_later(
+            subscriber.period_s, self._send, subscriber
+        )
+        if subscriber.session.congested():
+            self.updates_held += 1
+            return
+        changed, removed = self.mirror.since(subscriber.version)
+        if not changed and not removed and subscriber.version > 0:
+            return
+        wanted = subscriber.components
+        values = self.mirror.values
+        update = WorldUpdate(
+            changed=[
+                ComponentValue(entity, component, values[(entity, component)])
+                for entity, component in reversed(changed)
+                if not wanted or component in wanted
+            ],
+            removed=removed,
+            version=self.mirror.version,
+        )
+        subscriber.version = self.mirror.version
+        subscriber.session.send(update)
+        self.updates_sent += 1
+        self.mirror.forget_removals(min(s.version for s in self.subscribers.values()))
