@@ -8,11 +8,13 @@ turned into typed ``NetworkData`` messages (one queue per message type) and
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
+from edgeloop.clock import Time
 from edgeloop.net import protocol
 from edgeloop.net.registry import ProtocolError, Registry, info
 from edgeloop.realtime.io_link import IoInput, IoLink
@@ -51,12 +53,45 @@ class ConnectionEvent:
     tick: int
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Message: the answer to ``Network.request``, matched by its ``request_id``."""
+
+    request_id: int
+    message: Any
+    connection: int
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimeout:
+    """Message: no answer to ``Network.request`` within its timeout."""
+
+    request_id: int
+    connection: int
+    tick: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    connection: int
+    deadline_tick: int
+
+
 class Network:
-    """Resource: typed messages in and out, for systems."""
+    """Resource: typed messages in and out, for systems.
+
+    Request/response: the request and its reply types carry a ``request_id: int``
+    field. ``request`` fills it in and returns it; the reply arrives as a ``Response``
+    message (as well as its own ``NetworkData``), or a ``RequestTimeout`` when the
+    timeout passes first — counted in ticks, so replay gives the same outcome.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._queues: dict[type, type[NetworkData[Any]]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._next_request = 1
         # Inputs that did not fit their type here (a version skew bug), and outputs with
         # no io process to take them (one-process mode).
         self.dropped = 0
@@ -72,6 +107,19 @@ class Network:
     def send(self, world: World, connection: int, msg: object) -> None:
         """Send ``msg`` to one connection (of any provider: ids are unique) after this tick."""
         self._out(world, "", connection, msg)
+
+    def request(self, world: World, connection: int, msg: Any, timeout_s: float) -> int:
+        """Send ``msg`` (a type with a ``request_id`` field) and await its reply."""
+        if not hasattr(msg, "request_id"):
+            raise TypeError(f"{type(msg).__name__} has no request_id field to match a reply")
+        request_id = self._next_request
+        self._next_request += 1
+        msg.request_id = request_id
+        time = world.resource(Time)
+        deadline = time.tick + max(1, math.ceil(timeout_s / time.delta))
+        self._pending[request_id] = _Pending(connection, deadline)
+        self.send(world, connection, msg)
+        return request_id
 
     def broadcast(self, world: World, msg: object, provider: str = "") -> None:
         """Send ``msg`` to every authenticated connection (of ``provider``, if given)."""
@@ -98,7 +146,8 @@ def read_network(world: World, mtype: type[T]) -> list[NetworkData[T]]:
 
 
 def route_network_inputs(world: World) -> None:
-    """IoReceive: io records of the providers into typed messages for this tick."""
+    """NetworkReceive: io records of the providers into typed messages for this tick;
+    replies to requests as ``Response``, requests past their deadline as timeouts."""
     network = world.resource(Network)
     for record in world.read(IoInput):
         if record.topic == NET_MESSAGE:
@@ -106,6 +155,11 @@ def route_network_inputs(world: World) -> None:
         elif record.topic == NET_EVENT:
             provider, connection, connected, detail = record.payload
             world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
+    if network._pending:
+        tick = world.resource(Time).tick
+        for request_id in [r for r, p in network._pending.items() if p.deadline_tick <= tick]:
+            pending = network._pending.pop(request_id)
+            world.send(RequestTimeout(request_id, pending.connection, tick))
 
 
 def _route_message(world: World, network: Network, record: IoInput) -> None:
@@ -120,3 +174,10 @@ def _route_message(world: World, network: Network, record: IoInput) -> None:
             log.error("network input dropped (io and control disagree on a type): %s", error)
         return
     world.send(network.queue(found.type)(msg, connection, provider, record.tick))
+    request_id = getattr(msg, "request_id", None)
+    if not isinstance(request_id, int):
+        return
+    pending = network._pending.get(request_id)
+    if pending is not None and pending.connection == connection:
+        del network._pending[request_id]
+        world.send(Response(request_id, msg, connection, record.tick))
