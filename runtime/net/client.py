@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -36,8 +37,10 @@ class Client:
         token: str,
         role: str,
         message_types: Iterable[type] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.port = port
         self.hello = protocol.Hello(client_id, token, role, protocol.PROTOCOL_VERSION)
         self.registry = Registry([protocol.Welcome, protocol.Error, *message_types])
@@ -61,7 +64,9 @@ class Client:
 
     async def connect(self) -> protocol.Welcome:
         """Connect and say Hello; ``ProtocolError`` if the server refuses."""
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self.tls
+        )
         self._frames = protocol.FrameReader()
         self._pending = []
         await self.send(self.hello)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import Field
+from pydantic import Field, FilePath, model_validator
 
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
@@ -64,6 +65,27 @@ class WebSocketListen(Section):
     max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
 
 
+class TlsFiles(Section):
+    """PEM files; the key readable by the service user only."""
+
+    cert_file: FilePath
+    key_file: FilePath
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    @model_validator(mode="after")
+    def _loads(self) -> TlsFiles:
+        # A bad pair is a config error with its line, not an io process that crash-loops.
+        try:
+            self.context()
+        except (ssl.SSLError, OSError) as error:
+            raise ValueError(f"cannot load the certificate and key: {error}") from None
+        return self
+
+
 class TokenGrant(Section):
     token: Annotated[str, Field(min_length=1)]
     role: Literal["viewer", "device", "operator", "admin"]
@@ -72,6 +94,7 @@ class TokenGrant(Section):
 class NetworkConfig(Section):
     tcp: TcpListen | None = TcpListen()
     websocket: WebSocketListen | None = WebSocketListen()
+    tls: TlsFiles | None = None  # both providers then speak TLS only
     tokens: list[TokenGrant] = Field(default_factory=list)
 
     def warnings(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -108,6 +131,7 @@ class NetworkIo:
         self.config = config
         self.context = context
         auth = Authenticator([Grant(t.token, Role(t.role)) for t in config.tokens])
+        self.tls = None if config.tls is None else config.tls.context()
         self.subscriptions = Subscriptions()
         for message_type in (protocol.Subscribe, protocol.WorldUpdate):
             context.registry.add(message_type)
@@ -147,9 +171,10 @@ class NetworkIo:
 
     async def start(self) -> None:
         if self.tcp is not None and self.config.tcp is not None:
-            await self.tcp.start(self.config.tcp.host, self.config.tcp.port)
+            await self.tcp.start(self.config.tcp.host, self.config.tcp.port, tls=self.tls)
         if self.ws is not None and self.config.websocket is not None:
-            await self.ws.start(self.config.websocket.host, self.config.websocket.port)
+            ws = self.config.websocket
+            await self.ws.start(ws.host, ws.port, tls=self.tls)
 
     async def stop(self) -> None:
         self.subscriptions.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections import Counter
 
 from edgeloop.net import protocol
@@ -141,14 +142,15 @@ class TcpProvider:
     def counters(self) -> Counter[str]:
         return self.hub.counters
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the port (useful with port 0)."""
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (TLS only, with ``tls``); returns the port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: TcpConnection(self), host, port, reuse_address=True
+            lambda: TcpConnection(self), host, port, reuse_address=True, ssl=tls
         )
         bound: int = self._server.sockets[0].getsockname()[1]
-        log.info("listening for robots and PLCs on %s:%d", host, bound)
+        scheme = "TLS" if tls else "plain TCP"
+        log.info("listening for robots and PLCs on %s:%d (%s)", host, bound, scheme)
         return bound
 
     def send_body(self, connection_id: int, body: bytes) -> bool:

@@ -18,6 +18,7 @@ import http
 import itertools
 import json
 import logging
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -180,7 +181,8 @@ class WebSocketProvider:
     def counters(self) -> Counter[str]:
         return self.hub.counters
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (HTTPS/WSS only, with ``tls``); returns the port."""
         self._server = await serve(
             self._serve,
             host,
@@ -188,9 +190,11 @@ class WebSocketProvider:
             process_request=self._process_request,
             max_size=self.max_frame_bytes,
             compression=None,  # CPU on a Pi is dearer than bytes on a LAN
+            ssl=tls,
         )
         bound: int = next(iter(self._server.sockets)).getsockname()[1]
-        log.info("serving HTTP and %s on %s:%d", WS_PATH, host, bound)
+        scheme = "HTTPS" if tls else "HTTP"
+        log.info("serving %s and %s on %s:%d", scheme, WS_PATH, host, bound)
         return bound
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
