@@ -119,6 +119,7 @@ class RuntimeConfig(Section):
     overrun_policy: Literal["warn", "skip", "safe_stop"] = "warn"
     update_budget_ms: Annotated[float, Field(ge=0, le=1000, strict=True)] = 1.0
     io_records_per_tick: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 1000
+    io_buffer_mb: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
     control_timeout_s: Annotated[float, Field(gt=0, le=60, strict=True)] = 2.0
     io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
 

@@ -49,7 +49,9 @@ class IoService:
         heartbeats: Heartbeats,
         registry: Registry | None = None,
         server_name: str = "edgeloop",
+        budget_bytes: int = 64 << 20,
     ) -> None:
+        self.budget_bytes = budget_bytes
         self.channel = channel
         self.heartbeats = heartbeats
         self.registry = Registry() if registry is None else registry
@@ -66,12 +68,18 @@ class IoService:
     # -- IoContext ------------------------------------------------------------------------
 
     def send(self, record: Record) -> bool:
-        self.channel.outbox.put(record)
+        outbox = self.channel.outbox
+        outbox.put(record)
         if not self._flush_scheduled:
             # One message per pass of the event loop, not one per record.
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        if self.channel.outbox.urgent_backlog >= URGENT_HIGH_WATER:
+        over_budget = outbox.bytes > self.budget_bytes
+        if over_budget:
+            # Memory is bounded: LOW goes first; if that is not enough, peers pause.
+            outbox.shed_low(self.budget_bytes)
+            over_budget = outbox.bytes > self.budget_bytes
+        if over_budget or outbox.urgent_backlog >= URGENT_HIGH_WATER:
             self._refused = True
             return False
         return True
@@ -124,7 +132,12 @@ class IoService:
         elif not self._writer_armed:
             loop.add_writer(self.channel.fileno(), self._flush)
             self._writer_armed = True
-        if self._refused and self.channel.outbox.urgent_backlog <= URGENT_LOW_WATER:
+        outbox = self.channel.outbox
+        if (
+            self._refused
+            and outbox.urgent_backlog <= URGENT_LOW_WATER
+            and outbox.bytes <= self.budget_bytes // 2
+        ):
             self._refused = False
             for callback in self._room_callbacks:
                 callback()
@@ -199,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.io_fd)
     sock.setblocking(False)
     registry = registry_of(sections, config.sections)
-    service = IoService(Channel(sock), heartbeats, registry, config.runtime.name)
+    service = IoService(
+        Channel(sock),
+        heartbeats,
+        registry,
+        config.runtime.name,
+        budget_bytes=config.runtime.io_buffer_mb << 20,
+    )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

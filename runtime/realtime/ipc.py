@@ -97,6 +97,7 @@ class Outbox:
         self._high: deque[bytes] = deque()
         self._latest: dict[tuple[str, str], bytes] = {}
         self._low: deque[bytes] = deque()
+        self.bytes = 0  # encoded size of everything waiting
         self.conflated = 0
         self.dropped_low = 0
         self.dropped_urgent = 0
@@ -126,15 +127,26 @@ class Outbox:
             queue.append(data)
         elif record.priority == Priority.NORMAL:
             key = (record.topic, record.key)
-            if key in self._latest:
+            old = self._latest.pop(key, None)  # re-inserted at the end: order of last change
+            if old is not None:
                 self.conflated += 1
-                del self._latest[key]  # re-inserted at the end: sent in order of last change
+                self.bytes -= len(old)
             self._latest[key] = data
         else:
             if len(self._low) >= MAX_LOW_BACKLOG:
-                self._low.popleft()
+                self.bytes -= len(self._low.popleft())
                 self.dropped_low += 1
             self._low.append(data)
+        self.bytes += len(data)
+
+    def shed_low(self, budget: int) -> int:
+        """Drop LOW records, oldest first, until under ``budget`` bytes; how many."""
+        dropped = 0
+        while self.bytes > budget and self._low:
+            self.bytes -= len(self._low.popleft())
+            dropped += 1
+        self.dropped_low += dropped
+        return dropped
 
     def __len__(self) -> int:
         return self.urgent_backlog + len(self._latest) + len(self._low)
@@ -174,9 +186,9 @@ class Outbox:
         for queue in (self._critical, self._high, self._latest, self._low):
             while count and queue:
                 if isinstance(queue, dict):
-                    del queue[next(iter(queue))]
+                    self.bytes -= len(queue.pop(next(iter(queue))))
                 else:
-                    queue.popleft()
+                    self.bytes -= len(queue.popleft())
                 count -= 1
 
 

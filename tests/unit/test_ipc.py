@@ -137,3 +137,18 @@ def test_critical_records_overtake_waiting_high_ones() -> None:
     assert outbox.flush(a, 1)
     (batch,) = Channel(b).receive()
     assert [r.key for r in batch.records] == ["estop", "cmd"]
+
+
+def test_outbox_counts_its_bytes_and_sheds_low_records_to_a_budget() -> None:
+    outbox = Outbox()
+    for i in range(10):
+        outbox.put(_record(f"log{i}", Priority.LOW, "x" * 100))
+    outbox.put(_record("level", Priority.NORMAL, 1.0))
+    outbox.put(_record("level", Priority.NORMAL, 2.0))  # conflated: counted once
+    total = outbox.bytes
+    assert total > 1000
+    assert outbox.shed_low(total - 500) >= 4
+    assert outbox.bytes <= total - 500
+    a, _reader = socketpair()
+    assert outbox.flush(a, 1)
+    assert outbox.bytes == 0
