@@ -24,7 +24,7 @@ from edgeloop.net.network import (
     route_network_inputs,
 )
 from edgeloop.net.registry import MessageInfo, Registry
-from edgeloop.net.session import Session
+from edgeloop.net.session import Hub, Session
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.world_feed import (
     WORLD_REMOVED,
@@ -136,35 +136,36 @@ class NetworkIo:
         for message_type in (protocol.Subscribe, protocol.WorldUpdate):
             context.registry.add(message_type)
         ids = itertools.count(1)  # one id space: a connection id names one peer
+
+        def hub(name: str, hello_timeout_s: float) -> Hub:
+            made = Hub(
+                name,
+                context.registry,
+                auth,
+                self._deliver,
+                events=self._event,
+                server_name=context.server_name,
+                hello_timeout_s=hello_timeout_s,
+                ids=ids,
+            )
+            made.local[protocol.Subscribe] = self.subscriptions.subscribe
+            return made
+
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
         if config.tcp is not None:
             self.tcp = TcpProvider(
-                context.registry,
-                auth,
-                self._deliver,
-                max_frame_bytes=config.tcp.max_frame_bytes,
-                hello_timeout_s=config.tcp.hello_timeout_s,
-                server_name=context.server_name,
-                events=self._event,
-                ids=ids,
+                hub("tcp", config.tcp.hello_timeout_s), max_frame_bytes=config.tcp.max_frame_bytes
             )
             context.on_room(self.tcp.resume_all)
-            self.tcp.hub.local[protocol.Subscribe] = self.subscriptions.subscribe
         if config.websocket is not None:
+            ws = config.websocket
             self.ws = WebSocketProvider(
-                context.registry,
-                auth,
-                self._deliver,
-                max_frame_bytes=config.websocket.max_frame_bytes,
-                hello_timeout_s=config.websocket.hello_timeout_s,
-                max_lag_s=config.websocket.max_lag_s,
-                server_name=context.server_name,
-                events=self._event,
-                ids=ids,
+                hub("ws", ws.hello_timeout_s),
+                max_frame_bytes=ws.max_frame_bytes,
+                max_lag_s=ws.max_lag_s,
             )
             context.on_room(self.ws.resume_all)
-            self.ws.hub.local[protocol.Subscribe] = self.subscriptions.subscribe
         context.on_topic(NET_SEND, self._send)
         context.on_topic(WORLD_VALUE, self.subscriptions.on_record)
         context.on_topic(WORLD_REMOVED, self.subscriptions.on_record)

@@ -8,15 +8,13 @@ room (CRITICAL/HIGH backed up), reading from that peer pauses until ``resume_all
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import ssl
 from collections import Counter
 
 from edgeloop.net import protocol
-from edgeloop.net.auth import Authenticator
-from edgeloop.net.registry import ProtocolError, Registry
-from edgeloop.net.session import HELLO_TIMEOUT_S, Deliver, Events, Hub, Session
+from edgeloop.net.registry import ProtocolError
+from edgeloop.net.session import Hub, Session
 
 log = logging.getLogger("edgeloop.net.tcp")
 
@@ -113,27 +111,9 @@ class TcpProvider:
     """Listens for robots/PLCs; ``deliver`` gets every accepted message."""
 
     def __init__(
-        self,
-        registry: Registry,
-        auth: Authenticator,
-        deliver: Deliver,
-        *,
-        max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
-        hello_timeout_s: float = HELLO_TIMEOUT_S,
-        server_name: str = "edgeloop",
-        events: Events | None = None,
-        ids: itertools.count[int] | None = None,
+        self, hub: Hub, *, max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES
     ) -> None:
-        self.hub = Hub(
-            "tcp",
-            registry,
-            auth,
-            deliver,
-            events=events,
-            server_name=server_name,
-            hello_timeout_s=hello_timeout_s,
-            ids=ids,
-        )
+        self.hub = hub
         self.max_frame_bytes = max_frame_bytes
         self.connections: dict[int, TcpConnection] = {}
         self._server: asyncio.Server | None = None

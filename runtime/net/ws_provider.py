@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import itertools
 import json
 import logging
 import ssl
@@ -31,9 +30,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgeloop.net import protocol
-from edgeloop.net.auth import Authenticator
-from edgeloop.net.registry import ProtocolError, Registry, info
-from edgeloop.net.session import HELLO_TIMEOUT_S, Deliver, Events, Hub, Session
+from edgeloop.net.registry import ProtocolError, info
+from edgeloop.net.session import Hub, Session
 
 log = logging.getLogger("edgeloop.net.ws")
 
@@ -149,28 +147,13 @@ class WsConnection:
 class WebSocketProvider:
     def __init__(
         self,
-        registry: Registry,
-        auth: Authenticator,
-        deliver: Deliver,
+        hub: Hub,
         *,
         max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
-        hello_timeout_s: float = HELLO_TIMEOUT_S,
         max_lag_s: float = MAX_LAG_S,
-        server_name: str = "edgeloop",
-        events: Events | None = None,
-        ids: itertools.count[int] | None = None,
         http_handler: HttpHandler | None = None,
     ) -> None:
-        self.hub = Hub(
-            "ws",
-            registry,
-            auth,
-            deliver,
-            events=events,
-            server_name=server_name,
-            hello_timeout_s=hello_timeout_s,
-            ids=ids,
-        )
+        self.hub = hub
         self.max_frame_bytes = max_frame_bytes
         self.max_lag_s = max_lag_s
         self.http_handler = http_handler

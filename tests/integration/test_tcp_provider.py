@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.registry import MessageInfo, Registry, info, message
-from edgeloop.net.session import Session
+from edgeloop.net.session import Hub, Session
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.priority import Priority
 
@@ -60,9 +60,8 @@ async def server() -> AsyncIterator[Server]:
         delivered.append((connection.id, found.name, msg))
         return True
 
-    provider = TcpProvider(
-        Registry([Telemetry, Command]), Authenticator(GRANTS), deliver, max_frame_bytes=4096
-    )
+    hub = Hub("tcp", Registry([Telemetry, Command]), Authenticator(GRANTS), deliver)
+    provider = TcpProvider(hub, max_frame_bytes=4096)
     port = await provider.start("127.0.0.1", 0)
     yield Server(provider, port, delivered)
     await provider.close()
@@ -204,7 +203,8 @@ async def test_operator_may_send_commands(server: Server) -> None:
 
 
 async def test_a_silent_peer_is_dropped_after_the_hello_timeout() -> None:
-    provider = TcpProvider(Registry(), Authenticator(GRANTS), lambda *_: True, hello_timeout_s=0.2)
+    hub = Hub("tcp", Registry(), Authenticator(GRANTS), lambda *_: True, hello_timeout_s=0.2)
+    provider = TcpProvider(hub)
     port = await provider.start("127.0.0.1", 0)
     peer = await Peer.connect(port)
     name, payload = await peer.receive()
@@ -221,7 +221,7 @@ async def test_a_full_control_side_pauses_reading_and_resume_continues() -> None
         delivered.append(msg)
         return room["open"]
 
-    provider = TcpProvider(Registry([Command]), Authenticator(GRANTS), deliver)
+    provider = TcpProvider(Hub("tcp", Registry([Command]), Authenticator(GRANTS), deliver))
     port = await provider.start("127.0.0.1", 0)
     peer = await Peer.connect(port)
     await peer.hello("op-secret", "operator")
@@ -257,7 +257,8 @@ async def test_a_full_control_side_pauses_reading_and_resume_continues() -> None
 )
 def test_fuzzed_bytes_never_take_the_server_down(junk: bytes) -> None:
     async def scenario() -> None:
-        provider = TcpProvider(Registry([Telemetry]), Authenticator(GRANTS), lambda *_: True)
+        hub = Hub("tcp", Registry([Telemetry]), Authenticator(GRANTS), lambda *_: True)
+        provider = TcpProvider(hub)
         port = await provider.start("127.0.0.1", 0)
         attacker = await Peer.connect(port)
         await attacker.send_raw(junk)

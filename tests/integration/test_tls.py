@@ -17,6 +17,7 @@ from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.client import Client
 from edgeloop.net.plugin import SECTION, TlsFiles
 from edgeloop.net.registry import Registry
+from edgeloop.net.session import Hub
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.ws_provider import WebSocketProvider
 
@@ -65,7 +66,7 @@ async def test_tcp_with_tls_says_hello_and_refuses_plain_peers(
     certificate: tuple[Path, Path],
 ) -> None:
     cert, key = certificate
-    provider = TcpProvider(Registry(), Authenticator(GRANTS), _ignore)
+    provider = TcpProvider(Hub("tcp", Registry(), Authenticator(GRANTS), _ignore))
     port = await provider.start(
         "127.0.0.1", 0, tls=TlsFiles(cert_file=cert, key_file=key).context()
     )
@@ -93,7 +94,7 @@ async def test_tcp_with_tls_says_hello_and_refuses_plain_peers(
 
 async def test_websocket_with_tls(certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
-    provider = WebSocketProvider(Registry(), Authenticator(GRANTS), _ignore)
+    provider = WebSocketProvider(Hub("ws", Registry(), Authenticator(GRANTS), _ignore))
     port = await provider.start(
         "127.0.0.1", 0, tls=TlsFiles(cert_file=cert, key_file=key).context()
     )

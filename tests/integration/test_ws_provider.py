@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.registry import MessageInfo, Registry, info, message
-from edgeloop.net.session import Session
+from edgeloop.net.session import Hub, Session
 from edgeloop.net.ws_provider import WebSocketProvider
 
 GRANTS = [Grant("viewer-secret", Role.VIEWER), Grant("op-secret", Role.OPERATOR)]
@@ -43,9 +43,8 @@ async def server() -> AsyncIterator[Server]:
         delivered.append((session.id, msg))
         return True
 
-    provider = WebSocketProvider(
-        Registry([Setpoint]), Authenticator(GRANTS), deliver, max_frame_bytes=4096, max_lag_s=0.5
-    )
+    hub = Hub("ws", Registry([Setpoint]), Authenticator(GRANTS), deliver)
+    provider = WebSocketProvider(hub, max_frame_bytes=4096, max_lag_s=0.5)
     port = await provider.start("127.0.0.1", 0)
     yield Server(provider, f"ws://127.0.0.1:{port}/ws", delivered)
     await provider.close()
