@@ -1,0 +1,316 @@
+"""Fan-out benchmark: many WebSocket dashboards subscribed to a world of many robots.
+
+The real appliance (`edgeloop run`: supervisor, control, io) holds ``--robots`` robot
+entities, kept changing by simulated robots over TCP (``--robot-rate`` Hz each). For each
+count in ``--clients``, that many WebSocket clients (msgpack, in ``--client-procs``
+processes) subscribe to the ``Robot`` components at 30 Hz. Reported per case: updates
+delivered per client per second, io-process CPU %, and staleness: the robots stamp their
+send time (CLOCK_MONOTONIC, same machine) into ``Robot.temperature`` — a bench-only
+encoding — so a client sees how old the newest value in each update is (robot send ->
+on a dashboard, through the control loop's 30 Hz publish and the subscriber's period).
+
+    python bench/fanout.py [--duration 20] [--json OUT] [--clients 100,500] [--robots 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from websockets.asyncio.client import connect
+
+from edgeloop.net import protocol
+from edgeloop.net.client import Client
+from edgeloop.sim.robots import Command, CommandResult, Telemetry
+
+TOKEN_VIEWER = "bench-viewer-0123456789"
+TOKEN_ROBOT = "bench-robot-0123456789"
+SUBSCRIBE_HZ = 30.0
+STARTUP_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- the pieces that run in child processes -----------------------------------------------
+
+
+async def _robots(port: int, first: int, count: int, rate_hz: float, seconds: float) -> None:
+    """``count`` robots streaming telemetry stamped with their send time."""
+
+    async def robot(index: int) -> None:
+        client = Client(
+            "127.0.0.1",
+            port,
+            client_id=f"robot-{index}",
+            token=TOKEN_ROBOT,
+            role="device",
+            message_types=(Telemetry, Command, CommandResult),
+        )
+        await client.connect()
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + (index % 100) / 100 / rate_hz  # spread the sends
+        stop_at = loop.time() + seconds
+        while loop.time() < stop_at:
+            stamp = time.monotonic_ns() / 1e9
+            await client.send(Telemetry(f"robot-{index}", 0.0, 0.0, stamp, "moving"))
+            next_at += 1 / rate_hz
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        await client.close()
+
+    await asyncio.gather(*(robot(i) for i in range(first, first + count)))
+
+
+async def _dashboards(port: int, count: int, seconds: float, out: Path) -> None:
+    """``count`` subscribers; writes their update counts and staleness samples."""
+    hello = protocol.encode(protocol.Hello("dash", TOKEN_VIEWER, "viewer", 1))
+    subscribe = protocol.encode(protocol.Subscribe("world", SUBSCRIBE_HZ, ["Robot"]))
+    updates = [0] * count
+    staleness: list[float] = []
+
+    async def dashboard(index: int) -> None:
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, compression=None) as ws:
+            await ws.send(hello)
+            await ws.recv()
+            await ws.send(subscribe)
+            first = True
+            stop_at = asyncio.get_running_loop().time() + seconds
+            while (left := stop_at - asyncio.get_running_loop().time()) > 0:
+                try:
+                    data = await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    break
+                name, _, payload = msgpack.unpackb(data)
+                if name != "edgeloop.WorldUpdate" or not payload["changed"]:
+                    continue
+                if first:  # the full snapshot says nothing about the rate
+                    first = False
+                    continue
+                updates[index] += 1
+                newest = max(c["values"]["temperature"] for c in payload["changed"])
+                if index % 10 == 0:  # a sample is plenty; the clients' CPU is the load
+                    staleness.append(time.monotonic_ns() / 1e9 - newest)
+
+    await asyncio.gather(*(dashboard(i) for i in range(count)), return_exceptions=True)
+    out.write_text(json.dumps({"updates": updates, "staleness": staleness}))
+
+
+def _child(args: argparse.Namespace) -> None:
+    if args.role == "robots":
+        asyncio.run(_robots(args.port, args.first, args.count, args.rate, args.seconds))
+    else:
+        asyncio.run(_dashboards(args.port, args.count, args.seconds, Path(args.out)))
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def _spawn(*argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--child", *argv])
+
+
+def _io_pid(supervisor: int) -> int | None:
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "edgeloop-io":
+                return int(pid)
+    return None
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)  # polling a port that is not open yet, bounded by the deadline
+    raise TimeoutError(f"appliance did not open port {port}")
+
+
+def _case(ws_port: int, io_pid: int, clients: int, procs: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [Path(folder) / f"{i}.json" for i in range(procs)]
+        shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+        cpu_before = _cpu_seconds(io_pid)
+        started = time.monotonic()
+        children = [
+            _spawn(
+                "dashboards",
+                "--port",
+                str(ws_port),
+                "--count",
+                str(n),
+                "--seconds",
+                str(seconds),
+                "--out",
+                str(out),
+            )
+            for n, out in zip(shares, outs, strict=True)
+        ]
+        try:
+            for child in children:
+                child.wait(seconds + 60)
+        finally:
+            for child in children:
+                child.kill()
+        elapsed = time.monotonic() - started
+        cpu = _cpu_seconds(io_pid) - cpu_before
+        results = [json.loads(out.read_text()) for out in outs if out.exists()]
+    updates = [u for r in results for u in r["updates"]]
+    stale = sorted(s for r in results for s in r["staleness"])
+    measured = seconds - 1.0  # the first second holds connecting and the snapshot
+    return {
+        "clients": clients,
+        "clients_served": sum(1 for u in updates if u > 0),
+        "updates_per_client_per_s": round(statistics.median(updates) / measured, 1)
+        if updates
+        else 0,
+        "io_cpu_pct": round(100 * cpu / elapsed, 1),
+        "staleness_p50_ms": round(1000 * stale[len(stale) // 2], 1) if stale else None,
+        "staleness_p99_ms": round(1000 * stale[int(len(stale) * 0.99)], 1) if stale else None,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tcp_port, ws_port = _free_port(), _free_port()
+    cases = [int(c) for c in args.clients.split(",")]
+    seconds = max(3.0, args.duration / len(cases))
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "config.yaml"
+        config.write_text(
+            f"""runtime: {{name: fanout-bench}}
+network:
+  tcp: {{host: 127.0.0.1, port: {tcp_port}}}
+  websocket: {{host: 127.0.0.1, port: {ws_port}, max_lag_s: 10}}
+  tokens:
+    - {{token: {TOKEN_ROBOT}, role: device}}
+    - {{token: {TOKEN_VIEWER}, role: viewer}}
+robots: {{}}
+"""
+        )
+        appliance = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeloop.cli",
+                "--log-level",
+                "WARNING",
+                "run",
+                "-c",
+                str(config),
+            ],
+        )
+        robots: list[subprocess.Popen[bytes]] = []
+        try:
+            _wait_for_port(tcp_port)
+            _wait_for_port(ws_port)
+            total = seconds * len(cases) + 30
+            per_proc = args.robots // args.client_procs
+            robots = [
+                _spawn(
+                    "robots",
+                    "--port",
+                    str(tcp_port),
+                    "--first",
+                    str(i * per_proc),
+                    "--count",
+                    str(per_proc),
+                    "--rate",
+                    str(args.robot_rate),
+                    "--seconds",
+                    str(total),
+                )
+                for i in range(args.client_procs)
+            ]
+            time.sleep(2.0)  # let the fleet connect and the world fill (a load ramp, not sync)
+            io_pid = _io_pid(appliance.pid)
+            assert io_pid is not None, "no io process"
+            rows = [_case(ws_port, io_pid, n, args.client_procs, seconds) for n in cases]
+        finally:
+            for child in robots:
+                child.kill()
+            appliance.send_signal(signal.SIGTERM)
+            try:
+                appliance.wait(30)
+            except subprocess.TimeoutExpired:
+                appliance.kill()
+    return {
+        "robots": args.robots,
+        "robot_rate_hz": args.robot_rate,
+        "subscribe_hz": SUBSCRIBE_HZ,
+        "seconds_per_case": seconds,
+        "rows": rows,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}",
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"edgeloop fan-out: {result['robots']} robots at {result['robot_rate_hz']} Hz, "
+        f"dashboards subscribed at {result['subscribe_hz']:g} Hz ({result['machine']})",
+        "",
+        f"{'clients':>8} {'served':>7} {'upd/s/client':>13} {'io CPU %':>9} "
+        f"{'stale p50 ms':>13} {'stale p99 ms':>13}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['clients']:>8} {row['clients_served']:>7} "
+            f"{row['updates_per_client_per_s']:>13} {row['io_cpu_pct']:>9} "
+            f"{row['staleness_p50_ms']!s:>13} {row['staleness_p99_ms']!s:>13}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("role", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--clients", default="100,500")
+    parser.add_argument("--robots", type=int, default=1000)
+    parser.add_argument("--robot-rate", type=float, default=5.0)
+    parser.add_argument("--client-procs", type=int, default=2)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    result = run(args)
+    print(table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
