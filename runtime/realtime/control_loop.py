@@ -182,15 +182,15 @@ class ControlLoop:
 
     def _wait_until(self, deadline: float) -> None:
         clock = self.clock
-        # Always look at the fds once, even when late: ticks run back to back while
-        # catching up must still see io input and a stop request.
-        remaining = max(0.0, deadline - self.spin_s - clock())
+        # Only while there is time left: reading io input when already late would make
+        # the tick later still (a catch-up run is at most MAX_CATCH_UP_TICKS long, and
+        # a stop request is a flag, seen anyway).
         while not self._stop:
-            for key, _ in self._selector.select(remaining):
-                key.data()
             remaining = deadline - self.spin_s - clock()
             if remaining <= 0:
                 break
+            for key, _ in self._selector.select(remaining):
+                key.data()
         while clock() < deadline and not self._stop:
             pass  # the spin tail: see the module docstring
 

@@ -75,8 +75,13 @@ class IoLink:
         return len(self.inbox) >= self.records_per_tick * INBOX_TICKS
 
     def read_available(self) -> None:
-        """Called by the loop when the channel is readable, between or during waits."""
-        while self.channel is not None and not self.full:
+        """Called by the loop when the channel is readable, between or during waits.
+
+        Reads about one tick's worth per call, so a backlog (at start, after an io
+        restart) is decoded a slice per wake-up instead of all at once just before a
+        deadline."""
+        goal = min(len(self.inbox) + self.records_per_tick, self.records_per_tick * INBOX_TICKS)
+        while self.channel is not None and len(self.inbox) < goal:
             batches = self.channel.receive(max_batches=1)
             if not batches:
                 return

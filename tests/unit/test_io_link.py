@@ -92,6 +92,9 @@ def test_a_flood_is_handed_over_a_bounded_number_per_tick_and_left_in_the_socket
     for batch in range(5):
         io.send(0, [Record("t", str(batch * 4 + i), int(Priority.HIGH), i) for i in range(4)])
     link.read_available()
+    assert len(link.inbox) == 4, "one wake-up reads about a tick's worth (whole batches)"
+    for _ in range(5):
+        link.read_available()
     assert link.full and len(link.inbox) == 8, "read ahead stops at 4 ticks' worth"
     app.run_for(3)
     assert per_tick == [2, 2, 2]
