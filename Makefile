@@ -22,9 +22,16 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeloop demo $(if $(DURATION),--duration $(DURATION))
 
+# Each benchmark prints its table and writes its figures to bench/results/ (not in git).
 bench: $(STAMP)
 	mkdir -p bench/results
 	$(BIN)/python bench/world_bench.py --duration $(BENCH_DURATION) --json bench/results/world_bench.json
+	for load in idle cpu io; do \
+		$(BIN)/python bench/control_loop.py --duration $(BENCH_DURATION) --load $$load \
+			--json bench/results/control_loop_$$load.json || exit 1; \
+	done
+	$(BIN)/python bench/ingest.py --duration $(BENCH_DURATION) --json bench/results/ingest.json
+	$(BIN)/python bench/fanout.py --duration $(BENCH_DURATION) --json bench/results/fanout.json
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
