@@ -96,16 +96,17 @@ async def _dashboards(port: int, count: int, seconds: float, out: Path) -> None:
                     data = await asyncio.wait_for(ws.recv(), left)
                 except TimeoutError:
                     break
-                name, _, payload = msgpack.unpackb(data)
-                if name != "edgeloop.WorldUpdate" or not payload["changed"]:
-                    continue
                 if first:  # the full snapshot says nothing about the rate
                     first = False
                     continue
                 updates[index] += 1
-                newest = max(c["values"]["temperature"] for c in payload["changed"])
-                if index % 10 == 0:  # a sample is plenty; the clients' CPU is the load
-                    staleness.append(time.monotonic_ns() / 1e9 - newest)
+                # Only a sample of clients decodes: decoding every update in every client
+                # would make the load generator, not the appliance, the bottleneck.
+                if index % 10 == 0:
+                    name, _, payload = msgpack.unpackb(data)
+                    if name == "edgeloop.WorldUpdate" and payload["changed"]:
+                        newest = max(c["values"]["temperature"] for c in payload["changed"])
+                        staleness.append(time.monotonic_ns() / 1e9 - newest)
 
     await asyncio.gather(*(dashboard(i) for i in range(count)), return_exceptions=True)
     out.write_text(json.dumps({"updates": updates, "staleness": staleness}))

@@ -79,9 +79,12 @@ class Session:
         peer: str,
         write: Callable[[object], None],
         close: Callable[[], None],
+        *,
         congested: Callable[[], bool] = lambda: False,
+        write_shared: Callable[[object, dict[str, Any]], None] | None = None,
     ) -> None:
         self.hub = hub
+        self._write_shared = write_shared
         # True while the peer is not keeping up: periodic updates then wait (and conflate).
         self.congested = congested
         self.id = hub.next_id()
@@ -147,6 +150,14 @@ class Session:
 
     def send(self, msg: object) -> None:
         self._write(msg)
+
+    def send_shared(self, msg: object, encoded: dict[str, Any]) -> None:
+        """Send ``msg`` that many peers get alike: ``encoded`` caches its encoding per
+        wire format, so a fan-out encodes once per format, not once per peer."""
+        if self._write_shared is None:
+            self._write(msg)
+        else:
+            self._write_shared(msg, encoded)
 
     def refuse(self, error: ProtocolError) -> None:
         """Answer with an error; close when the stream cannot be trusted any more."""

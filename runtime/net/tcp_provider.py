@@ -11,6 +11,7 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
+from typing import Any
 
 from edgeloop.net import protocol
 from edgeloop.net.registry import ProtocolError
@@ -40,7 +41,12 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.session = Session(
-            self.provider.hub, name, self._send, self.close, congested=self._congested
+            self.provider.hub,
+            name,
+            self._send,
+            self.close,
+            congested=self._congested,
+            write_shared=self._send_shared,
         )
         self.provider.connections[self.session.id] = self
         loop = asyncio.get_running_loop()
@@ -86,6 +92,12 @@ class TcpConnection(asyncio.Protocol):
 
     def _send(self, msg: object) -> None:
         self.write(protocol.frame(protocol.encode(msg)))
+
+    def _send_shared(self, msg: object, encoded: dict[str, Any]) -> None:
+        data = encoded.get("tcp")
+        if data is None:
+            data = encoded["tcp"] = protocol.frame(protocol.encode(msg))
+        self.write(data)
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -120,9 +120,17 @@ class WorldMirror:
 @dataclass
 class Subscriber:
     session: Session
+    version: int = 0  # the mirror version its last update brought it to
+
+
+@dataclass
+class Group:
+    """Subscribers wanting the same components at the same rate: one timer, and one
+    update built and encoded per version they stand at (in practice: one for all)."""
+
     components: frozenset[str]  # empty: all
     period_s: float
-    version: int = 0
+    members: dict[int, Subscriber] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -131,42 +139,75 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.mirror = WorldMirror()
-        self.subscribers: dict[int, Subscriber] = {}
+        self.groups: dict[tuple[frozenset[str], float], Group] = {}
+        self._group_of: dict[int, Group] = {}
         self.updates_sent = 0
         self.updates_held = 0  # periods skipped because the connection was congested
+
+    @property
+    def subscribers(self) -> dict[int, Subscriber]:
+        return {sid: group.members[sid] for sid, group in self._group_of.items()}
 
     def on_record(self, record: Record) -> None:
         self.mirror.apply(record)
 
     def subscribe(self, session: Session, request: Subscribe) -> None:
         self.unsubscribe(session.id)
-        rate = min(max(request.max_hz, 0.1), MAX_HZ)
-        subscriber = Subscriber(session, frozenset(request.components), 1.0 / rate)
-        self.subscribers[session.id] = subscriber
-        self._send(subscriber)  # the first update: everything, at once
+        period = 1.0 / min(max(request.max_hz, 0.1), MAX_HZ)
+        key = (frozenset(request.components), period)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(*key)
+            group.timer = asyncio.get_running_loop().call_later(period, self._tick, group)
+        subscriber = group.members[session.id] = Subscriber(session)
+        self._group_of[session.id] = group
+        self._send(group, subscriber, {})  # the first update: everything, at once
 
     def unsubscribe(self, session_id: int) -> None:
-        subscriber = self.subscribers.pop(session_id, None)
-        if subscriber is not None and subscriber.timer is not None:
-            subscriber.timer.cancel()
+        group = self._group_of.pop(session_id, None)
+        if group is None:
+            return
+        del group.members[session_id]
+        if not group.members:
+            if group.timer is not None:
+                group.timer.cancel()
+            del self.groups[(group.components, group.period_s)]
 
     def close(self) -> None:
-        for session_id in list(self.subscribers):
+        for session_id in list(self._group_of):
             self.unsubscribe(session_id)
 
-    def _send(self, subscriber: Subscriber) -> None:
-        subscriber.timer = asyncio.get_running_loop().call_later(
-            subscriber.period_s, self._send, subscriber
-        )
-        if subscriber.session.congested():
-            self.updates_held += 1
-            return
-        changed, removed = self.mirror.since(subscriber.version)
-        if not changed and not removed and subscriber.version > 0:
-            return
-        wanted = subscriber.components
+    def _tick(self, group: Group) -> None:
+        group.timer = asyncio.get_running_loop().call_later(group.period_s, self._tick, group)
+        shared: dict[int, tuple[WorldUpdate, dict[str, Any]]] = {}
+        for subscriber in list(group.members.values()):
+            if subscriber.session.congested():
+                self.updates_held += 1
+            elif subscriber.version != self.mirror.version:
+                self._send(group, subscriber, shared)
+        versions = [s.version for g in self.groups.values() for s in g.members.values()]
+        self.mirror.forget_removals(min(versions, default=self.mirror.version))
+
+    def _send(
+        self,
+        group: Group,
+        subscriber: Subscriber,
+        shared: dict[int, tuple[WorldUpdate, dict[str, Any]]],
+    ) -> None:
+        entry = shared.get(subscriber.version)
+        if entry is None:
+            entry = shared[subscriber.version] = (self._update(group, subscriber.version), {})
+        update, encoded = entry
+        subscriber.version = self.mirror.version
+        if update.changed or update.removed:
+            subscriber.session.send_shared(update, encoded)
+            self.updates_sent += 1
+
+    def _update(self, group: Group, since: int) -> WorldUpdate:
+        changed, removed = self.mirror.since(since)
+        wanted = group.components
         values = self.mirror.values
-        update = WorldUpdate(
+        return WorldUpdate(
             changed=[
                 ComponentValue(entity, component, values[(entity, component)])
                 for entity, component in reversed(changed)
@@ -175,7 +216,3 @@ class Subscriptions:
             removed=removed,
             version=self.mirror.version,
         )
-        subscriber.version = self.mirror.version
-        subscriber.session.send(update)
-        self.updates_sent += 1
-        self.mirror.forget_removals(min(s.version for s in self.subscribers.values()))

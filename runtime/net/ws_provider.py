@@ -73,6 +73,7 @@ class WsConnection:
             self._send,
             self._close,
             congested=lambda: len(self._queue) > CONGESTED_MESSAGES,
+            write_shared=self._send_shared,
         )
         self._queue: deque[tuple[float, str | bytes]] = deque()
         self._ready = asyncio.Event()
@@ -82,6 +83,22 @@ class WsConnection:
     def _send(self, msg: object) -> None:
         found = info(type(msg))
         self.write_parts(found.name, found.schema_hash, msgspec.to_builtins(msg))
+
+    def _send_shared(self, msg: object, encoded: dict[str, Any]) -> None:
+        key = "msgpack" if self.binary else "json"
+        data = encoded.get(key)
+        if data is None:
+            found = info(type(msg))
+            payload = encoded.get("builtins")
+            if payload is None:
+                payload = encoded["builtins"] = msgspec.to_builtins(msg)
+            if self.binary:
+                data = protocol.encode_parts(found.name, found.schema_hash, payload)
+            else:
+                data = encode_json(found.name, found.schema_hash, payload)
+            encoded[key] = data
+        self._queue.append((time.monotonic(), data))
+        self._ready.set()
 
     def write_parts(self, name: str, schema_hash: int, payload: Any) -> None:
         data: str | bytes
