@@ -91,15 +91,16 @@ class FrameReader:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete frames ``data`` finishes. After an oversize frame the stream cannot
-        be trusted (we would have to skip bytes we never read): the caller closes."""
+    def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
+        """The complete frames buffered with ``data``, at most ``limit`` of them (the rest
+        stay buffered: ``feed(b"")`` returns them). After an oversize frame the stream
+        cannot be trusted (we would have to skip bytes we never read): the caller closes."""
         buffer = self._buffer
         buffer += data
-        frames = []
+        frames: list[bytes] = []
         start = 0
         end = len(buffer)
-        while end - start >= 4:
+        while end - start >= 4 and (limit is None or len(frames) < limit):
             (length,) = _LENGTH.unpack_from(buffer, start)
             if length > self.max_frame_bytes:
                 raise ProtocolError(

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from edgeloop.net import protocol
 from edgeloop.net.registry import ProtocolError
@@ -20,13 +20,15 @@ from edgeloop.net.session import Hub, Session
 log = logging.getLogger("edgeloop.net.tcp")
 
 CONGESTED_BYTES = 256 * 1024  # unsent bytes to a peer before periodic updates wait
+FRAMES_PER_PASS = 64  # ~0.5 ms of work per peer per event-loop pass
 
 
 class TcpConnection(asyncio.Protocol):
     def __init__(self, provider: TcpProvider) -> None:
         self.provider = provider
         self.session: Session | None = None
-        self.paused = False
+        self.paused = False  # no room downstream (backpressure)
+        self._draining = False  # buffered frames left for the next pass
         self._reader = protocol.FrameReader(provider.max_frame_bytes)
         self._transport: asyncio.Transport | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
@@ -36,8 +38,8 @@ class TcpConnection(asyncio.Protocol):
         return 0 if self.session is None else self.session.id
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio classes.
+        self._transport = cast("asyncio.Transport", transport)
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.session = Session(
@@ -55,10 +57,17 @@ class TcpConnection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        """Handle at most FRAMES_PER_PASS frames, then give the event loop back: one
+        peer's burst (asyncio hands over up to 256 KiB at once) must not hold the io
+        loop for long enough to starve the heartbeat, dashboards and other peers."""
         session = self.session
         assert session is not None
         try:
-            for body in self._reader.feed(data):
+            frames = self._reader.feed(data, FRAMES_PER_PASS)
+            for body in frames:
                 name, schema_hash, payload = protocol.split(body)
                 try:
                     room = session.receive(name, schema_hash, payload)
@@ -67,14 +76,33 @@ class TcpConnection(asyncio.Protocol):
                     room = True
                 if session.role is not None and self._hello_timer is not None:
                     self._hello_timer.cancel()
+                    self._hello_timer = None
                 if not room:
                     self.pause()
                 if self._transport is None or self._transport.is_closing():
                     return
         except ProtocolError as error:  # framing: the stream is lost
             session.refuse(error)
+            return
         except Exception:
             session.failed()
+            return
+        self._set_draining(len(frames) == FRAMES_PER_PASS)
+
+    def _set_draining(self, more: bool) -> None:
+        """While buffered frames remain, stop reading and continue on the next loop pass."""
+        if self._transport is None:
+            return
+        if more:
+            if not self._draining:
+                self._draining = True
+                self._transport.pause_reading()
+            if not self.paused:  # paused for room: resume() continues the draining
+                asyncio.get_running_loop().call_soon(self._handle, b"")
+        elif self._draining:
+            self._draining = False
+            if not self.paused:
+                self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._hello_timer is not None:
@@ -107,12 +135,16 @@ class TcpConnection(asyncio.Protocol):
         if self._transport is not None and not self.paused:
             self.paused = True
             self.provider.hub.count("paused")
-            self._transport.pause_reading()
+            if not self._draining:
+                self._transport.pause_reading()
 
     def resume(self) -> None:
         if self._transport is not None and self.paused:
             self.paused = False
-            self._transport.resume_reading()
+            if self._draining:
+                asyncio.get_running_loop().call_soon(self._handle, b"")
+            else:
+                self._transport.resume_reading()
 
     def close(self) -> None:
         if self._transport is not None:

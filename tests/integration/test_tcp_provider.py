@@ -270,3 +270,14 @@ def test_fuzzed_bytes_never_take_the_server_down(junk: bytes) -> None:
         await provider.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_burst_is_handled_in_slices_without_losing_or_reordering(server: Server) -> None:
+    peer = await Peer.connect(server.port)
+    await peer.hello()
+    burst = b"".join(protocol.frame(protocol.encode(Telemetry(float(i)))) for i in range(3000))
+    await peer.send_raw(burst)  # one write: far more than one pass handles
+    other = await Peer.connect(server.port)
+    await other.hello()  # answered while the burst is still being worked through
+    await _until(lambda: len(server.delivered) == 3000)
+    assert [msg.x for _, _, msg in server.delivered] == [float(i) for i in range(3000)]
