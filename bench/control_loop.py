@@ -68,6 +68,7 @@ from typing import IO, Any
 
 import msgpack
 import yaml
+from report import emit, machine_description
 
 from edgeloop.config import ConfigError, RuntimeConfig, load_config
 from edgeloop.realtime import child_args, control_process
@@ -642,18 +643,6 @@ async def _flood_client(port: int, robot: int, per_burst: int) -> None:
         writer.close()
 
 
-def machine_description() -> str:
-    model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, sep, value = line.partition(":")
-            if sep and name.strip() in ("model name", "Model") and value.strip():
-                model = value.strip()
-                break
-    arch = platform.machine() if model is None else f"{platform.machine()} {model}"
-    return f"{arch}, {os.cpu_count()} cores, Linux {platform.release()}"
-
-
 # -- other real-time processes ----------------------------------------------------------
 
 
@@ -854,14 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as error:
             raise SystemExit("\n".join(map(str, error.problems))) from None
         result = measure(setup, args.load, cyclictest)
-    print(format_table(result))
-    text = json.dumps(result, indent=2)
-    if args.json is None:
-        print()
-        print(text)
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(format_table(result), result, args.json)
     return 0
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from report import emit, machine_description
 from websockets.asyncio.client import connect
 
 from edgeloop.net import protocol
@@ -262,8 +263,7 @@ robots: {{}}
         "subscribe_hz": SUBSCRIBE_HZ,
         "seconds_per_case": seconds,
         "rows": rows,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}",
+        "machine": f"{machine_description()}, python {platform.python_version()}",
     }
 
 
@@ -305,12 +305,7 @@ def main() -> None:
         _child(args)
         return
     result = run(args)
-    print(table(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    else:
-        print(json.dumps(result, indent=2))
+    emit(table(result), result, args.json)
 
 
 if __name__ == "__main__":

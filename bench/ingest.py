@@ -91,6 +91,7 @@ from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 import msgpack
+from report import emit, machine_description
 
 from edgeloop.net import protocol
 from edgeloop.net.client import Client
@@ -202,18 +203,6 @@ def process_name(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
-
-
-def machine_description() -> str:
-    model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, sep, value = line.partition(":")
-            if sep and name.strip() in ("model name", "Model") and value.strip():
-                model = value.strip()
-                break
-    arch = platform.machine() if model is None else f"{platform.machine()} {model}"
-    return f"{arch}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -1530,14 +1519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit(2 * args.robots + 256)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     result = run_bench(args)
-    print(format_table(result))
-    text = json.dumps(result, indent=2)
-    if args.json is None:
-        print()
-        print(text)
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(format_table(result), result, args.json)
     return 0
 
 

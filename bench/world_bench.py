@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -34,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from report import emit, machine_description
 
 from edgeloop import (
     ActuatorOutput,
@@ -439,12 +439,6 @@ def cpu_model() -> str | None:
     return None
 
 
-def machine_description() -> str:
-    model = cpu_model()
-    arch = platform.machine() if model is None else f"{platform.machine()} {model}"
-    return f"{arch}, {os.cpu_count()} cores"
-
-
 def run(duration_s: float) -> dict[str, Any]:
     weights = [FIELD_WRITE_WEIGHT] + [TICK_WEIGHT, SCAN_WEIGHT] * len(SIZES)
     budget = Budget(duration_s, weights)
@@ -523,14 +517,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args.duration)
-    print(format_table(result))
-    text = json.dumps(result, indent=2)
-    if args.json is None:
-        print()
-        print(text)
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(format_table(result), result, args.json)
     return 0
 
 
