@@ -76,24 +76,33 @@ class RobotsPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
+        app.insert_resource(RobotIndex())
         app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
 
 
+class RobotIndex:
+    """Resource: each robot's component by id, so a tick costs O(messages), not
+    O(robots) (a name scan over 1 000 robots every tick was measurable)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Robot] = {}
+
+
 def robots_from_telemetry(world: World) -> None:
     """SensorInput: one entity per robot, updated from its latest telemetry."""
-    by_name = {name.value: robot for name, robot in world.query(Name, Robot)}
+    by_id = world.resource(RobotIndex).by_id
     for event in world.read(ConnectionEvent):
         if not event.connected:
-            for robot in by_name.values():
+            for robot in by_id.values():
                 if robot.connection == event.connection:
                     robot.connection = 0
                     robot.status = "fault"
     for data in read_network(world, Telemetry):
         msg = data.message
-        found = by_name.get(msg.robot_id)
+        found = by_id.get(msg.robot_id)
         if found is None:
-            robot = by_name[msg.robot_id] = Robot()
+            robot = by_id[msg.robot_id] = Robot()
             world.commands.spawn(Name(msg.robot_id), robot)
         else:
             robot = found
@@ -108,9 +117,10 @@ def robots_from_telemetry(world: World) -> None:
 def route_robot_commands(world: World) -> None:
     """ControlLogic: an operator's command goes to the robot it names, if connected."""
     network = world.resource(Network)
-    connections = {name.value: robot.connection for name, robot in world.query(Name, Robot)}
+    by_id = world.resource(RobotIndex).by_id
     for data in read_network(world, Command):
-        target = connections.get(data.message.robot_id, 0)
+        robot = by_id.get(data.message.robot_id)
+        target = 0 if robot is None else robot.connection
         if target:
             network.send(world, target, data.message)
             result = CommandResult(data.message.robot_id, True, "sent")
