@@ -35,6 +35,7 @@ SYNTHETIC_TOPIC = "io.synthetic"
 SYNTHETIC_KEYS = 64  # distinct keys, so NORMAL conflation has something to do
 # CRITICAL/HIGH records waiting for the control process: past the high water mark
 # providers stop reading from their peers, below the low one they read again.
+COALESCE_S = 0.002  # how long non-CRITICAL records gather before going to control
 URGENT_HIGH_WATER = 1000
 URGENT_LOW_WATER = 100
 
@@ -62,6 +63,7 @@ class IoService:
         self._handlers: dict[str, list[Callable[[Record], None]]] = {}
         self._room_callbacks: list[Callable[[], None]] = []
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
         self._refused = False  # a sender was told to pause: tell it when there is room
 
@@ -70,10 +72,19 @@ class IoService:
     def send(self, record: Record) -> bool:
         outbox = self.channel.outbox
         outbox.put(record)
-        if not self._flush_scheduled:
-            # One message per pass of the event loop, not one per record.
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if record.priority == Priority.CRITICAL:
+            # At once: the control loop wakes for it (e-stop, safety).
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        elif not self._flush_scheduled and self._flush_timer is None:
+            # Everything else is consumed at the next tick anyway: gathering it for a
+            # couple of ms sends one batch instead of a message (and a control-process
+            # wake-up) per record.
+            self._flush_timer = asyncio.get_running_loop().call_later(COALESCE_S, self._flush)
         over_budget = outbox.bytes > self.budget_bytes
         if over_budget:
             # Memory is bounded: LOW goes first; if that is not enough, peers pause.
@@ -122,6 +133,9 @@ class IoService:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         sent_all = self.channel.send(0, [])
         # While the socket refuses, retry as soon as it is writable, not at the next beat.
         loop = asyncio.get_running_loop()
