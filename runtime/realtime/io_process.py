@@ -159,7 +159,7 @@ class IoService:
     def _readable(self) -> None:
         for batch in self.channel.receive():
             self.handle(batch)
-        if self.channel.closed:
+        if self.channel.closed and not self.stopped.is_set():
             log.info("control process closed the io channel; stopping")
             self.stopped.set()
 
