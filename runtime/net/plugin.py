@@ -46,22 +46,25 @@ log = logging.getLogger("edgeloop.net")
 MIN_TOKEN_CHARS = 16
 
 
-class TcpListen(Section):
+Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+
+
+class Listen(Section):
+    """What both providers' listening sockets take."""
+
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 7700
     max_frame_bytes: Annotated[int, Field(ge=64, le=64 << 20, strict=True)] = (
         protocol.DEFAULT_MAX_FRAME_BYTES
     )
     hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
 
 
-class WebSocketListen(Section):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 8080
-    max_frame_bytes: Annotated[int, Field(ge=64, le=64 << 20, strict=True)] = (
-        protocol.DEFAULT_MAX_FRAME_BYTES
-    )
-    hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+class TcpListen(Listen):
+    port: Port = 7700
+
+
+class WebSocketListen(Listen):
+    port: Port = 8080
     max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
 
 
