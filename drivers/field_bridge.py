@@ -1,0 +1,214 @@
+"""The control side of the field drivers: device points as entities and components.
+
+Each driver's plugin calls ``add_field_devices``; the first call adds the bridge's
+systems. At Startup every device becomes an entity (``Name`` + ``DeviceHealth``) and
+every entity named by a point gets the components its points name. Those component
+classes are made from the config: a point ``{entity: tank1, component: Tank, field:
+level}`` gives a ``Tank`` component with ``level: float`` and ``level_quality: Quality``.
+Control logic finds them with ``FieldModel.component("Tank")``.
+
+Each tick, SensorInput starts with the values and health the io process sent; after
+ActuatorOutput, output fields that changed since they were last written (by control
+logic; not by a read of the same point) go to the io process as one HIGH record per
+device. Comparing the few output fields each tick is cheaper than change stamps would
+be, and it is exact: a field set back to the value last written is no change.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeloop.app import App
+from edgeloop.component import Component
+from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
+from edgeloop.drivers.health import DeviceHealth
+from edgeloop.drivers.points import PointMap, Quality
+from edgeloop.names import Name
+from edgeloop.priority import Priority
+from edgeloop.realtime.io_link import IoInput, IoLink
+from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, Startup, SystemSet
+from edgeloop.world import World
+
+log = logging.getLogger("edgeloop.field")
+
+FieldInput = SystemSet("FieldInput")  # first in SensorInput: the values of this tick
+FieldOutput = SystemSet("FieldOutput")  # after ActuatorOutput: the writes of this tick
+
+_DEFAULTS: dict[type, Any] = {float: 0.0, bool: False, str: ""}
+_QUALITIES = tuple(Quality)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    driver: str
+    points: Sequence[PointMap]
+
+
+@dataclass(slots=True)
+class _Input:
+    component: Component
+    field: str
+    quality_field: str
+    output: _Output | None  # the same point's output side, when it is "both"
+
+
+@dataclass(slots=True)
+class _Output:
+    component: Component
+    field: str
+    last: Any = None  # the value last written or read; None: never
+
+
+@dataclass
+class FieldModel:
+    """Resource: the field devices, their entities and the component classes made for them."""
+
+    devices: dict[str, DeviceSpec] = field(default_factory=dict)
+    entities: dict[str, int] = field(default_factory=dict)
+    health: dict[str, DeviceHealth] = field(default_factory=dict)
+    _fields: dict[str, dict[str, type]] = field(default_factory=dict)
+    _classes: dict[str, type[Component]] = field(default_factory=dict)
+    _inputs: dict[str, list[_Input | None]] = field(default_factory=dict)
+    _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
+
+    def component(self, name: str) -> type[Component]:
+        """The component class made for ``name`` (``KeyError`` if no point names it)."""
+        return self._classes[name]
+
+    def add(self, device: DeviceSpec) -> None:
+        if device.name in self.devices:
+            other = self.devices[device.name].driver
+            raise ValueError(
+                f"device name {device.name!r} is used twice ({other}, {device.driver})"
+            )
+        self.devices[device.name] = device
+        for point in device.points:
+            fields = self._fields.setdefault(point.component, {})
+            wanted = {point.field: point.field_type}
+            if point.reads:
+                wanted[f"{point.field}_quality"] = Quality
+            for name, ftype in wanted.items():
+                if fields.setdefault(name, ftype) is not ftype:
+                    raise ValueError(
+                        f"{point.component}.{name} is {fields[name].__name__} for one point "
+                        f"and {ftype.__name__} for another (device {device.name!r})"
+                    )
+
+    def spawn(self, world: World) -> None:
+        """Make the component classes and the entities (Startup)."""
+        for cname, fields in self._fields.items():
+            ns: dict[str, Any] = {"__module__": __name__, "__annotations__": dict(fields)}
+            for fname, ftype in fields.items():
+                ns[fname] = Quality.STALE if ftype is Quality else _DEFAULTS[ftype]
+            self._classes[cname] = type(Component)(cname, (Component,), ns)
+        instances: dict[tuple[str, str], Component] = {}
+        for device in self.devices.values():
+            for point in device.points:
+                key = (point.entity, point.component)
+                if key not in instances:
+                    instances[key] = self._classes[point.component]()
+        by_entity: dict[str, list[Component]] = {}
+        for (entity, _), component in instances.items():
+            by_entity.setdefault(entity, []).append(component)
+        for device in self.devices.values():
+            health = self.health[device.name] = DeviceHealth(driver=device.driver)
+            by_entity.setdefault(device.name, []).append(health)
+        for name, components in by_entity.items():
+            self.entities[name] = world.commands.spawn(Name(name), *components)
+        for device in self.devices.values():
+            inputs: list[_Input | None] = []
+            outputs: list[tuple[int, _Output]] = []
+            for index, point in enumerate(device.points):
+                component = instances[(point.entity, point.component)]
+                output = None
+                if point.writes:
+                    # An output-only point is written at start (the appliance owns it);
+                    # one that is also read waits for control logic to change it.
+                    initial = getattr(component, point.field) if point.reads else None
+                    output = _Output(component, point.field, initial)
+                if output is not None:
+                    outputs.append((index, output))
+                inputs.append(
+                    _Input(component, point.field, f"{point.field}_quality", output)
+                    if point.reads
+                    else None
+                )
+            self._inputs[device.name] = inputs
+            self._outputs[device.name] = outputs
+
+
+def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> FieldModel:
+    """Register a driver's devices; the first call adds the bridge's systems."""
+    model = app.world.get_resource(FieldModel)
+    if model is None:
+        model = FieldModel()
+        app.insert_resource(model)
+        app.add_systems(Startup, model.spawn)
+        app.configure_sets(FixedUpdate, FieldInput, SensorInput)
+        app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput)
+        app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
+        app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
+    for device in devices:
+        model.add(device)
+    return model
+
+
+def receive_field_values(world: World) -> None:
+    """FieldInput: the values and health the io process sent since the last tick."""
+    model = world.resource(FieldModel)
+    for record in world.read(IoInput):
+        if record.topic == TOPIC_VALUES:
+            device = record.key.partition("/")[0]
+            inputs = model._inputs.get(device)
+            if inputs is None:
+                continue
+            for index, value, quality in record.payload:
+                target = inputs[index]
+                if target is None:
+                    continue
+                setattr(target.component, target.field, value)
+                setattr(target.component, target.quality_field, _QUALITIES[quality])
+                if target.output is not None:
+                    target.output.last = value
+        elif record.topic == TOPIC_HEALTH:
+            health = model.health.get(record.key)
+            if health is not None:
+                _apply_health(health, record.payload)
+
+
+def _apply_health(health: DeviceHealth, snapshot: dict[str, Any]) -> None:
+    health.state = snapshot["state"]
+    health.last_good_read = snapshot["last_good_read"]
+    health.consecutive_errors = snapshot["consecutive_errors"]
+    health.errors = tuple((str(kind), int(count)) for kind, count in snapshot["errors"])
+    health.last_error = snapshot["last_error"]
+    health.rtt_ms = snapshot["rtt_ms"]
+    health.requests_per_cycle = snapshot["requests_per_cycle"]
+
+
+def send_field_writes(world: World) -> None:
+    """FieldOutput: output fields that changed, one HIGH record per device."""
+    model = world.resource(FieldModel)
+    link = world.get_resource(IoLink)
+    for device, outputs in model._outputs.items():
+        writes: list[list[Any]] | None = None
+        for index, output in outputs:
+            value = getattr(output.component, output.field)
+            last = output.last
+            # NaN != NaN: a NaN output is written once, not every tick.
+            if value != last and not (_is_nan(value) and _is_nan(last)):
+                output.last = value
+                if writes is None:
+                    writes = []
+                writes.append([index, value])
+        if writes is not None and link is not None:
+            link.send(TOPIC_WRITE, device, writes, Priority.HIGH)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)

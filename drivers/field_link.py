@@ -1,0 +1,112 @@
+"""The io side of a field device: what a driver sends to the control process and hears back.
+
+Records on the io channel (both processes build the same point lists from the same
+config, so a point travels as its index in its device's ``points``):
+
+- ``field.values``, key ``"<device>/<group>"``, NORMAL: ``[[index, value, quality], ...]``,
+  every point of one read group (a Modbus block, a CAN frame, a serial line). A whole
+  group per record is what makes NORMAL conflation safe: when the control side is behind,
+  the latest record of a group replaces the older one and still holds every point.
+- ``field.health``, key ``"<device>"``, NORMAL: a ``HealthTracker.snapshot()``.
+- ``field.write``, key ``"<device>"``, HIGH, control -> io: ``[[index, value], ...]``,
+  engineering values of output points that changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgeloop.drivers.health import HealthTracker
+from edgeloop.drivers.points import PointMap, Quality
+from edgeloop.priority import Priority
+from edgeloop.realtime.io_part import IoContext
+from edgeloop.realtime.ipc import Record
+
+TOPIC_VALUES = "field.values"
+TOPIC_HEALTH = "field.health"
+TOPIC_WRITE = "field.write"
+HEALTH_REFRESH_S = 1.0  # a snapshot at least this often while anything moved
+
+Values = list[list[Any]]  # [[index, value, quality], ...]
+WriteHandler = Callable[[list[tuple[int, Any]]], None]
+
+_GOOD = int(Quality.GOOD)
+_STALE = int(Quality.STALE)
+
+
+class DeviceChannel:
+    """One device's way to the control process: values by group, and its health."""
+
+    def __init__(
+        self,
+        context: IoContext,
+        device: str,
+        driver: str,
+        points: Sequence[PointMap],
+        offline_after: int = 3,
+    ) -> None:
+        self.context = context
+        self.device = device
+        self.points = points
+        self.health = HealthTracker(driver, offline_after)
+        self._groups: dict[str, Values] = {}
+        self._keys: dict[str, str] = {}
+        self._health_sent_at = 0.0
+        self._health_moved = False
+
+    def publish(self, group: str, values: Values) -> None:
+        """Send the current values of every point of ``group``."""
+        self._groups[group] = values
+        key = self._keys.get(group)
+        if key is None:
+            key = self._keys[group] = f"{self.device}/{group}"
+        self.context.send(Record(TOPIC_VALUES, key, Priority.NORMAL, values))
+
+    def mark_stale(self, group: str | None = None) -> None:
+        """The values of ``group`` (or of every group) are no longer current."""
+        groups = self._groups if group is None else {group: self._groups.get(group, [])}
+        for name, values in groups.items():
+            if any(q == _GOOD for _, _, q in values):
+                self.publish(name, [[i, v, _STALE if q == _GOOD else q] for i, v, q in values])
+
+    def good(self, rtt_s: float) -> None:
+        self.health.good(rtt_s)
+        self._health_moved = True
+        self.publish_health()
+
+    def error(self, kind: Any, detail: str) -> None:
+        was_usable = self.health.usable
+        self.health.error(kind, detail)
+        if was_usable and not self.health.usable:
+            self.mark_stale()
+        self._health_moved = True
+        self.publish_health()
+
+    def publish_health(self, now: float | None = None) -> None:
+        """Send the health snapshot if it changed, or now and then while it moves."""
+        now = time.monotonic() if now is None else now
+        due = self._health_moved and now - self._health_sent_at >= HEALTH_REFRESH_S
+        if self.health.changed or due:
+            self._health_sent_at = now
+            self._health_moved = False
+            self.context.send(
+                Record(TOPIC_HEALTH, self.device, Priority.NORMAL, self.health.snapshot())
+            )
+
+
+def on_writes(context: IoContext, handlers: dict[str, WriteHandler]) -> None:
+    """Route ``field.write`` records to the handler of the device they name."""
+
+    def route(record: Record) -> None:
+        handler = handlers.get(record.key)
+        if handler is None:
+            return
+        try:
+            writes = [(int(index), value) for index, value in record.payload]
+        except (TypeError, ValueError):
+            return  # not from our control process: nothing to write
+        handler(writes)
+
+    context.on_topic(TOPIC_WRITE, route)

@@ -1,0 +1,118 @@
+"""Device points: where a value on a bus lands in the World, and how it is scaled.
+
+Every driver maps each device point to an entity, a component and a field by name. The
+same config builds both processes, so a point is referred to on the io channel by its
+device name and its index in that device's ``points`` list, never by a string per value.
+
+A value carries a quality next to it: the component field ``level`` comes with
+``level_quality``. A value starts ``STALE`` (nothing read yet), is ``GOOD`` while fresh
+reads arrive, turns ``STALE`` when reads stop (device offline, poll overdue) and ``BAD``
+when the device answered but the point could not be read or decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgeloop.config import Section
+
+
+class Quality(enum.IntEnum):
+    GOOD = 0
+    STALE = 1
+    BAD = 2
+
+
+Direction = Literal["input", "output", "both"]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+EntityName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+# The Python type a point's field holds in its component, by point type.
+FIELD_TYPES: dict[str, type] = {
+    "int16": float,
+    "uint16": float,
+    "int32": float,
+    "uint32": float,
+    "int64": float,
+    "uint64": float,
+    "float32": float,
+    "float64": float,
+    "bool": bool,
+    "string": str,
+}
+
+
+class PointMap(Section):
+    """Where a point lands and how its raw value becomes an engineering value:
+    ``value = raw * scale + offset`` (and back for outputs)."""
+
+    entity: EntityName
+    component: Identifier
+    field: Identifier
+    type: Literal[
+        "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64",
+        "bool", "string",
+    ] = "float32"  # fmt: skip
+    scale: Finite = 1.0
+    offset: Finite = 0.0
+    unit: Annotated[str, Field(max_length=16)] = ""
+    direction: Direction = "input"
+
+    @model_validator(mode="after")
+    def _scale_not_zero(self) -> PointMap:
+        if self.scale == 0:
+            raise ValueError("scale must not be 0 (outputs divide by it)")
+        if self.field.endswith("_quality"):
+            raise ValueError("field names ending in _quality are reserved for the quality flag")
+        return self
+
+    @property
+    def reads(self) -> bool:
+        return self.direction != "output"
+
+    @property
+    def writes(self) -> bool:
+        return self.direction != "input"
+
+    @property
+    def field_type(self) -> type:
+        return FIELD_TYPES[self.type]
+
+    def to_value(self, raw: Any) -> Any:
+        """The engineering value of a raw (decoded, unscaled) device value."""
+        if self.type in ("bool", "string"):
+            return raw
+        return raw * self.scale + self.offset
+
+    def to_raw(self, value: Any) -> Any:
+        """The raw device value for an engineering value; ``ValueError`` if it has none
+        (not finite, or out of the type's range)."""
+        if self.type == "bool":
+            return bool(value)
+        if self.type == "string":
+            return str(value)
+        raw = (float(value) - self.offset) / self.scale
+        if not math.isfinite(raw):
+            raise ValueError(f"{value!r} is not a finite number")
+        if self.type.startswith(("int", "uint")):
+            whole = round(raw)
+            low, high = INT_RANGES[self.type]
+            if not low <= whole <= high:
+                raise ValueError(f"{value!r} is out of range for {self.type}")
+            return whole
+        return raw
+
+
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int16": (-(1 << 15), (1 << 15) - 1),
+    "uint16": (0, (1 << 16) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1),
+    "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint64": (0, (1 << 64) - 1),
+}
