@@ -105,7 +105,8 @@ class FieldModel:
             ns: dict[str, Any] = {"__module__": __name__, "__annotations__": dict(fields)}
             for fname, ftype in fields.items():
                 ns[fname] = Quality.STALE if ftype is Quality else _DEFAULTS[ftype]
-            self._classes[cname] = type(Component)(cname, (Component,), ns)
+            metaclass: Any = type(Component)
+            self._classes[cname] = metaclass(cname, (Component,), ns)
         instances: dict[tuple[str, str], Component] = {}
         for device in self.devices.values():
             for point in device.points:

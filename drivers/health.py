@@ -59,7 +59,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * (2 ** min(self.attempts, 32)))
+        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 32))
         self.attempts += 1
         return base * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
 

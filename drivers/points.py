@@ -12,6 +12,7 @@ when the device answered but the point could not be read or decoded.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import math
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ EntityName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 # The Python type a point's field holds in its component, by point type.
-FIELD_TYPES: dict[str, type] = {
+FIELD_TYPES: dict[str, builtins.type] = {
     "int16": float,
     "uint16": float,
     "int32": float,
@@ -80,7 +81,7 @@ class PointMap(Section):
         return self.direction != "input"
 
     @property
-    def field_type(self) -> type:
+    def field_type(self) -> builtins.type:
         return FIELD_TYPES[self.type]
 
     def to_value(self, raw: Any) -> Any:
