@@ -1,0 +1,164 @@
+"""The control side of the field drivers: entities, values with quality, writes on change."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+import pytest
+
+from edgeloop.app import App
+from edgeloop.drivers.field_bridge import DeviceSpec, FieldModel, add_field_devices
+from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
+from edgeloop.drivers.points import PointMap, Quality
+from edgeloop.names import Name
+from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
+from edgeloop.realtime.ipc import Record
+from edgeloop.schedule import ControlLogic, FixedUpdate
+from edgeloop.world import World
+
+LEVEL = PointMap(entity="tank1", component="Tank", field="level", unit="m")
+PUMP = PointMap(entity="tank1", component="Tank", field="pump", type="bool", direction="output")
+SETPOINT = PointMap(entity="tank1", component="Tank", field="setpoint", direction="both")
+
+
+def _app(*points: PointMap) -> tuple[App, IoLink]:
+    app = App()
+    link = IoLink()
+    app.add_plugin(IoLinkPlugin(link))
+    add_field_devices(app, "test", [DeviceSpec("plc1", "test", list(points))])
+    return app, link
+
+
+def _writes(link: IoLink) -> list[tuple[str, Any]]:
+    """The field.write records waiting to go to the io process (and clear them)."""
+    found = []
+    for raw in list(link.outbox._high):
+        topic, key, _, payload = msgpack.unpackb(raw)
+        if topic == TOPIC_WRITE:
+            found.append((key, payload))
+    link.outbox._high.clear()
+    return found
+
+
+def _tank(app: App) -> Any:
+    model = app.world.resource(FieldModel)
+    return app.world.get(model.entities["tank1"], model.component("Tank"))
+
+
+def test_points_become_entities_with_fields_and_qualities_stale_until_read() -> None:
+    app, _ = _app(LEVEL, PUMP)
+    app.startup()
+    app.run_for(1)
+    tank = _tank(app)
+    assert tank.level == 0.0
+    assert tank.level_quality is Quality.STALE, "nothing read yet: never presented as fresh"
+    assert not hasattr(tank, "pump_quality"), "an output-only point has no quality"
+    model = app.world.resource(FieldModel)
+    assert app.world.get(model.entities["plc1"], Name).value == "plc1"
+    assert model.health["plc1"].state == "connecting"
+
+
+def test_values_and_health_from_the_io_process_land_in_the_world() -> None:
+    app, link = _app(LEVEL)
+    app.startup()
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [[0, 1.25, int(Quality.GOOD)]]))
+    snapshot = {
+        "driver": "test",
+        "state": "degraded",
+        "last_good_read": 12.5,
+        "consecutive_errors": 1,
+        "errors": [["timeout", 1]],
+        "last_error": "timeout: no answer",
+        "rtt_ms": 3.0,
+        "requests_per_cycle": 2,
+    }
+    link.inbox.append(Record(TOPIC_HEALTH, "plc1", 2, snapshot))
+    app.run_for(1)
+    tank = _tank(app)
+    assert (tank.level, tank.level_quality) == (1.25, Quality.GOOD)
+    health = app.world.resource(FieldModel).health["plc1"]
+    assert (health.state, health.requests_per_cycle) == ("degraded", 2)
+    assert health.error_count("timeout") == 1
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [[0, 1.25, int(Quality.STALE)]]))
+    app.run_for(1)
+    assert tank.level_quality is Quality.STALE
+
+
+def test_outputs_are_written_when_control_changes_them_not_every_tick() -> None:
+    app, link = _app(LEVEL, PUMP)
+
+    def logic(world: World) -> None:
+        tank = _tank(app)
+        tank.pump = tank.level > 1.0
+
+    app.add_systems(FixedUpdate, logic, in_set=ControlLogic)
+    app.startup()
+    app.run_for(1)
+    assert _writes(link) == [("plc1", [[1, False]])], "an output-only point is written at start"
+    app.run_for(3)
+    assert _writes(link) == [], "no change, no write"
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0, 1.5, 0]]))
+    app.run_for(1)
+    assert _writes(link) == [("plc1", [[1, True]])]
+
+
+def test_a_point_read_and_written_does_not_echo_what_it_read() -> None:
+    app, link = _app(SETPOINT)
+    app.startup()
+    app.run_for(1)
+    assert _writes(link) == [], "not written before control logic changes it"
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0, 4.0, 0]]))
+    app.run_for(2)
+    assert _tank(app).setpoint == 4.0
+    assert _writes(link) == [], "a value read from the device is not written back"
+    _tank(app).setpoint = 5.0
+    app.run_for(1)
+    assert _writes(link) == [("plc1", [[0, 5.0]])]
+
+
+def test_a_nan_output_is_written_once() -> None:
+    app, link = _app(PointMap(entity="v1", component="Valve", field="pos", direction="output"))
+    app.startup()
+    app.run_for(1)
+    _writes(link)
+    model = app.world.resource(FieldModel)
+    app.world.get(model.entities["v1"], model.component("Valve")).pos = math.nan
+    app.run_for(3)
+    assert len(_writes(link)) == 1
+
+
+def test_a_device_name_used_twice_is_refused() -> None:
+    app, _ = _app(LEVEL)
+    with pytest.raises(ValueError, match="used twice"):
+        add_field_devices(app, "other", [DeviceSpec("plc1", "other", [LEVEL])])
+
+
+def test_one_field_with_two_types_is_refused() -> None:
+    app, _ = _app(LEVEL)
+    as_bool = PointMap(entity="tank2", component="Tank", field="level", type="bool")
+    with pytest.raises(ValueError, match=r"Tank\.level is float .* and bool"):
+        add_field_devices(app, "other", [DeviceSpec("plc2", "other", [as_bool])])
+
+
+@pytest.mark.parametrize(
+    ("point", "value", "raw"),
+    [
+        (PointMap(entity="e", component="C", field="f", type="int16", scale=0.1), 12.3, 123),
+        (PointMap(entity="e", component="C", field="f", type="uint16", offset=-40), -40.0, 0),
+        (PointMap(entity="e", component="C", field="f", type="float32", scale=2.0), 3.0, 1.5),
+        (PointMap(entity="e", component="C", field="f", type="bool"), 1, True),
+    ],
+)
+def test_scaling_round_trips(point: PointMap, value: float, raw: Any) -> None:
+    assert point.to_raw(value) == raw
+    assert point.to_value(raw) == pytest.approx(value)
+
+
+def test_an_output_out_of_its_type_range_is_refused() -> None:
+    point = PointMap(entity="e", component="C", field="f", type="uint16")
+    with pytest.raises(ValueError, match="out of range for uint16"):
+        point.to_raw(70000)
+    with pytest.raises(ValueError, match="not a finite"):
+        point.to_raw(math.inf)
