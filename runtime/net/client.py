@@ -48,7 +48,7 @@ class Client:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._frames = protocol.FrameReader()
-        self._pending: list[bytes] = []
+        self._pending: list[memoryview] = []
 
     async def __aenter__(self) -> Client:
         await self.connect()

@@ -23,7 +23,7 @@ from edgeloop.net.network import (
     NetworkReceive,
     route_network_inputs,
 )
-from edgeloop.net.registry import MessageInfo, Registry
+from edgeloop.net.registry import MessageInfo, Registry, info
 from edgeloop.net.session import Hub, Session
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.world_feed import (
@@ -150,6 +150,7 @@ class NetworkIo:
                 server_name=context.server_name,
                 hello_timeout_s=hello_timeout_s,
                 ids=ids,
+                hold=context.flush_soon,
             )
             made.local[protocol.Subscribe] = self.subscriptions.subscribe
             return made
@@ -169,6 +170,8 @@ class NetworkIo:
                 max_lag_s=ws.max_lag_s,
             )
             context.on_room(self.ws.resume_all)
+        # NORMAL messages wait in their hub until the next flush to the control process.
+        context.on_flush(self._hand_over)
         context.on_topic(NET_SEND, self._send)
         context.on_topic(WORLD_VALUE, self.subscriptions.on_record)
         context.on_topic(WORLD_REMOVED, self.subscriptions.on_record)
@@ -189,10 +192,18 @@ class NetworkIo:
                 log.info("%s provider stopped: %s", provider.hub.name, counts or "no traffic")
 
     def _deliver(self, session: Session, found: MessageInfo, msg: Any) -> bool:
-        payload = [session.hub.name, session.id, found.name, msgspec.to_builtins(msg)]
-        # NORMAL telemetry is conflated per (connection, type): the latest wins.
-        key = f"{session.id}:{found.name}"
-        return self.context.send(Record(NET_MESSAGE, key, int(found.priority), payload))
+        return self.context.send(_record(session, found, msg))
+
+    def _hand_over(self) -> None:
+        for provider in (self.tcp, self.ws):
+            if provider is None:
+                continue
+            for (session, _), msg in provider.hub.take_latest().items():
+                found = info(type(msg))
+                try:
+                    self.context.send(_record(session, found, msg))
+                except (TypeError, ValueError):  # a record over the channel's size limit
+                    session.failed()
 
     def _event(self, session: Session, connected: bool, detail: str) -> None:
         if not connected:
@@ -214,6 +225,11 @@ class NetworkIo:
                 self.ws.broadcast_parts(name, schema_hash, payload)
             else:
                 self.ws.send_parts(connection, name, schema_hash, payload)
+
+
+def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
+    payload = [session.hub.name, session.id, found.name, msgspec.to_builtins(msg)]
+    return Record(NET_MESSAGE, f"{session.id}:{found.name}", int(found.priority), payload)
 
 
 SECTION = ConfigSection("network", NetworkConfig, NetworkPlugin, io=NetworkIo)

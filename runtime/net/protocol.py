@@ -85,33 +85,53 @@ class WorldUpdate:
 class FrameReader:
     """Splits a byte stream into frames, refusing any longer than ``max_frame_bytes``."""
 
-    __slots__ = ("_buffer", "max_frame_bytes")
+    __slots__ = ("_data", "_start", "max_frame_bytes")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
+        # Immutable, so the frames handed out may be views of it, not copies.
+        self._data = b""
+        self._start = 0
 
-    def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
+    def feed(self, data: bytes, limit: int | None = None) -> list[memoryview]:
         """The complete frames buffered with ``data``, at most ``limit`` of them (the rest
         stay buffered: ``feed(b"")`` returns them). After an oversize frame the stream
         cannot be trusted (we would have to skip bytes we never read): the caller closes."""
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        start = 0
-        end = len(buffer)
-        while end - start >= 4 and (limit is None or len(frames) < limit):
-            (length,) = _LENGTH.unpack_from(buffer, start)
-            if length > self.max_frame_bytes:
-                raise ProtocolError(
-                    "oversize",
-                    f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}",
-                )
-            if end - start - 4 < length:
+        start = self._start
+        if data:
+            if start < len(self._data):
+                data = self._data[start:] + data
+            self._data = data
+            start = 0
+        else:
+            data = self._data
+        view = memoryview(data)
+        end = len(data)
+        unpack_from = _LENGTH.unpack_from
+        most = self.max_frame_bytes
+        frames: list[memoryview] = []
+        append = frames.append
+        count = end if limit is None else limit  # each frame has at least 4 bytes
+        while count:
+            body = start + 4
+            if body > end:
                 break
-            frames.append(bytes(buffer[start + 4 : start + 4 + length]))
-            start += 4 + length
-        del buffer[:start]
+            (length,) = unpack_from(data, start)
+            if length > most:
+                raise ProtocolError(
+                    "oversize", f"frame of {length} bytes exceeds the limit of {most}"
+                )
+            stop = body + length
+            if stop > end:
+                break
+            append(view[body:stop])
+            start = stop
+            count -= 1
+        if count:
+            # Only a partial frame is left: keep its bytes, not the whole read.
+            self._data = data[start:]
+            start = 0
+        self._start = start
         return frames
 
 
@@ -130,7 +150,7 @@ def encode_parts(name: str, schema_hash: int, payload: Any) -> bytes:
     return packed
 
 
-def split(body: bytes) -> tuple[str, int, dict[str, Any]]:
+def split(body: bytes | memoryview) -> tuple[str, int, dict[str, Any]]:
     """The (name, schema hash, payload) of a msgpack triple; ``bad_frame`` if it is not one."""
     try:
         triple = msgpack.unpackb(body, raw=False, strict_map_key=True)

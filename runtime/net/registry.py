@@ -15,7 +15,9 @@ import hashlib
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, Union, cast
+
+import msgspec
 
 from edgeloop.priority import Priority
 
@@ -129,12 +131,29 @@ class Resolved:
     by_hash: bool  # found by schema hash after the name was unknown (a renamed type)
 
 
+# A hash shared by several types; also what an envelope of no registered type names.
+_AMBIGUOUS = MessageInfo("", Priority.LOW, "", 0, type(None), frozenset())
+
+
+class Envelope(msgspec.Struct, array_like=True, gc=False):
+    """A msgpack triple decoded in one pass into its typed message: each registered type
+    has its own subclass, tagged with the type's name (the triple's first element)."""
+
+    hash: int
+    message: Any
+    info: ClassVar[MessageInfo] = _AMBIGUOUS  # no sender may send it
+
+
 class Registry:
     """The message types one provider (or App) speaks, looked up by name, then hash."""
 
     def __init__(self, message_types: typing.Iterable[type] = ()) -> None:
         self._by_name: dict[str, MessageInfo] = {}
         self._by_hash: dict[int, MessageInfo] = {}
+        self._envelopes: dict[str, type[Envelope]] = {}
+        # Strict: anything it refuses takes the lenient path (split, resolve, build),
+        # which accepts what it always did and names what is wrong.
+        self.envelopes: msgspec.msgpack.Decoder[Envelope] = msgspec.msgpack.Decoder(Envelope)
         for cls in message_types:
             self.add(cls)
 
@@ -151,6 +170,19 @@ class Registry:
             self._by_hash[found.schema_hash] = _AMBIGUOUS
         else:
             self._by_hash[found.schema_hash] = found
+        if found.name not in self._envelopes:
+            self._envelopes[found.name] = cast(
+                "type[Envelope]",
+                msgspec.defstruct(
+                    "Envelope",
+                    [("message", cls)],
+                    bases=(Envelope,),
+                    tag=found.name,
+                    namespace={"info": found},
+                ),
+            )
+            tagged: Any = Union[tuple(self._envelopes.values())]  # noqa: UP007 - built at run time
+            self.envelopes = msgspec.msgpack.Decoder(tagged)
         return found
 
     def __contains__(self, cls: type) -> bool:
@@ -188,6 +220,3 @@ def registry_of(
     """The wire message types of the configured plugins: the same in both processes."""
     wanted = set(present)
     return Registry(t for s in sections if s.name in wanted for t in s.message_types)
-
-
-_AMBIGUOUS = MessageInfo("", Priority.LOW, "", 0, type(None), frozenset())

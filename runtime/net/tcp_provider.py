@@ -67,25 +67,19 @@ class TcpConnection(asyncio.Protocol):
         assert session is not None
         try:
             frames = self._reader.feed(data, FRAMES_PER_PASS)
-            for body in frames:
-                name, schema_hash, payload = protocol.split(body)
-                try:
-                    room = session.receive(name, schema_hash, payload)
-                except ProtocolError as error:
-                    session.refuse(error)
-                    room = True
-                if session.role is not None and self._hello_timer is not None:
-                    self._hello_timer.cancel()
-                    self._hello_timer = None
-                if not room:
-                    self.pause()
-                if self._transport is None or self._transport.is_closing():
-                    return
+            room = session.receive_frames(frames)
         except ProtocolError as error:  # framing: the stream is lost
             session.refuse(error)
             return
         except Exception:
             session.failed()
+            return
+        if session.role is not None and self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        if not room:
+            self.pause()
+        if session.closed or self._transport is None or self._transport.is_closing():
             return
         self._set_draining(len(frames) == FRAMES_PER_PASS)
 

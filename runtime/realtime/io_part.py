@@ -30,6 +30,16 @@ class IoContext(Protocol):
         """Call ``callback`` when a backlog that made ``send`` return False has drained."""
         ...
 
+    def on_flush(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` first thing in every flush to the control process: a part
+        that holds NORMAL records back (conflating them until then) sends them there."""
+        ...
+
+    def flush_soon(self) -> bool:
+        """Make sure a flush (and so the ``on_flush`` callbacks) comes within a couple
+        of ms; False while senders are told to pause, as ``send`` answers."""
+        ...
+
 
 class IoPart(Protocol):
     async def start(self) -> None: ...

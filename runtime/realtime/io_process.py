@@ -62,6 +62,7 @@ class IoService:
         self.batches_from_control = 0
         self._handlers: dict[str, list[Callable[[Record], None]]] = {}
         self._room_callbacks: list[Callable[[], None]] = []
+        self._flush_callbacks: list[Callable[[], None]] = []
         self._flush_scheduled = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
@@ -101,6 +102,14 @@ class IoService:
     def on_room(self, callback: Callable[[], None]) -> None:
         self._room_callbacks.append(callback)
 
+    def on_flush(self, callback: Callable[[], None]) -> None:
+        self._flush_callbacks.append(callback)
+
+    def flush_soon(self) -> bool:
+        if not self._flush_scheduled and self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(COALESCE_S, self._flush)
+        return not self._refused
+
     # -- running --------------------------------------------------------------------------
 
     async def run(self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0) -> None:
@@ -132,7 +141,13 @@ class IoService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        # What the parts held back joins this flush: their sends schedule no other.
+        self._flush_scheduled = True
+        try:
+            for hand_over in self._flush_callbacks:
+                hand_over()
+        finally:
+            self._flush_scheduled = False
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None

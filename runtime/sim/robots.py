@@ -30,8 +30,10 @@ from edgeloop.world import World
 Status = Literal["idle", "moving", "fault"]
 
 
+# slots: the io process decodes every frame of the fleet into one of these, and a slotted
+# instance is quicker to build and to free.
 @message(name="robot.Telemetry", priority=Priority.NORMAL, senders=("device",))
-@dataclass
+@dataclass(slots=True)
 class Telemetry:
     robot_id: str
     position: float
