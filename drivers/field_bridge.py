@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from edgeloop.app import App
@@ -164,22 +165,39 @@ def receive_field_values(world: World) -> None:
     model = world.resource(FieldModel)
     for record in world.read(IoInput):
         if record.topic == TOPIC_VALUES:
-            device = record.key.partition("/")[0]
-            inputs = model._inputs.get(device)
-            if inputs is None:
-                continue
-            for index, value, quality in record.payload:
-                target = inputs[index]
-                if target is None:
-                    continue
-                setattr(target.component, target.field, value)
-                setattr(target.component, target.quality_field, _QUALITIES[quality])
-                if target.output is not None:
-                    target.output.last = value
+            inputs = model._inputs.get(record.key.partition("/")[0])
+            if inputs is not None:
+                _apply_values(inputs, *record.payload)
         elif record.topic == TOPIC_HEALTH:
             health = model.health.get(record.key)
             if health is not None:
                 _apply_health(health, record.payload)
+
+
+def _apply_values(
+    inputs: list[_Input | None],
+    indices: list[int] | int,
+    values: list[Any],
+    quality: list[int] | int,
+) -> None:
+    where = range(indices, indices + len(values)) if isinstance(indices, int) else indices
+    qualities = (
+        repeat(_QUALITIES[quality])
+        if isinstance(quality, int)
+        else map(_QUALITIES.__getitem__, quality)
+    )
+    for index, value, flag in zip(where, values, qualities, strict=False):
+        target = inputs[index]
+        if target is None:
+            continue
+        component = target.component
+        setattr(component, target.field, value)
+        # A read is compared before it is assigned: quality rarely changes, and the
+        # write-through setter costs a Python call.
+        if getattr(component, target.quality_field) is not flag:
+            setattr(component, target.quality_field, flag)
+        if target.output is not None:
+            target.output.last = value
 
 
 def _apply_health(health: DeviceHealth, snapshot: dict[str, Any]) -> None:

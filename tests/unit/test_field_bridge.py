@@ -63,7 +63,7 @@ def test_points_become_entities_with_fields_and_qualities_stale_until_read() -> 
 def test_values_and_health_from_the_io_process_land_in_the_world() -> None:
     app, link = _app(LEVEL)
     app.startup()
-    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [[0, 1.25, int(Quality.GOOD)]]))
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [[0], [1.25], int(Quality.GOOD)]))
     snapshot = {
         "driver": "test",
         "state": "degraded",
@@ -81,7 +81,7 @@ def test_values_and_health_from_the_io_process_land_in_the_world() -> None:
     health = app.world.resource(FieldModel).health["plc1"]
     assert (health.state, health.requests_per_cycle) == ("degraded", 2)
     assert health.error_count("timeout") == 1
-    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [[0, 1.25, int(Quality.STALE)]]))
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/block0", 2, [0, [1.25], [int(Quality.STALE)]]))
     app.run_for(1)
     assert tank.level_quality is Quality.STALE
 
@@ -99,7 +99,7 @@ def test_outputs_are_written_when_control_changes_them_not_every_tick() -> None:
     assert _writes(link) == [("plc1", [[1, False]])], "an output-only point is written at start"
     app.run_for(3)
     assert _writes(link) == [], "no change, no write"
-    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0, 1.5, 0]]))
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [1.5], 0]))
     app.run_for(1)
     assert _writes(link) == [("plc1", [[1, True]])]
 
@@ -109,7 +109,7 @@ def test_a_point_read_and_written_does_not_echo_what_it_read() -> None:
     app.startup()
     app.run_for(1)
     assert _writes(link) == [], "not written before control logic changes it"
-    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0, 4.0, 0]]))
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0], [4.0], [0]]))
     app.run_for(2)
     assert _tank(app).setpoint == 4.0
     assert _writes(link) == [], "a value read from the device is not written back"
