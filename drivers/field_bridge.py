@@ -24,7 +24,7 @@ from itertools import repeat
 from typing import Any
 
 from edgeloop.app import App
-from edgeloop.component import Component
+from edgeloop.component import Component, assign_unmarked, mark_changed
 from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
 from edgeloop.drivers.health import DeviceHealth
 from edgeloop.drivers.points import PointMap, Quality
@@ -186,18 +186,29 @@ def _apply_values(
         if isinstance(quality, int)
         else map(_QUALITIES.__getitem__, quality)
     )
+    # A block's points mostly share a few components: each changed component is marked
+    # once, not once per field (the write-through setter is a Python call per field).
+    changed: list[Component] = []
+    last: Component | None = None
     for index, value, flag in zip(where, values, qualities, strict=False):
         target = inputs[index]
         if target is None:
             continue
         component = target.component
-        setattr(component, target.field, value)
-        # A read is compared before it is assigned: quality rarely changes, and the
-        # write-through setter costs a Python call.
+        touched = False
+        if getattr(component, target.field) != value:
+            assign_unmarked(component, target.field, value)
+            touched = True
         if getattr(component, target.quality_field) is not flag:
-            setattr(component, target.quality_field, flag)
+            assign_unmarked(component, target.quality_field, flag)
+            touched = True
+        if touched and component is not last:
+            changed.append(component)
+            last = component
         if target.output is not None:
             target.output.last = value
+    for component in changed:
+        mark_changed(component)
 
 
 def _apply_health(health: DeviceHealth, snapshot: dict[str, Any]) -> None:

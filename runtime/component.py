@@ -111,6 +111,21 @@ class Component(metaclass=_ComponentMeta):
         return self._el_sink is not None
 
 
+# Assign a field without marking the change, for code that writes many fields per tick
+# from one source (a driver's block of points) and marks each touched component once
+# with ``mark_changed`` instead of paying the write-through setter (a Python call) per
+# field. Forgetting that call is the bug the setter exists to prevent: not for control
+# logic.
+assign_unmarked: Callable[[Component, str, Any], None] = object.__setattr__
+
+
+def mark_changed(component: Component) -> None:
+    """Mark the entity of ``component`` changed for its type (if it is in a World)."""
+    sink = component._el_sink
+    if sink is not None:
+        sink.mark_changed(component._el_entity)
+
+
 def _is_classvar(hint: object) -> bool:
     if isinstance(hint, str):
         return hint.startswith(("ClassVar", "typing.ClassVar"))

@@ -162,3 +162,23 @@ def test_an_output_out_of_its_type_range_is_refused() -> None:
         point.to_raw(70000)
     with pytest.raises(ValueError, match="not a finite"):
         point.to_raw(math.inf)
+
+
+def test_values_read_mark_their_component_changed_for_change_queries() -> None:
+    app, link = _app(LEVEL)
+    seen: list[list[int]] = []
+
+    def watch(world: World) -> None:
+        tank = world.resource(FieldModel).component("Tank")
+        seen.append(list(world.query(tank, changed=(tank,)).entities()))
+
+    app.add_systems(FixedUpdate, watch, in_set=ControlLogic)
+    app.startup()
+    app.run_for(1)
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [3.0], 0]))
+    app.run_for(1)
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [3.0], 0]))
+    app.run_for(1)
+    tank_entity = app.world.resource(FieldModel).entities["tank1"]
+    assert seen[1] == [tank_entity], "a new value is a change"
+    assert seen[2] == [], "the same value again is not"
