@@ -1,0 +1,574 @@
+"""The io side of the Modbus driver: a task per connection polling and writing its devices.
+
+One connection serves its devices one request at a time: an RTU line (the bus allows
+nothing else), or a TCP gateway with ``shared_connection``. Otherwise every device on a
+TCP address gets its own connection, so devices are polled concurrently; requests are
+never pipelined on one connection (a device, and pymodbus 3.16's own server, may answer
+only the first of several requests that arrive together).
+
+A device whose request times out, answers garbage or drops the connection is backed off
+(exponential, with jitter) and skipped until its backoff expires, so on a shared line
+the healthy devices keep their poll rate; its values turn STALE until it answers again.
+A Modbus exception answer only makes that block's values BAD: the device is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
+
+from edgeloop.drivers.field_link import DeviceChannel, on_writes
+from edgeloop.drivers.health import ErrorKind
+from edgeloop.drivers.modbus_codec import BitDecoder, RegisterDecoder, Slot, Table, encode
+from edgeloop.drivers.modbus_config import (
+    BIT_TABLES,
+    ModbusConfig,
+    ModbusDevice,
+    ModbusLine,
+    ModbusPoint,
+)
+from edgeloop.drivers.modbus_plan import plan_reads
+from edgeloop.drivers.points import Quality
+from edgeloop.realtime.io_part import IoContext
+
+log = logging.getLogger("edgeloop.modbus")
+
+DRIVER = "modbus"
+WRITE_REGISTER_LIMIT = 123  # registers per write (FC16)
+WRITE_BIT_LIMIT = 1968  # coils per write (FC15)
+LOG_EVERY_S = 10.0  # at most one state-change line per device this often
+
+_GOOD = int(Quality.GOOD)
+_BAD = int(Quality.BAD)
+_DEFAULTS: dict[str, Any] = {"bool": False, "string": ""}
+
+
+class _RegistersAnswer(ModbusPDU):
+    """An answer to FC3/FC4 decoded with one ``struct`` call instead of pymodbus's one per
+    register (the largest single cost of polling 125 registers), keeping the bytes as
+    sent for the block decoder."""
+
+    raw = b""
+
+    def decode(self, data: bytes) -> None:
+        size = data[0]
+        if size >= len(data) or size % 2:
+            raise ModbusIOException(f"byte count {size} does not fit the answer")
+        self.raw = data[1 : 1 + size]
+        self.registers = struct.unpack(f">{size // 2}H", self.raw)
+
+    def __str__(self) -> str:
+        # pymodbus formats every answer for its debug log, enabled or not
+        return f"{type(self).__name__}(dev_id={self.dev_id}, count={len(self.registers)})"
+
+
+class _HoldingAnswer(_RegistersAnswer, ReadHoldingRegistersResponse):
+    pass
+
+
+class _InputAnswer(_RegistersAnswer, ReadInputRegistersResponse):
+    pass
+
+
+class _Failure(Exception):
+    """A request got no usable answer (the device or the connection is the problem)."""
+
+    def __init__(self, kind: ErrorKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class _Block:
+    """One read request of a poll group, and how to decode its answer."""
+
+    __slots__ = ("bits", "count", "indices", "key", "last", "method", "registers", "start", "table")
+
+    def __init__(
+        self, group: str, table: Table, start: int, points: Sequence[tuple[int, ModbusPoint]]
+    ) -> None:
+        self.table = table
+        self.start = start
+        self.key = f"{group}.{table}.{start}"
+        self.method = f"read_{_READ_FUNCTIONS[table]}"
+        self.count = max(p.address + p.width for _, p in points) - start
+        self.bits: BitDecoder | None = None
+        self.registers: RegisterDecoder | None = None
+        if table in BIT_TABLES:
+            self.bits = BitDecoder(self.count, [(i, p.address - start) for i, p in points])
+            self.indices = self.bits.indices
+        else:
+            slots = [
+                Slot(i, p.address - start, p.type, p.byte_order, p.word_order, p.count,
+                     p.scale, p.offset)
+                for i, p in points
+            ]  # fmt: skip
+            self.registers = RegisterDecoder(self.count, slots)
+            self.indices = self.registers.indices
+        order = (
+            range(self.indices, self.indices + len(points))
+            if isinstance(self.indices, int)
+            else self.indices
+        )
+        types = {i: p.type for i, p in points}
+        # what a block never read shows, BAD, when the device refuses to read it
+        self.last: list[Any] = [_DEFAULTS.get(types[i], 0.0) for i in order]
+
+    def decode(self, response: ModbusPDU) -> tuple[list[Any], list[int] | int]:
+        """The values of the block's points (in ``indices`` order) and their quality."""
+        if self.registers is not None:
+            if not isinstance(response, _RegistersAnswer) or len(response.raw) != 2 * self.count:
+                got = len(response.registers)
+                raise _Failure("garbage", f"{got} registers in answer to {self.describe()}")
+            return self.registers.decode(response.raw)
+        assert self.bits is not None
+        if len(response.bits) < self.count:
+            got = len(response.bits)
+            raise _Failure("garbage", f"{got} bits in answer to {self.describe()}")
+        return self.bits.decode(response.bits), _GOOD
+
+    def describe(self) -> str:
+        return f"{self.table} {self.start}+{self.count}"
+
+
+_READ_FUNCTIONS: dict[str, str] = {
+    "holding": "holding_registers",
+    "input": "input_registers",
+    "coil": "coils",
+    "discrete": "discrete_inputs",
+}
+
+
+class _Group:
+    __slots__ = ("blocks", "due", "period_s")
+
+    def __init__(self, period_s: float, blocks: list[_Block]) -> None:
+        self.period_s = period_s
+        self.blocks = blocks
+        self.due = 0.0
+
+
+class _Write(NamedTuple):
+    table: Table
+    start: int
+    values: list[int] | list[bool]
+    indices: tuple[int, ...]
+
+    def describe(self) -> str:
+        return f"{self.table} {self.start}+{len(self.values)}"
+
+
+class _Device:
+    """One device's poll groups, pending writes, backoff and channel to the control side."""
+
+    def __init__(self, config: ModbusDevice, line: ModbusLine, context: IoContext) -> None:
+        self.config = config
+        self.name = config.name
+        self.unit = config.unit_id
+        self.channel = DeviceChannel(
+            context, config.name, DRIVER, config.points, line.offline_after
+        )
+        self.groups = _poll_groups(config)
+        self.channel.health.set_requests_per_cycle(sum(len(g.blocks) for g in self.groups))
+        self.backoff = line.backoff.make()
+        self.line_retries = line.retries
+        self.retry_at = 0.0  # skipped until then (monotonic s) after a failed request
+        self.pending: dict[int, Any] = {}  # point index -> engineering value to write
+        self.good_reads = 0  # blocks read and published, for tests and benchmarks
+        self._logged_state = "connecting"
+        self._logged_at = -math.inf
+
+    @property
+    def retries(self) -> int:
+        """Re-sends after a timeout: none while the device is failing, one probe will do."""
+        return 0 if self.backoff.attempts else self.line_retries
+
+    def queue_writes(self, writes: list[tuple[int, Any]]) -> None:
+        points = self.config.points
+        for index, value in writes:
+            if 0 <= index < len(points) and points[index].writes:
+                self.pending[index] = value
+
+    def failed(self, kind: ErrorKind, detail: str) -> None:
+        """No usable answer: back off, and nothing read before counts as current."""
+        self.channel.error(kind, detail)
+        self.channel.mark_stale()
+        self.retry_at = time.monotonic() + self.backoff.next_delay()
+        self.log_state()
+
+    def log_state(self) -> None:
+        state = self.channel.health.state
+        if state in (self._logged_state, "degraded"):
+            return
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            return
+        self._logged_state, self._logged_at = state, now
+        if state == "online":
+            log.info("modbus device %s (unit %d): online", self.name, self.unit)
+        else:
+            last_error = self.channel.health.last_error
+            log.warning(
+                "modbus device %s (unit %d): %s (%s)", self.name, self.unit, state, last_error
+            )
+
+
+def _poll_groups(config: ModbusDevice) -> list[_Group]:
+    by_group: dict[tuple[str, Table], list[tuple[int, ModbusPoint]]] = {}
+    for index, point in enumerate(config.points):
+        if point.reads:
+            by_group.setdefault((point.group, point.table), []).append((index, point))
+    blocks: dict[str, list[_Block]] = {}
+    for (group, table), points in by_group.items():
+        limit = config.max_bits if table in BIT_TABLES else config.max_registers
+        spans = [(p.address, p.address + p.width) for _, p in points]
+        for request in plan_reads(spans, limit, config.max_gap):
+            members = [points[i] for i in request.points]
+            blocks.setdefault(group, []).append(_Block(group, table, request.start, members))
+    return [_Group(config.period_s(group), group_blocks) for group, group_blocks in blocks.items()]
+
+
+def _write_requests(
+    points: Sequence[ModbusPoint], pending: dict[int, Any]
+) -> tuple[list[_Write], list[str]]:
+    """The requests that write ``pending`` (adjacent points of a table in one request),
+    and the values that cannot be written, described."""
+    encoded: list[tuple[Table, int, list[int] | list[bool], int]] = []
+    problems: list[str] = []
+    for index, value in pending.items():
+        point = points[index]
+        try:
+            raw = point.to_raw(value)
+            words: list[int] | list[bool] = (
+                [bool(raw)]
+                if point.table == "coil"
+                else encode(point.type, raw, point.byte_order, point.word_order, point.count)
+            )
+        except (TypeError, ValueError) as err:
+            problems.append(f"{point.entity}.{point.component}.{point.field}: {err}")
+            continue
+        encoded.append((point.table, point.address, words, index))
+    encoded.sort(key=lambda item: (item[0], item[1]))
+    requests: list[_Write] = []
+    for table, address, words, index in encoded:
+        if requests:
+            last = requests[-1]
+            limit = WRITE_BIT_LIMIT if table == "coil" else WRITE_REGISTER_LIMIT
+            joins = last.table == table and last.start + len(last.values) == address
+            if joins and len(last.values) + len(words) <= limit:
+                values: Any = [*last.values, *words]
+                requests[-1] = _Write(table, last.start, values, (*last.indices, index))
+                continue
+        requests.append(_Write(table, address, words, (index,)))
+    return requests, problems
+
+
+class _Link:
+    """One connection and the devices it serves, one request at a time."""
+
+    def __init__(self, line: ModbusLine, devices: list[_Device]) -> None:
+        self.line = line
+        self.name = line.label
+        self.devices = devices
+        self.gap_s = line.rtu.gap_s() if line.rtu is not None else 0.0
+        self.reconnect = line.backoff.make()
+        self.wake = asyncio.Event()
+        self.client: ModbusBaseClient | None = None
+        # Python 3.11's wait_for (inside pymodbus) loses a cancel that meets an arriving
+        # answer; polling back to back, that is likely, so stopping is also a flag.
+        self.stopping = False
+        self._quiet_until = 0.0
+        self._heard = False  # bytes arrived since the last request went out
+
+    def make_client(self) -> ModbusBaseClient:
+        # pymodbus retries and reconnects on its own terms; this driver does both itself,
+        # per device, so that a dead device is backed off instead of retried in place
+        common: dict[str, Any] = {
+            "timeout": self.line.timeout_s,
+            "retries": 0,
+            "reconnect_delay": 0,
+            "trace_packet": self._trace,
+        }
+        client: ModbusBaseClient
+        if self.line.tcp is not None:
+            client = AsyncModbusTcpClient(self.line.tcp.host, port=self.line.tcp.port, **common)
+        else:
+            client = self._rtu_client(common)
+        client.register(_HoldingAnswer)
+        client.register(_InputAnswer)
+        return client
+
+    def _rtu_client(self, common: dict[str, Any]) -> ModbusBaseClient:
+        rtu = self.line.rtu
+        assert rtu is not None
+        return AsyncModbusSerialClient(
+            rtu.port,
+            framer=FramerType.RTU,
+            baudrate=rtu.baudrate,
+            bytesize=rtu.bytesize,
+            parity=rtu.parity,
+            stopbits=rtu.stopbits,
+            handle_local_echo=rtu.local_echo,
+            **common,
+        )
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._heard = True
+        return data
+
+    async def run(self) -> None:
+        """Serve the devices until stopped; every error ends up in their health."""
+        while not self.stopping:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a surprise from the library must not stop polling
+                log.exception("modbus line %s: unexpected error", self.name)
+                for device in self.devices:
+                    device.channel.error("bus", f"unexpected: {err!r}")
+                await asyncio.sleep(self.reconnect.next_delay())
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    async def _step(self) -> None:
+        job = self._next_job(time.monotonic())
+        if isinstance(job, float):
+            self.wake.clear()
+            try:
+                async with asyncio.timeout(job):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+            return
+        if (self.client is None or not self.client.connected) and not await self._connect():
+            return
+        device, group = job
+        if group is None:
+            await self._write(device)
+        else:
+            await self._poll(device, group)
+
+    def _next_job(self, now: float) -> tuple[_Device, _Group | None] | float:
+        """The device and group to poll next (group None: its writes), or the seconds
+        until one is due."""
+        soonest = math.inf
+        best: tuple[_Device, _Group] | None = None
+        for device in self.devices:
+            if device.retry_at > now:
+                soonest = min(soonest, device.retry_at)
+                continue
+            if device.pending:
+                return device, None
+            for group in device.groups:
+                if best is None or group.due < best[1].due:
+                    best = (device, group)
+        if best is not None:
+            if best[1].due <= now:
+                return best
+            soonest = min(soonest, best[1].due)
+        return min(soonest - now, 3600.0)
+
+    async def _connect(self) -> bool:
+        if self.client is None:
+            self.client = self.make_client()
+        try:
+            connected = await self.client.connect()
+            detail = "no answer"
+        except (OSError, ModbusException) as err:
+            connected, detail = False, str(err)
+        if connected:
+            self.reconnect.reset()
+            return True
+        for device in self.devices:
+            device.channel.error("disconnect", f"cannot connect to {self.name}: {detail}")
+            device.channel.mark_stale()
+            device.log_state()
+        await asyncio.sleep(self.reconnect.next_delay())
+        return False
+
+    async def _exchange(
+        self, call: Callable[[], Awaitable[ModbusPDU]], retries: int
+    ) -> tuple[ModbusPDU, float]:
+        """The answer to a request and its round trip; re-sent up to ``retries`` times after
+        a timeout, ``_Failure`` when there is no usable answer."""
+        attempts = retries + 1
+        while True:
+            if self.gap_s:
+                quiet = self._quiet_until - time.monotonic()
+                if quiet > 0:
+                    await asyncio.sleep(quiet)
+            self._heard = False
+            sent = time.monotonic()
+            try:
+                response = await call()
+            except (ModbusException, OSError, TimeoutError) as err:
+                failure = self._failure(err)
+            else:
+                received = time.monotonic()
+                self._quiet_until = received + self.gap_s
+                return response, received - sent
+            self._quiet_until = time.monotonic() + self.gap_s
+            attempts -= 1
+            if attempts == 0 or failure.kind == "disconnect":
+                raise failure
+
+    def _failure(self, err: Exception) -> _Failure:
+        if self.client is None or not self.client.connected:
+            return _Failure("disconnect", f"connection to {self.name} lost")
+        if self._heard:
+            return _Failure("garbage", f"no valid answer ({err})")
+        return _Failure("timeout", f"no answer within {self.line.timeout_s} s")
+
+    async def _poll(self, device: _Device, group: _Group) -> None:
+        now = time.monotonic()
+        group.due = max(group.due + group.period_s, now)
+        client = self.client
+        assert client is not None
+        channel = device.channel
+        for block in group.blocks:
+            read = getattr(client, block.method)
+            try:
+                response, rtt = await self._exchange(
+                    partial(read, block.start, count=block.count, device_id=device.unit),
+                    device.retries,
+                )
+                if response.isError():
+                    channel.error("exception", f"code {response.exception_code} reading "
+                                  f"{block.describe()}")  # fmt: skip
+                    channel.publish_block(block.key, block.indices, block.last, _BAD)
+                    continue
+                values, quality = block.decode(response)
+            except _Failure as failure:
+                device.failed(failure.kind, f"{failure.detail} ({block.describe()})")
+                return
+            block.last = values
+            channel.publish_block(block.key, block.indices, values, quality)
+            channel.good(rtt)
+            device.backoff.reset()
+            device.good_reads += 1
+        device.log_state()
+
+    async def _write(self, device: _Device) -> None:
+        pending, device.pending = device.pending, {}
+        requests, problems = _write_requests(device.config.points, pending)
+        for problem in problems:
+            device.channel.error("write", problem)
+        for position, request in enumerate(requests):
+            try:
+                await self._write_one(device, request)
+            except _Failure as failure:
+                device.failed("write", f"{failure.kind}: {failure.detail} "
+                              f"({request.describe()})")  # fmt: skip
+                # kept for when the device answers again, unless a newer value came
+                for unsent in requests[position:]:
+                    for index in unsent.indices:
+                        device.pending.setdefault(index, pending[index])
+                return
+        device.log_state()
+
+    async def _write_one(self, device: _Device, request: _Write) -> None:
+        client = self.client
+        assert client is not None
+        start, values = request.start, request.values
+        call: Callable[[], Awaitable[ModbusPDU]]
+        if request.table == "coil" and len(values) == 1:
+            call = partial(client.write_coil, start, bool(values[0]), device_id=device.unit)
+        elif request.table == "coil":
+            bits = [bool(v) for v in values]
+            call = partial(client.write_coils, start, bits, device_id=device.unit)
+        elif len(values) == 1:
+            call = partial(client.write_register, start, int(values[0]), device_id=device.unit)
+        else:
+            words = [int(v) for v in values]
+            call = partial(client.write_registers, start, words, device_id=device.unit)
+        response, rtt = await self._exchange(call, device.retries)
+        if response.isError():
+            code = response.exception_code
+            device.channel.error("write", f"code {code} writing {request.describe()}")
+            return
+        device.channel.good(rtt)
+        if device.config.verify_writes:
+            await self._verify(device, request)
+
+    async def _verify(self, device: _Device, request: _Write) -> None:
+        client = self.client
+        assert client is not None
+        count = len(request.values)
+        read = client.read_coils if request.table == "coil" else client.read_holding_registers
+        response, _ = await self._exchange(
+            partial(read, request.start, count=count, device_id=device.unit), device.retries
+        )
+        got = list(response.bits[:count] if request.table == "coil" else response.registers)
+        if response.isError() or got != list(request.values):
+            device.channel.error("write", f"read-back of {request.describe()} differs")
+
+
+class ModbusIo:
+    """The io side: a task per connection, polling and writing its devices."""
+
+    def __init__(self, config: ModbusConfig, context: IoContext) -> None:
+        self.devices: dict[str, _Device] = {}
+        self.links: list[_Link] = []
+        for line in config.lines:
+            devices = [_Device(device, line, context) for device in line.devices]
+            self.devices.update((device.name, device) for device in devices)
+            shared = line.rtu is not None or (line.tcp is not None and line.tcp.shared_connection)
+            if shared:
+                self.links.append(_Link(line, devices))
+            else:
+                self.links += [_Link(line, [device]) for device in devices]
+        self._tasks: list[asyncio.Task[None]] = []
+        link_of = {device.name: link for link in self.links for device in link.devices}
+        on_writes(
+            context,
+            {name: _write_handler(device, link_of[name]) for name, device in self.devices.items()},
+        )
+
+    async def start(self) -> None:
+        for device in self.devices.values():
+            device.channel.publish_health()
+        self._tasks = [
+            asyncio.create_task(link.run(), name=f"modbus {link.name}") for link in self.links
+        ]
+
+    async def stop(self) -> None:
+        for link in self.links:
+            link.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for link in self.links:
+            link.close()
+
+
+def _write_handler(device: _Device, link: _Link) -> Callable[[list[tuple[int, Any]]], None]:
+    def queue(writes: list[tuple[int, Any]]) -> None:
+        device.queue_writes(writes)
+        link.wake.set()
+
+    return queue

@@ -1,0 +1,373 @@
+"""The Modbus client against the simulated PLC (pymodbus's server) over TCP and RTU on a pty:
+values into the World, outputs back to the PLC, faults through health, and a dead device
+on a shared line not slowing the healthy one."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeloop.config import ConfigError, load_config
+from edgeloop.drivers.modbus import SECTION, ModbusConfig, RtuLine
+from edgeloop.drivers.modbus_codec import encode
+from edgeloop.drivers.modbus_sim import Faults, PlcSimulator
+from edgeloop.drivers.points import Quality
+from tests.field_harness import Field, running_field
+
+DEADLINE_S = 15.0  # generous: other test runs share this machine
+FAST_FAULTS = {"timeout_s": 0.2, "retries": 0, "backoff": {"initial_s": 0.1, "max_s": 0.4}}
+
+
+@pytest.fixture
+async def plc() -> AsyncIterator[PlcSimulator]:
+    simulator = PlcSimulator(unit_ids=(1, 2), size=200)
+    yield simulator
+    await simulator.stop()
+
+
+def _point(field: str, address: int, **more: Any) -> dict[str, Any]:
+    return {"entity": "tank1", "component": "Tank", "field": field, "address": address, **more}
+
+
+def _config(line: dict[str, Any], *devices: dict[str, Any], **settings: Any) -> ModbusConfig:
+    return ModbusConfig.model_validate({"lines": [{**line, **settings, "devices": list(devices)}]})
+
+
+# Every type, with each byte/word order somewhere, and what the PLC holds for it.
+TYPED_POINTS: list[tuple[dict[str, Any], Any]] = [
+    (_point("i16", 0, type="int16"), -1234),
+    (_point("u16", 1, type="uint16"), 65000),
+    (_point("i32", 2, type="int32", word_order="little"), -70000),
+    (_point("u32", 4, type="uint32", byte_order="little", word_order="little"), 4_000_000_000),
+    (_point("f32", 6, type="float32", byte_order="little"), -2.5),
+    (_point("f64", 8, type="float64", word_order="little"), 1e100),
+    (_point("flag", 12, type="bool"), True),
+    (_point("label", 13, type="string", count=3), "PUMP1"),
+    (_point("i64", 16, type="int64"), -(1 << 40)),
+    (_point("u64", 20, type="uint64", byte_order="little"), 1 << 60),
+    (_point("scaled", 24, type="int16", scale=0.1, offset=-5.0), 321),
+]
+
+
+def _load_typed_points(plc: PlcSimulator, unit: int = 1) -> None:
+    for point, raw in TYPED_POINTS:
+        registers = encode(
+            point["type"], raw, point.get("byte_order", "big"), point.get("word_order", "big"),
+            point.get("count"),
+        )  # fmt: skip
+        plc.write(unit, "holding", point["address"], registers)
+    plc.write(unit, "input", 50, encode("float32", 0.75))
+    plc.write(unit, "coil", 5, [True])
+    plc.write(unit, "discrete", 7, [True])
+
+
+def _typed_device(**more: Any) -> dict[str, Any]:
+    points = [point for point, _ in TYPED_POINTS] + [
+        _point("inflow", 50, table="input"),
+        _point("running", 5, table="coil"),
+        _point("alarm", 7, table="discrete"),
+    ]
+    return {"name": "plc1", "unit_id": 1, "poll_s": 0.05, "points": points, **more}
+
+
+def _expected(raw: Any, point: dict[str, Any]) -> Any:
+    if point["type"] in ("bool", "string"):
+        return raw
+    return raw * point.get("scale", 1.0) + point.get("offset", 0.0)
+
+
+def _all_typed_values_arrived(f: Field) -> bool:
+    tank = f.component("tank1", "Tank")
+    for point, raw in TYPED_POINTS:
+        value = getattr(tank, point["field"])
+        if getattr(tank, f"{point['field']}_quality") is not Quality.GOOD:
+            return False
+        if (
+            not math.isclose(value, _expected(raw, point))
+            if point["type"] != "string"
+            else (value != raw)
+        ):
+            return False
+    return (tank.inflow, tank.running, tank.alarm) == (0.75, True, True)
+
+
+async def test_every_type_reaches_the_world_over_tcp(plc: PlcSimulator) -> None:
+    _load_typed_points(plc)
+    port = await plc.serve_tcp()
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, _typed_device())
+    async with running_field(SECTION, config) as field:
+        await field.until(_all_typed_values_arrived, DEADLINE_S, "every typed value, GOOD")
+        health = field.health("plc1")
+        assert health.state == "online"
+        # registers 0..24 in one read, then input, coil and discrete: one each
+        assert health.requests_per_cycle == 4
+        assert isinstance(field.component("tank1", "Tank").i16, float)
+
+
+async def test_every_type_reaches_the_world_over_rtu(plc: PlcSimulator) -> None:
+    _load_typed_points(plc, unit=2)
+    path = await plc.serve_rtu()
+    config = _config({"rtu": {"port": path, "baudrate": 115200}}, _typed_device(unit_id=2))
+    async with running_field(SECTION, config) as field:
+        await field.until(_all_typed_values_arrived, DEADLINE_S, "every typed value over RTU")
+        assert field.health("plc1").state == "online"
+
+
+def _output_device(**more: Any) -> dict[str, Any]:
+    points = [
+        _point("setpoint", 30, type="float32", direction="output", word_order="little"),
+        _point("speed", 32, type="uint16", direction="both", scale=0.5),
+        _point("pump", 9, table="coil", direction="output"),
+        _point("valve", 10, table="coil", direction="output"),  # next to pump: one FC15
+        _point("mode", 33, type="uint16", direction="output"),  # next to speed: one FC16
+    ]
+    return {"name": "plc1", "unit_id": 1, "poll_s": 0.05, "points": points, **more}
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_outputs_are_written_when_the_control_changes_them(
+    plc: PlcSimulator, transport: str
+) -> None:
+    if transport == "tcp":
+        line: dict[str, Any] = {"tcp": {"host": "127.0.0.1", "port": await plc.serve_tcp()}}
+    else:
+        line = {"rtu": {"port": await plc.serve_rtu(), "baudrate": 115200}}
+    config = _config(line, _output_device(verify_writes=True))
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: f.health("plc1").state == "online", DEADLINE_S, "online")
+        # output-only points are written at start with the component's value
+        await field.until(lambda f: plc.read(1, "holding", 30, 2) == [0, 0], DEADLINE_S)
+        tank = field.component("tank1", "Tank")
+        tank.setpoint = 12.5
+        tank.pump = True
+        tank.valve = True
+        tank.speed = 100.0
+        tank.mode = 3.0
+
+        def written(f: Field) -> bool:
+            registers = [*encode("float32", 12.5, "big", "little"), 200, 3]
+            coils = [True, True]
+            return plc.read(1, "holding", 30, 4) == registers and plc.read(1, "coil", 9, 2) == coils
+
+        await field.until(written, DEADLINE_S, "every changed output on the PLC")
+        # a poll that ends after this started after the write and its read-back
+        device = field.part.devices["plc1"]
+        reads = device.good_reads
+        await field.until(lambda f: device.good_reads > reads, DEADLINE_S, "a poll after it")
+        assert device.channel.health.errors.get("write", 0) == 0, device.channel.health.last_error
+
+        plc.write(1, "holding", 32, [50])  # someone else changes it: read back as 25.0
+        await field.until(lambda f: f.component("tank1", "Tank").speed == 25.0, DEADLINE_S)
+
+        tank.mode = 70000.0  # does not fit a uint16: refused, reported
+        await field.until(lambda f: f.health("plc1").error_count("write") == 1, DEADLINE_S)
+        assert "mode" in field.health("plc1").last_error
+
+
+async def test_a_refused_write_is_a_write_error(plc: PlcSimulator) -> None:
+    port = await plc.serve_tcp()
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, _output_device())
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: f.health("plc1").state == "online", DEADLINE_S, "online")
+        plc.set_fault(1, Faults(exception_code=4))
+        field.component("tank1", "Tank").setpoint = 1.0
+        await field.until(lambda f: f.health("plc1").error_count("write") >= 1, DEADLINE_S)
+        assert "code 4" in field.health("plc1").last_error
+
+
+def _quality(f: Field) -> Quality:
+    quality: Quality = f.component("tank1", "Tank").level_quality
+    return quality
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "state", "quality"),
+    [
+        (Faults(timeout=True), "timeout", "offline", Quality.STALE),
+        (Faults(garbage=True), "garbage", "offline", Quality.STALE),
+        (Faults(disconnect=True), "disconnect", "offline", Quality.STALE),
+        (Faults(exception_code=2), "exception", "offline", Quality.BAD),
+    ],
+)
+async def test_a_fault_moves_health_and_quality_and_the_device_recovers(
+    plc: PlcSimulator, fault: Faults, kind: str, state: str, quality: Quality
+) -> None:
+    plc.write(1, "holding", 0, encode("float32", 1.5))
+    port = await plc.serve_tcp()
+    device = {"name": "plc1", "poll_s": 0.05, "points": [_point("level", 0)]}
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device, **FAST_FAULTS)
+    async with running_field(SECTION, config) as field:
+        assert field.health("plc1").state == "connecting"
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "a good read")
+        assert field.health("plc1").state == "online"
+
+        plc.set_fault(1, fault)
+        await field.until(
+            lambda f: f.health("plc1").state == state and _quality(f) is quality,
+            DEADLINE_S,
+            f"{state} with {quality.name} values after {kind}",
+        )
+        assert field.health("plc1").error_count(kind) >= 1, field.health("plc1").errors
+        assert field.component("tank1", "Tank").level == 1.5, "the last value is kept"
+
+        plc.clear_faults()
+        plc.write(1, "holding", 0, encode("float32", 2.5))
+        await field.until(
+            lambda f: (
+                f.health("plc1").state == "online"
+                and _quality(f) is Quality.GOOD
+                and f.component("tank1", "Tank").level == 2.5
+            ),
+            DEADLINE_S,
+            "online again with fresh values",
+        )
+
+
+async def test_errors_below_offline_after_leave_the_device_degraded_with_stale_values(
+    plc: PlcSimulator,
+) -> None:
+    port = await plc.serve_tcp()
+    device = {"name": "plc1", "poll_s": 0.05, "points": [_point("level", 0)]}
+    line = {"tcp": {"host": "127.0.0.1", "port": port}}
+    config = _config(line, device, **FAST_FAULTS, offline_after=1000)
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "a good read")
+        plc.set_fault(1, Faults(timeout=True))
+        await field.until(
+            lambda f: f.health("plc1").state == "degraded" and _quality(f) is Quality.STALE,
+            DEADLINE_S,
+            "degraded, values stale: a value not read on time is not presented as fresh",
+        )
+        plc.clear_faults()
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "fresh again")
+        assert field.health("plc1").state == "online"
+
+
+async def test_rtu_requests_keep_the_inter_request_delay(plc: PlcSimulator) -> None:
+    path = await plc.serve_rtu()
+    device = {"name": "plc1", "poll_s": 0.001, "points": [_point("level", 0)]}
+    line = {"rtu": {"port": path, "baudrate": 115200, "inter_request_delay_s": 0.05}}
+    async with running_field(SECTION, _config(line, device)) as field:
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "a good read")
+        part = field.part.devices["plc1"]
+        reads, start = part.good_reads, time.monotonic()
+        await field.until(lambda f: time.monotonic() - start >= 1.5, DEADLINE_S, "window")
+        rate = (part.good_reads - reads) / (time.monotonic() - start)
+        assert 5 <= rate <= 21, f"{rate:.1f} reads/s with 50 ms between requests"
+
+
+def test_rtu_gap_is_three_and_a_half_characters_or_the_configured_delay() -> None:
+    def gap(**rtu: Any) -> float:
+        return RtuLine.model_validate({"port": "/dev/ttyUSB0", **rtu}).gap_s()
+
+    assert gap(baudrate=9600) == pytest.approx(3.5 * 10 / 9600)  # 8N1: 10 bits a character
+    assert gap(baudrate=9600, parity="E", stopbits=2) == pytest.approx(3.5 * 12 / 9600)
+    assert gap(baudrate=115200) == pytest.approx(0.00175)  # fixed above 19200 baud
+    assert gap(baudrate=115200, inter_request_delay_s=0.02) == 0.02
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_device_down_at_start_is_offline_then_connects(plc: PlcSimulator) -> None:
+    port = _free_port()
+    device = {"name": "plc1", "poll_s": 0.05, "points": [_point("level", 0)]}
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device, **FAST_FAULTS)
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: f.health("plc1").state == "offline", DEADLINE_S, "offline")
+        assert field.health("plc1").error_count("disconnect") >= 1
+        await plc.serve_tcp(port=port)
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "connected")
+        assert field.health("plc1").state == "online"
+
+
+@pytest.mark.parametrize("transport", ["rtu", "tcp_gateway"])
+async def test_a_dead_device_on_a_shared_line_leaves_the_healthy_one_its_rate(
+    plc: PlcSimulator, transport: str
+) -> None:
+    poll_s, window_s = 0.05, 3.0
+    if transport == "rtu":
+        line: dict[str, Any] = {"rtu": {"port": await plc.serve_rtu(), "baudrate": 115200}}
+    else:
+        port = await plc.serve_tcp()
+        line = {"tcp": {"host": "127.0.0.1", "port": port, "shared_connection": True}}
+    devices = [
+        {"name": f"unit{unit}", "unit_id": unit, "poll_s": poll_s, "points": [_point("level", 0)]}
+        for unit in (1, 2)
+    ]
+    config = _config(
+        line, *devices, timeout_s=0.2, retries=1, backoff={"initial_s": 0.5, "max_s": 1.5}
+    )
+    plc.set_fault(2, Faults(timeout=True))
+    async with running_field(SECTION, config) as field:
+        await field.until(
+            lambda f: f.health("unit1").state == "online" and f.health("unit2").state == "offline",
+            DEADLINE_S,
+            "unit1 online, unit2 offline",
+        )
+        healthy, dead = field.part.devices["unit1"], field.part.devices["unit2"]
+        reads, timeouts = healthy.good_reads, dead.channel.health.errors["timeout"]
+        start = time.monotonic()
+        await field.until(lambda f: time.monotonic() - start >= window_s, DEADLINE_S, "window")
+        elapsed = time.monotonic() - start
+        rate = (healthy.good_reads - reads) / elapsed
+        # Each try at the dead unit costs 0.2 s of line time (an offline device is probed
+        # without re-sends); polled every cycle it would leave the healthy unit under
+        # 4 reads/s. Backed off, the healthy unit keeps most of its 20/s.
+        assert rate >= 0.7 / poll_s, f"healthy unit read {rate:.1f}/s, wants {1 / poll_s:.0f}/s"
+        assert dead.channel.health.errors["timeout"] > timeouts, "the dead unit is retried"
+
+
+CONFIG_WITH_ERROR = """\
+runtime:
+  rate_hz: 100
+modbus:
+  lines:
+    - tcp: {host: 127.0.0.1, port: 5020}
+      devices:
+        - name: plc1
+          unit_id: 1
+          points:
+            - {entity: tank1, component: Tank, field: level, address: 0}
+            - entity: tank1
+              component: Tank
+              field: alarm
+              table: discrete
+              direction: output
+              address: 3
+"""
+
+
+def test_a_config_error_in_the_modbus_section_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "edgeloop.yaml"
+    path.write_text(CONFIG_WITH_ERROR)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, [SECTION])
+    [problem] = caught.value.problems
+    assert problem.line == 11  # the "- entity: tank1" of the second point
+    assert "discrete is read-only" in problem.message
+
+
+def test_an_unknown_poll_group_and_a_bad_address_are_reported_where_they_are(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "edgeloop.yaml"
+    path.write_text(
+        CONFIG_WITH_ERROR.replace("direction: output", "direction: input").replace(
+            "address: 3", "address: 70000"
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, [SECTION])
+    [problem] = caught.value.problems
+    assert problem.line == 16
+    assert "70000" in problem.message or "65535" in problem.message
