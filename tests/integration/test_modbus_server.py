@@ -1,0 +1,207 @@
+"""World fields served over Modbus TCP, as a stock pymodbus client sees and writes them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from pymodbus.client import AsyncModbusTcpClient
+
+from edgeloop.component import Component
+from edgeloop.drivers.modbus_codec import decode, encode
+from edgeloop.drivers.modbus_server import (
+    SECTION,
+    TOPIC_WRITE,
+    ModbusServerConfig,
+    ServedFields,
+)
+from edgeloop.names import Name
+from edgeloop.priority import Priority
+from edgeloop.realtime.ipc import Record
+from tests.field_harness import Field, running_field
+
+
+class Boiler(Component):
+    temperature: float = 0.0
+    setpoint: float = 0.0
+    burns: int = 0
+    running: bool = False
+
+
+SETPOINT = 1  # index of the setpoint point below
+POINTS: list[dict[str, Any]] = [
+    {"entity": "boiler1", "component": "Boiler", "field": "temperature", "type": "int16",
+     "scale": 0.1, "table": "input", "address": 0},
+    {"entity": "boiler1", "component": "Boiler", "field": "setpoint", "type": "float32",
+     "table": "holding", "address": 10, "writable": True, "min": 0.0, "max": 100.0},
+    {"entity": "boiler1", "component": "Boiler", "field": "burns", "type": "uint16",
+     "table": "holding", "address": 12},
+    {"entity": "boiler1", "component": "Boiler", "field": "running", "table": "coil",
+     "address": 0, "writable": True},
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def config(points: list[dict[str, Any]] = POINTS) -> ModbusServerConfig:
+    return ModbusServerConfig.model_validate(
+        {"host": "127.0.0.1", "port": free_port(), "unit_id": 1, "points": points}
+    )
+
+
+@contextlib.asynccontextmanager
+async def served(
+    points: list[dict[str, Any]] = POINTS,
+) -> AsyncIterator[tuple[Field, AsyncModbusTcpClient, Boiler]]:
+    """The server running with a boiler in the World, and a client connected to it."""
+    chosen = config(points)
+    async with running_field(SECTION, chosen) as field:
+        boiler = Boiler(temperature=21.5, setpoint=40.0, burns=3)
+        field.world.spawn(Name("boiler1"), boiler)
+        client = AsyncModbusTcpClient("127.0.0.1", port=chosen.port, timeout=2, retries=0)
+        deadline = time.monotonic() + 10
+        while not await client.connect():
+            assert time.monotonic() < deadline, "the server did not listen"
+            await field.tick()
+        try:
+            yield field, client, boiler
+        finally:
+            client.close()
+
+
+async def ticking_until(
+    field: Field, read: Callable[[], Awaitable[Any]], wanted: Callable[[Any], bool]
+) -> Any:
+    """Tick the App and ask the server until its answer is the wanted one."""
+    deadline = time.monotonic() + 10
+    while True:
+        await field.tick()
+        answer = await read()
+        if wanted(answer):
+            return answer
+        assert time.monotonic() < deadline, f"never the wanted answer; last {answer}"
+
+
+async def test_world_field_appears_in_its_register_scaled() -> None:
+    async with served() as (field, client, boiler):
+        temperature = await ticking_until(
+            field,
+            lambda: client.read_input_registers(0, count=1, device_id=1),
+            lambda answer: not answer.isError(),
+        )
+        setpoint = await client.read_holding_registers(10, count=3, device_id=1)
+        boiler.temperature = -1.2
+        colder = await ticking_until(
+            field,
+            lambda: client.read_input_registers(0, count=1, device_id=1),
+            lambda answer: answer.registers != temperature.registers,
+        )
+    assert temperature.registers == [215]
+    assert decode("float32", setpoint.registers[:2]) == 40.0
+    assert setpoint.registers[2] == 3
+    assert decode("int16", colder.registers) == -12
+
+
+async def test_client_write_to_a_writable_field_changes_the_world(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgeloop.modbus_server")
+    async with served() as (field, client, boiler):
+        wrote = await client.write_registers(10, encode("float32", 62.5), device_id=1)
+        switched = await client.write_coil(0, True, device_id=1)
+        await field.until(lambda f: boiler.setpoint == 62.5 and boiler.running, what="writes")
+        read_back = await ticking_until(
+            field,
+            lambda: client.read_holding_registers(10, count=2, device_id=1),
+            lambda answer: decode("float32", answer.registers) == 62.5,
+        )
+        served_fields = field.world.resource(ServedFields)
+    assert not wrote.isError()
+    assert switched.bits[0] is True  # the answer echoes the coil as written
+    assert decode("float32", read_back.registers) == 62.5
+    assert served_fields.writes_applied == 2
+    assert "write from 127.0.0.1:" in caplog.text
+    assert "boiler1.Boiler.setpoint = 62.5" in caplog.text
+
+
+async def test_write_to_a_register_that_is_not_writable_is_refused() -> None:
+    async with served() as (field, client, boiler):
+        read_only = await client.write_register(12, 99, device_id=1)
+        unmapped = await client.write_register(200, 1, device_id=1)
+        half_a_float = await client.write_register(10, 0x4248, device_id=1)
+        await field.tick(5)
+    assert read_only.exception_code == 2
+    assert unmapped.exception_code == 2
+    assert half_a_float.exception_code == 2
+    assert (boiler.burns, boiler.setpoint) == (3, 40.0)
+    assert field.world.resource(ServedFields).writes_applied == 0
+
+
+async def test_out_of_range_write_is_refused_and_the_world_unchanged() -> None:
+    async with served() as (field, client, boiler):
+        refused = await client.write_registers(10, encode("float32", 150.0), device_id=1)
+        await field.tick(5)
+    assert refused.exception_code == 3
+    assert boiler.setpoint == 40.0
+
+
+async def test_control_side_checks_writes_again_and_counts_refusals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with served() as (field, _, boiler):
+        served_fields = field.world.resource(ServedFields)
+        await field.until(lambda f: None not in served_fields.components, what="resolved")
+        peer = "10.0.0.9:5000"
+        field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 500.0]]))
+        field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[2, 7.0]]))  # burns
+        field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 7.5]]))
+        await field.until(lambda f: served_fields.writes_applied == 1, what="the good write")
+    assert boiler.setpoint == 7.5
+    assert boiler.burns == 3
+    assert served_fields.writes_refused == 2
+    assert "write from 10.0.0.9:5000 refused: boiler1.Boiler.setpoint = 500.0" in caplog.text
+
+
+async def test_field_not_in_the_world_reads_as_device_failure() -> None:
+    missing = {"entity": "boiler9", "component": "Boiler", "field": "setpoint",
+               "type": "float32", "address": 20}  # fmt: skip
+    async with served([*POINTS, missing]) as (field, client, _):
+        present = await ticking_until(
+            field,
+            lambda: client.read_holding_registers(12, count=1, device_id=1),
+            lambda answer: not answer.isError(),
+        )
+        absent = await client.read_holding_registers(20, count=2, device_id=1)
+        other_unit = await client.read_holding_registers(12, count=1, device_id=2)
+    assert present.registers == [3]
+    assert absent.exception_code == 4
+    assert other_unit.exception_code == 0x0B
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"table": "input", "writable": True}, "input is read-only"),
+        ({"min": 0.0}, "set writable: true"),
+        ({"writable": True, "min": 5.0, "max": 1.0}, "min 5.0 is above max 1.0"),
+        ({"direction": "output"}, "a served point has writable"),
+        ({"table": "coil", "type": "float32"}, "type must be bool"),
+        ({"address": 11}, "overlaps points[1]"),
+    ],
+)
+def test_config_mistakes_are_refused(change: dict[str, Any], message: str) -> None:
+    point = {"entity": "boiler1", "component": "Boiler", "field": "burns", "type": "uint16",
+             "table": "holding", "address": 30, **change}  # fmt: skip
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        config([*POINTS, point])
