@@ -32,6 +32,8 @@ bench: $(STAMP)
 	done
 	$(BIN)/python bench/ingest.py --duration $(BENCH_DURATION) --json bench/results/ingest.json
 	$(BIN)/python bench/fanout.py --duration $(BENCH_DURATION) --json bench/results/fanout.json
+	$(BIN)/python bench/modbus_poll.py --duration $(BENCH_DURATION) --json bench/results/modbus_poll.json
+	$(BIN)/python bench/can_rx.py --duration $(BENCH_DURATION) --json bench/results/can_rx.json
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .

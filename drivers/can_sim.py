@@ -25,6 +25,7 @@ import random
 import stat
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import can
 from cantools.database.can import Database
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    options: dict[str, int] = {} if args.port is None else {"port": args.port}
+    options: dict[str, Any] = {} if args.port is None else {"port": args.port}
     if args.interface == "udp_multicast":
         # Time to live 0: the frames reach processes on this host only, never the wire.
         options["hop_limit"] = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.resources import as_file, files
@@ -17,23 +17,38 @@ from types import FrameType
 from edgeloop import __version__
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config
+from edgeloop.demo_devices import start_simulators, stop_simulators
 from edgeloop.logs import setup_logging
-from edgeloop.net.plugin import NetworkConfig
 from edgeloop.realtime.control_loop import ControlLoop
-from edgeloop.realtime.rt_setup import die_with_parent
 from edgeloop.realtime.supervisor import Supervisor
 from edgeloop.sim.robots import fleet_clients
 
-DEMO_ROBOTS = 3
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 
 log = logging.getLogger("edgeloop")
 
+# `edgeloop sim <bus> ...`: each simulator parses its own arguments (`--help` lists them).
+FIELD_SIMULATORS = (
+    ("modbus", "edgeloop.drivers.modbus_sim", "a Modbus PLC (TCP, or RTU on a pty)"),
+    ("can", "edgeloop.drivers.can_sim", "a CAN motor drive"),
+    ("serial", "edgeloop.drivers.serial_sim", "a serial sensor on a pty"),
+)
+SIMULATOR_MODULES = {bus: module for bus, module, _ in FIELD_SIMULATORS}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A field simulator parses its own options: everything after `sim <bus>` is its.
+    own: list[str] = []
+    for at, word in enumerate(words[:-1]):
+        if word == "sim" and words[at + 1] in SIMULATOR_MODULES:
+            words, own = words[: at + 2], words[at + 2 :]
+            break
+    args = _parser().parse_args(words)
+    if own:
+        args.args = own
     command: int = args.command(args)
     return command
 
@@ -69,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     robots.add_argument("--token", default="demo-robot")
     robots.add_argument("--duration", type=float, help="stop after this many seconds")
     robots.set_defaults(command=_sim_robots)
+    for bus, module, text in FIELD_SIMULATORS:
+        device = simulators.add_parser(bus, help=text, add_help=False)
+        device.set_defaults(command=_sim_field_device, module=module, args=[])
     return parser
 
 
@@ -105,30 +123,11 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     with as_file(files("edgeloop.examples") / "demo.yaml") as path:
-        fleet = None if args.single_process else _start_demo_robots(load_config(path))
+        simulators = [] if args.single_process else start_simulators(load_config(path))
         try:
             return _run_config(path, args)
         finally:
-            if fleet is not None:
-                fleet.terminate()
-                fleet.wait()
-
-
-def _start_demo_robots(config: Config) -> subprocess.Popen[bytes] | None:
-    """The demo's simulated robot fleet, connecting with the config's device token."""
-    network = config.sections.get("network")
-    if not isinstance(network, NetworkConfig) or network.tcp is None:
-        return None
-    if "robots" not in config.sections:
-        return None
-    token = next((t.token for t in network.tokens if t.role == "device"), None)
-    if token is None:
-        return None
-    command = [sys.executable, "-m", "edgeloop.cli", "sim", "robots"]
-    command += ["--count", str(DEMO_ROBOTS), "--port", str(network.tcp.port), "--token", token]
-    # The fleet must not outlive a demo that is killed outright. preexec_fn is safe
-    # here: the CLI has started no thread.
-    return subprocess.Popen(command, preexec_fn=die_with_parent)  # noqa: PLW1509
+            stop_simulators(simulators)
 
 
 def _run_config(path: Path, args: argparse.Namespace) -> int:
@@ -165,6 +164,14 @@ def _sim_robots(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
     return EXIT_OK
+
+
+def _sim_field_device(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    # Imported here: a simulator's bus library is not needed by any other command.
+    simulator = importlib.import_module(args.module)
+    code: int = simulator.main(args.args)
+    return code
 
 
 def _plugins(config: Config) -> str:
