@@ -38,9 +38,10 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
@@ -171,7 +172,20 @@ class ModbusServerConfig(Section):
     host: Annotated[str, Field(min_length=1, max_length=253)] = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255, strict=True)] = 1
+    # Modbus has no login: who may write is said by address. This host only, unless set.
+    write_from: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.1/32"), ip_network("::1/128")]
+    )
     points: Annotated[list[ServedPoint], Field(min_length=1, max_length=MAX_POINTS)]
+
+    def may_write(self, peer: str) -> bool:
+        """True if the client at ``peer`` (``host:port``) is in ``write_from``."""
+        host = peer.rpartition(":")[0].strip("[]")
+        try:
+            address = ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.write_from)
 
     @field_validator("points")
     @classmethod
@@ -203,6 +217,7 @@ class ServedFields:
     what happened to external writes."""
 
     points: Sequence[ServedPoint]
+    config: ModbusServerConfig
     components: list[Component | None] = field(default_factory=list)
     writes_applied: int = 0
     writes_refused: int = 0
@@ -305,6 +320,9 @@ def apply_external_writes(world: World) -> None:
 
 
 def _apply_write(served: ServedFields, peer: str, index: Any, value: Any) -> None:
+    if not served.config.may_write(peer):
+        _refuse(served, peer, f"points[{index!r}]", value, "the client is not in write_from")
+        return
     if not isinstance(index, int) or not 0 <= index < len(served.points):
         _refuse(served, peer, f"points[{index!r}]", value, "no such point")
         return
@@ -361,7 +379,7 @@ class ModbusServerPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
-        app.insert_resource(ServedFields(self.config.points))
+        app.insert_resource(ServedFields(self.config.points, self.config))
         app.configure_sets(FixedUpdate, IoReceive, ModbusServerInput, SensorInput)
         app.configure_sets(FixedUpdate, ActuatorOutput, ModbusServerOutput, IoSend)
         app.add_systems(FixedUpdate, apply_external_writes, in_set=ModbusServerInput)
@@ -380,6 +398,7 @@ class ServedRegisters(SimCore):
     """
 
     def __init__(self, config: ModbusServerConfig, context: IoContext) -> None:
+        self.config = config
         self.unit_id = config.unit_id
         self.points = config.points
         self.context = context
@@ -435,6 +454,8 @@ class ServedRegisters(SimCore):
     async def async_setValues(  # noqa: N802 (pymodbus's name)
         self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
     ) -> ExcCodes | None:
+        if not self.config.may_write(self.peer):
+            return ExcCodes.ILLEGAL_FUNCTION
         table = self._table(device_id, func_code)
         cells = self.cells[table]
         written: dict[int, list[int]] = {}

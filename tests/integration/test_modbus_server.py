@@ -54,18 +54,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def config(points: list[dict[str, Any]] = POINTS) -> ModbusServerConfig:
+def config(points: list[dict[str, Any]] = POINTS, **more: Any) -> ModbusServerConfig:
     return ModbusServerConfig.model_validate(
-        {"host": "127.0.0.1", "port": free_port(), "unit_id": 1, "points": points}
+        {"host": "127.0.0.1", "port": free_port(), "unit_id": 1, "points": points, **more}
     )
 
 
 @contextlib.asynccontextmanager
 async def served(
-    points: list[dict[str, Any]] = POINTS,
+    points: list[dict[str, Any]] = POINTS, **more: Any
 ) -> AsyncIterator[tuple[Field, AsyncModbusTcpClient, Boiler]]:
     """The server running with a boiler in the World, and a client connected to it."""
-    chosen = config(points)
+    chosen = config(points, **more)
     async with running_field(SECTION, chosen) as field:
         boiler = Boiler(temperature=21.5, setpoint=40.0, burns=3)
         field.world.spawn(Name("boiler1"), boiler)
@@ -162,7 +162,7 @@ async def test_control_side_checks_writes_again_and_counts_refusals(
     async with served() as (field, _, boiler):
         served_fields = field.world.resource(ServedFields)
         await field.until(lambda f: None not in served_fields.components, what="resolved")
-        peer = "10.0.0.9:5000"
+        peer = "127.0.0.1:5000"
         field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 500.0]]))
         field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[2, 7.0]]))  # burns
         field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 7.5]]))
@@ -170,7 +170,27 @@ async def test_control_side_checks_writes_again_and_counts_refusals(
     assert boiler.setpoint == 7.5
     assert boiler.burns == 3
     assert served_fields.writes_refused == 2
-    assert "write from 10.0.0.9:5000 refused: boiler1.Boiler.setpoint = 500.0" in caplog.text
+    assert "write from 127.0.0.1:5000 refused: boiler1.Boiler.setpoint = 500.0" in caplog.text
+
+
+async def test_writes_only_from_the_addresses_in_write_from() -> None:
+    async with served(write_from=["10.0.0.0/8"]) as (field, client, boiler):
+        refused = await client.write_registers(10, encode("float32", 50.0), device_id=1)
+        served_fields = field.world.resource(ServedFields)
+        peer = "10.1.2.3:5000"  # as if from a SCADA on the plant network
+        field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 55.0]]))
+        field.service.send(Record(TOPIC_WRITE, "127.0.0.1:1", Priority.HIGH, [[SETPOINT, 9.0]]))
+        await field.until(lambda f: boiler.setpoint == 55.0, what="the allowed write")
+        await field.tick(5)
+    assert refused.exception_code == 1, "this host is not in write_from"
+    assert boiler.setpoint == 55.0, "the control side checks write_from again"
+    assert served_fields.writes_refused == 1
+
+
+def test_write_from_defaults_to_this_host_only() -> None:
+    chosen = config()
+    assert chosen.may_write("127.0.0.1:40000") and chosen.may_write("[::1]:40000")
+    assert not chosen.may_write("192.168.1.20:40000")
 
 
 async def test_field_not_in_the_world_reads_as_device_failure() -> None:
