@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from edgeloop.config import load_config
 from tests.conftest import REPO
 
 
@@ -15,3 +17,12 @@ def test_readme_python_examples_run() -> None:
         exec(compile(block, "README.md", "exec"), namespace)
     # The last example ends with app.run_for(ticks=1000).
     assert namespace["app"].time.tick == 1000  # type: ignore[attr-defined]
+
+
+def test_readme_config_examples_are_valid(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    assert len(blocks) >= 2
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.yaml"
+        path.write_text(block)
+        load_config(path)  # ConfigError, naming the line, if an example went stale
