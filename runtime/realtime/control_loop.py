@@ -120,6 +120,15 @@ class ControlLoop:
         app, stats, clock = self.app, self.stats, self.clock
         period = stats.period_s
         start = clock()
+        # Once, at the first deadline (its lateness includes this line, out of the hot
+        # path): ties ticks to the clock for logs, recordings and outside measurements,
+        # as tick n is due at start + (n - first) * period while no deadline is skipped.
+        log.info(
+            "control loop: tick %d at monotonic %.6f s, period %.9g ms",
+            app.time.tick + 1,
+            start,
+            period * 1e3,
+        )
         done = 0  # ticks run, counting skipped deadlines as run
         while not self._stop and (max_ticks is None or done < max_ticks):
             deadline = start + done * period
