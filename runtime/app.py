@@ -98,7 +98,7 @@ class App:
             on_system_error=config.runtime.on_system_error,
             name=config.runtime.name,
         )
-        known = list(installed_sections() if sections is None else sections)
+        known = list(installed_sections(config.sections) if sections is None else sections)
         app.insert_resource(registry_of(known, config.sections))
         factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():

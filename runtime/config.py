@@ -157,20 +157,31 @@ class _Document:
     places: dict[KeyPath, _Place]
 
 
-def installed_sections() -> list[ConfigSection]:
-    """Sections advertised under the "edgeloop.plugins" entry-point group, sorted by name.
+def installed_sections(names: Iterable[str] | None = None) -> list[ConfigSection]:
+    """Sections advertised under the "edgeloop.plugins" entry-point group, sorted by name;
+    only those whose entry point is named in ``names``, if given.
 
-    A broken or clashing plugin is logged and skipped: it must not stop the appliance from
-    reporting on the rest of its config.
+    ``names`` is how a process imports just the plugins its config uses: a driver's bus
+    library (cantools, pymodbus) costs megabytes a 1 GB device should not spend on a
+    bus it does not have. A broken or clashing plugin is logged and skipped: it must not
+    stop the appliance from reporting on the rest of its config.
     """
+    wanted = None if names is None else set(names)
     found: dict[str, ConfigSection] = {}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and entry.name not in wanted:
+            continue
         section = _section_from(entry)
         if section is not None and (section.name in found or section.name in _RESERVED):
             log.warning("skipping plugin %r: section name %r is taken", entry.value, section.name)
         elif section is not None:
             found[section.name] = section
     return sorted(found.values(), key=lambda section: section.name)
+
+
+def _installed_names() -> list[str]:
+    """The names of the installed plugins' sections, without importing them."""
+    return [entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def _section_from(entry: importlib.metadata.EntryPoint) -> ConfigSection | None:
@@ -186,29 +197,40 @@ def _section_from(entry: importlib.metadata.EntryPoint) -> ConfigSection | None:
 
 
 def load_config(path: str | Path, sections: Sequence[ConfigSection] | None = None) -> Config:
-    """Load, merge and validate a config file; raise ConfigError listing every problem."""
+    """Load, merge and validate a config file; raise ConfigError listing every problem.
+
+    ``sections``: the plugins to validate against; by default the installed ones that
+    the file's sections name (the others are not even imported)."""
     file = Path(path)
-    chosen = installed_sections() if sections is None else sections
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
         raise ConfigError([Problem(file, 1, 1, f"cannot read config file: {reason}")]) from None
-    return parse_config_text(text, file, chosen)
+    return parse_config_text(text, file, sections)
 
 
-def parse_config_text(text: str, file: Path, sections: Sequence[ConfigSection]) -> Config:
+def parse_config_text(
+    text: str, file: Path, sections: Sequence[ConfigSection] | None = None
+) -> Config:
     """Like load_config, with the main file's text given; includes are read from disk."""
     main, problems = _parse(text, file)
     warnings: list[Problem] = []
     for fragment_file in _included_files(main, file, problems, warnings):
         problems += _merge_fragment(main, fragment_file)
+    known: set[str] = set()
+    if sections is None:
+        sections = installed_sections(main.data)
+        known.update(_installed_names())
     root = _root_model(sections)
+    known.update(root.model_fields)
     try:
         validated = root.model_validate(main.data)
     except pydantic.ValidationError as err:
         errors = err.errors(include_url=False)
-        problems += [_problem_from(e, main, root) for e in errors if e["input"] is not _UNREADABLE]
+        problems += [
+            _problem_from(e, main, root, known) for e in errors if e["input"] is not _UNREADABLE
+        ]
     if problems:
         raise ConfigError(_sorted(problems + warnings))
     names = {section.name for section in sections}
@@ -419,12 +441,12 @@ def _root_model(sections: Sequence[ConfigSection]) -> type[_ConfigFile]:
 
 
 def _problem_from(
-    error: ErrorDetails, document: _Document, root: type[pydantic.BaseModel]
+    error: ErrorDetails, document: _Document, root: type[pydantic.BaseModel], known: set[str]
 ) -> Problem:
     path = _data_path(document.data, error["loc"])
     place = document.places[path]
     if error["type"] == "extra_forbidden":
-        return place.key.problem(_prefixed(path, _unknown_key(root, path)))
+        return place.key.problem(_prefixed(path, _unknown_key(root, path, known)))
     if error["type"] == "missing":
         return place.key.problem(_prefixed(path, f"missing required key '{error['loc'][-1]}'"))
     return place.value.problem(_prefixed(path, _readable(error)))
@@ -444,12 +466,12 @@ def _data_path(data: Any, loc: Iterable[int | str]) -> KeyPath:
     return tuple(path)
 
 
-def _unknown_key(root: type[pydantic.BaseModel], path: KeyPath) -> str:
+def _unknown_key(root: type[pydantic.BaseModel], path: KeyPath, sections: set[str]) -> str:
     key = str(path[-1])
     if len(path) > 1:
         names = _field_names_at(root, path[:-1])
         return f"unknown key '{key}'{_suggestion(key, names, 'expected one of: ')}"
-    names = sorted([*root.model_fields, "include"])
+    names = sorted({*sections, "include"})
     hint = "no installed plugin provides it; known sections: "
     return f"unknown section '{key}'{_suggestion(key, names, hint)}"
 

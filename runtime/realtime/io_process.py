@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(parent=args.supervisor_pid)
     setup_logging(args.log_level)
     config = load_config(args.config)
-    sections = installed_sections()
+    sections = installed_sections(config.sections)
     heartbeats = Heartbeats(args.heartbeat_fd)
     report = apply_io_settings(child_args.cpu_plan(args))
     heartbeats[Slot.IO_DEGRADED] = len(report.degraded)

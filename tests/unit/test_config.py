@@ -21,6 +21,7 @@ from edgeloop.config import (
     installed_sections,
     load_config,
 )
+from tests.conftest import output_of_another_process
 
 
 class Stage(Section):
@@ -357,3 +358,23 @@ def test_installed_sections_returns_config_sections_sorted_by_name() -> None:
 
     assert all(isinstance(section, ConfigSection) for section in sections)
     assert [s.name for s in sections] == sorted(s.name for s in sections)
+
+
+def test_only_the_plugins_a_config_names_are_imported(tmp_path: Path) -> None:
+    config = write(tmp_path / "config.yaml", "runtime: {name: x}\nmodbus_server:\n  points: []\n")
+    code = (
+        "import sys\n"
+        "from edgeloop.config import ConfigError, load_config\n"
+        "try:\n"
+        f"    load_config({str(config)!r})\n"
+        "except ConfigError as error:\n"
+        "    print(error.problems[0].message)\n"
+        "wanted = {'can', 'cantools', 'edgeloop.drivers.can_bus',\n"
+        "          'edgeloop.drivers.serial_device'}\n"
+        "print(sorted(wanted & set(sys.modules)))\n"
+        "print('pymodbus' in sys.modules)\n"
+    )
+    problem, bus_libraries, pymodbus = output_of_another_process(code).splitlines()
+    assert "points" in problem, "the section named was validated"
+    assert bus_libraries == "[]", "no other driver's bus library was imported"
+    assert pymodbus == "True"
