@@ -30,7 +30,7 @@ from edgeloop.drivers.health import DeviceHealth
 from edgeloop.drivers.points import PointMap, Quality
 from edgeloop.names import Name
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import IoInput, IoLink
+from edgeloop.realtime.io_link import IoInput, IoLink, IoReceive, IoSend
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, Startup, SystemSet
 from edgeloop.world import World
 
@@ -62,7 +62,10 @@ class _Input:
 class _Output:
     component: Component
     field: str
-    last: Any = None  # the value last written or read; None: never
+    point: PointMap
+    last: Any = None  # the value last written, or read when the device changed it
+    last_raw: Any = None  # ``last`` as the device holds it; None: not known
+    owned: bool = False  # last written by control logic (so re-sent to a new io process)
 
 
 @dataclass
@@ -76,6 +79,8 @@ class FieldModel:
     _classes: dict[str, type[Component]] = field(default_factory=dict)
     _inputs: dict[str, list[_Input | None]] = field(default_factory=dict)
     _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
+    _channel: object = None  # the io channel seen last: a new one is a new io process
+    _io_up: bool = False
 
     def component(self, name: str) -> type[Component]:
         """The component class made for ``name`` (``KeyError`` if no point names it)."""
@@ -132,7 +137,7 @@ class FieldModel:
                     # An output-only point is written at start (the appliance owns it);
                     # one that is also read waits for control logic to change it.
                     initial = getattr(component, point.field) if point.reads else None
-                    output = _Output(component, point.field, initial)
+                    output = _Output(component, point.field, point, initial)
                 if output is not None:
                     outputs.append((index, output))
                 inputs.append(
@@ -151,8 +156,9 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
         model = FieldModel()
         app.insert_resource(model)
         app.add_systems(Startup, model.spawn)
-        app.configure_sets(FixedUpdate, FieldInput, SensorInput)
-        app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput)
+        # Between the io link's sets: this tick's records in, this tick's writes out.
+        app.configure_sets(FixedUpdate, IoReceive, FieldInput, SensorInput)
+        app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput, IoSend)
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
     for device in devices:
@@ -163,6 +169,9 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
 def receive_field_values(world: World) -> None:
     """FieldInput: the values and health the io process sent since the last tick."""
     model = world.resource(FieldModel)
+    link = world.get_resource(IoLink)
+    if link is not None and (link.channel is not model._channel or link.up != model._io_up):
+        _follow_io_process(model, link)
     for record in world.read(IoInput):
         if record.topic == TOPIC_VALUES:
             inputs = model._inputs.get(record.key.partition("/")[0])
@@ -172,6 +181,38 @@ def receive_field_values(world: World) -> None:
             health = model.health.get(record.key)
             if health is not None:
                 _apply_health(health, record.payload)
+
+
+def _follow_io_process(model: FieldModel, link: IoLink) -> None:
+    """While the io process is down nothing is read: every value is STALE and every
+    device offline. A new io process knows none of the outputs: they are sent again."""
+    if link.channel is not model._channel:
+        if model._channel is not None:
+            for outputs in model._outputs.values():
+                for _, output in outputs:
+                    if output.owned or not output.point.reads:
+                        output.last = output.last_raw = None
+        model._channel = link.channel
+    if model._io_up and not link.up:
+        for inputs in model._inputs.values():
+            for target in inputs:
+                if (
+                    target is not None
+                    and getattr(target.component, target.quality_field) is Quality.GOOD
+                ):
+                    setattr(target.component, target.quality_field, Quality.STALE)
+        for health in model.health.values():
+            health.state = "offline"
+            health.last_error = "io process not connected"
+    model._io_up = link.up
+
+
+def _device_form(point: PointMap, value: Any) -> Any:
+    """``value`` as the device holds it (None if it cannot hold it)."""
+    try:
+        return point.to_raw(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _apply_values(
@@ -205,8 +246,14 @@ def _apply_values(
         if touched and component is not last:
             changed.append(component)
             last = component
-        if target.output is not None:
-            target.output.last = value
+        output = target.output
+        if output is not None:
+            # What the device holds differs from what was last written only if it was
+            # changed there: its own rounding (a float32, a scaled integer) is no change,
+            # or control logic setting its value again would write after every poll.
+            raw = _device_form(output.point, value)
+            if raw is None or raw != output.last_raw:
+                output.last, output.last_raw, output.owned = value, raw, False
     for component in changed:
         mark_changed(component)
 
@@ -233,6 +280,10 @@ def send_field_writes(world: World) -> None:
             # NaN != NaN: a NaN output is written once, not every tick.
             if value != last and not (_is_nan(value) and _is_nan(last)):
                 output.last = value
+                raw = _device_form(output.point, value)
+                if raw is not None and raw == output.last_raw:
+                    continue  # the device holds it already
+                output.last_raw, output.owned = raw, True
                 if writes is None:
                     writes = []
                 writes.append([index, value])

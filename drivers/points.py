@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import enum
 import math
+import struct
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -106,8 +107,17 @@ class PointMap(Section):
             if not low <= whole <= high:
                 raise ValueError(f"{value!r} is out of range for {self.type}")
             return whole
+        if self.type == "float32":
+            # What the device will hold: comparing in this form is what tells a device
+            # that rounded a value from one that changed it.
+            try:
+                return _FLOAT32.unpack(_FLOAT32.pack(raw))[0]
+            except OverflowError:
+                raise ValueError(f"{value!r} is out of range for float32") from None
         return raw
 
+
+_FLOAT32 = struct.Struct("<f")
 
 INT_RANGES: dict[str, tuple[int, int]] = {
     "int16": (-(1 << 15), (1 << 15) - 1),

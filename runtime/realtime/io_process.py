@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgeloop.config import Config, ConfigSection, installed_sections, load_config
-from edgeloop.logs import setup_logging
+from edgeloop.logs import every_power_of_ten, setup_logging
 from edgeloop.net.registry import Registry, registry_of
 from edgeloop.priority import Priority
 from edgeloop.realtime import child_args
@@ -60,6 +60,7 @@ class IoService:
         self.connections: dict[str, int] = {}
         self.stopped = asyncio.Event()
         self.batches_from_control = 0
+        self.handler_errors = 0
         self._handlers: dict[str, list[Callable[[Record], None]]] = {}
         self._room_callbacks: list[Callable[[], None]] = []
         self._flush_callbacks: list[Callable[[], None]] = []
@@ -183,7 +184,18 @@ class IoService:
         self.batches_from_control += 1
         for record in batch.records:
             for handler in self._handlers.get(record.topic, ()):
-                handler(record)
+                try:
+                    handler(record)
+                except Exception:
+                    # A part's bug must not cost the other records of the batch, nor
+                    # the event loop: it is logged (rarely) and counted.
+                    self.handler_errors += 1
+                    if every_power_of_ten(self.handler_errors):
+                        log.exception(
+                            "io part failed on a %r record (%d so far)",
+                            record.topic,
+                            self.handler_errors,
+                        )
 
     async def _beat(self) -> None:
         slots = self.heartbeats.slots

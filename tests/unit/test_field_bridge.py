@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import msgpack
@@ -14,7 +15,7 @@ from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
 from edgeloop.drivers.points import PointMap, Quality
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
-from edgeloop.realtime.ipc import Record
+from edgeloop.realtime.ipc import Channel, Record, socketpair
 from edgeloop.schedule import ControlLogic, FixedUpdate
 from edgeloop.world import World
 
@@ -182,3 +183,61 @@ def test_values_read_mark_their_component_changed_for_change_queries() -> None:
     tank_entity = app.world.resource(FieldModel).entities["tank1"]
     assert seen[1] == [tank_entity], "a new value is a change"
     assert seen[2] == [], "the same value again is not"
+
+
+def test_a_value_the_device_rounds_is_not_written_again_after_each_read() -> None:
+    app, link = _app(SETPOINT)  # float32, read and written
+
+    def hold_setpoint(world: World) -> None:
+        _tank(app).setpoint = 0.1  # as a controller re-asserting its output every tick
+
+    app.add_systems(FixedUpdate, hold_setpoint, in_set=ControlLogic)
+    app.startup()
+    app.run_for(1)
+    assert _writes(link) == [("plc1", [[0, 0.1]])]
+    held = struct.unpack("<f", struct.pack("<f", 0.1))[0]  # 0.10000000149...
+    for _ in range(20):
+        link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [held], 0]))
+        app.run_for(1)
+    assert _writes(link) == [], "the device's float32 rounding is no change"
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [7.0], 0]))  # changed at the HMI
+    app.run_for(1)
+    assert _writes(link) == [("plc1", [[0, 0.1]])], "a change on the device is overruled"
+
+
+def _sent_to_io(io_end: Channel) -> list[tuple[str, Any]]:
+    return [
+        (record.key, record.payload)
+        for batch in io_end.receive()
+        for record in batch.records
+        if record.topic == TOPIC_WRITE
+    ]
+
+
+def test_io_process_down_makes_values_stale_and_a_new_one_gets_the_outputs_again() -> None:
+    control_end, io_end = socketpair()
+    app = App()
+    link = IoLink(Channel(control_end))
+    app.add_plugin(IoLinkPlugin(link))
+    add_field_devices(app, "test", [DeviceSpec("plc1", "test", [LEVEL, PUMP, SETPOINT])])
+    app.startup()
+    app.run_for(1)
+    _tank(app).setpoint = 2.0
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0], [1.0], 0]))
+    app.run_for(1)
+    io = Channel(io_end)
+    assert _sent_to_io(io) == [("plc1", [[1, False]]), ("plc1", [[2, 2.0]])]
+    assert _tank(app).level_quality is Quality.GOOD
+
+    link.channel.close()  # the io process died
+    app.run_for(1)
+    model = app.world.resource(FieldModel)
+    assert _tank(app).level_quality is Quality.STALE, "nothing is read while io is down"
+    assert model.health["plc1"].state == "offline"
+
+    control_end, io_end = socketpair()
+    link.replace(control_end)  # the supervisor started a new io process
+    app.run_for(1)
+    assert _sent_to_io(Channel(io_end)) == [("plc1", [[1, False], [2, 2.0]])], (
+        "the outputs control logic owns are sent to the new io process"
+    )

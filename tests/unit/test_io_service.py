@@ -3,7 +3,7 @@ from __future__ import annotations
 from edgeloop.priority import Priority
 from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.realtime.io_process import IoService
-from edgeloop.realtime.ipc import Channel, Record, socketpair
+from edgeloop.realtime.ipc import Batch, Channel, Record, socketpair
 
 
 async def test_senders_are_paused_past_the_byte_budget_and_low_is_shed_first() -> None:
@@ -24,3 +24,24 @@ async def test_senders_are_paused_past_the_byte_budget_and_low_is_shed_first() -
     assert service.channel.outbox.dropped_low > 0, "LOW went first"
     heartbeats.close()
     control_end.close()
+
+
+async def test_a_failing_part_handler_costs_neither_the_batch_nor_the_loop() -> None:
+    control_end, io_end = socketpair()
+    heartbeats = Heartbeats()
+    service = IoService(Channel(io_end), heartbeats)
+    seen: list[str] = []
+
+    def broken(record: Record) -> None:
+        raise OverflowError("a value the part did not expect")
+
+    service.on_topic("a", broken)
+    service.on_topic("a", lambda record: seen.append(record.key))
+    service.on_topic("b", lambda record: seen.append(record.key))
+    records = [Record("a", "1", int(Priority.HIGH), 0), Record("b", "2", int(Priority.HIGH), 0)]
+    service.handle(Batch(1, records))
+    assert seen == ["1", "2"], "every handler got its record"
+    assert service.handler_errors == 1
+    heartbeats.close()
+    control_end.close()
+    io_end.close()
