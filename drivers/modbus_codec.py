@@ -83,8 +83,8 @@ def encode(
 ) -> list[int]:
     """The registers holding ``raw`` (a value of ``type_``, unscaled).
 
-    ``ValueError`` if it does not fit: an integer out of range, a string longer than
-    ``count`` registers.
+    ``ValueError`` if it does not fit: an integer or a float out of range, a string
+    longer than ``count`` registers.
     """
     swap, endian = _layout(byte_order, word_order)
     if type_ == "string":
@@ -98,7 +98,7 @@ def encode(
         value: Any = (1 if raw else 0) if type_ == "bool" else raw
         try:
             data = struct.pack(endian + _CODES[type_], value)
-        except struct.error as err:
+        except (struct.error, OverflowError) as err:  # a float too large is an OverflowError
             raise ValueError(f"{raw!r} does not fit in {type_}: {err}") from None
     if swap:
         data = _swap_pairs(data)

@@ -19,6 +19,9 @@ from edgeloop.drivers.points import EntityName, Identifier, PointMap
 DEFAULT_GROUP = "default"
 RTU_FAST_GAP_S = 0.00175  # the fixed inter-frame gap above 19200 baud (Modbus over serial line)
 BIT_TABLES = ("coil", "discrete")
+WRITE_REGISTER_LIMIT = 123  # registers per write (FC16)
+WRITE_BIT_LIMIT = 1968  # coils per write (FC15)
+RTU_BYTESIZE = 8  # an RTU frame carries 8 data bits a character
 _READ_ONLY_TABLES = ("input", "discrete")
 
 Positive = Annotated[float, Field(gt=0, le=3600, strict=True)]
@@ -54,6 +57,11 @@ class ModbusPoint(PointMap):
             raise ValueError("a string needs count: the registers it occupies (2 bytes each)")
         if self.type != "string" and self.count is not None:
             raise ValueError(f"count is for strings; a {self.type} has a fixed size")
+        if self.writes and self.count is not None and self.count > WRITE_REGISTER_LIMIT:
+            raise ValueError(
+                f"a written string takes at most {WRITE_REGISTER_LIMIT} registers (one FC16 "
+                f"write), not count {self.count}"
+            )
         if self.address + self.width > 65536:
             raise ValueError(f"address {self.address} + {self.width} runs past 65535")
         return self
@@ -111,11 +119,18 @@ class RtuLine(Section):
     baudrate: Annotated[int, Field(ge=300, le=4_000_000, strict=True)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    bytesize: Annotated[int, Field(strict=True)] = RTU_BYTESIZE
     # silence after each exchange before the next request, for devices slow to turn
     # their RS-485 driver around; never less than the 3.5-character inter-frame gap
     inter_request_delay_s: Annotated[float, Field(ge=0, le=10, strict=True)] = 0.0
     local_echo: Flag = False  # the adapter echoes what it sends: discard it
+
+    @field_validator("bytesize")
+    @classmethod
+    def _eight_data_bits(cls, bytesize: int) -> int:
+        if bytesize != RTU_BYTESIZE:
+            raise ValueError(f"Modbus RTU needs {RTU_BYTESIZE} data bits: bytesize must be 8")
+        return bytesize
 
     def gap_s(self) -> float:
         """The silence the line needs between a response and the next request."""

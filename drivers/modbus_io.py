@@ -10,6 +10,10 @@ A device whose request times out, answers garbage or drops the connection is bac
 (exponential, with jitter) and skipped until its backoff expires, so on a shared line
 the healthy devices keep their poll rate; its values turn STALE until it answers again.
 A Modbus exception answer only makes that block's values BAD: the device is alive.
+
+Polls and writes take turns by when they fell due, so control logic that changes an
+output every tick cannot starve the polls of its device or of its line. A group whose
+poll is overdue (the line is busy elsewhere) turns STALE even though its device answers.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from edgeloop.drivers.health import ErrorKind
 from edgeloop.drivers.modbus_codec import BitDecoder, RegisterDecoder, Slot, Table, encode
 from edgeloop.drivers.modbus_config import (
     BIT_TABLES,
+    WRITE_BIT_LIMIT,
+    WRITE_REGISTER_LIMIT,
     ModbusConfig,
     ModbusDevice,
     ModbusLine,
@@ -50,9 +56,11 @@ from edgeloop.realtime.io_part import IoContext
 log = logging.getLogger("edgeloop.modbus")
 
 DRIVER = "modbus"
-WRITE_REGISTER_LIMIT = 123  # registers per write (FC16)
-WRITE_BIT_LIMIT = 1968  # coils per write (FC15)
 LOG_EVERY_S = 10.0  # at most one state-change line per device this often
+# A group not read within 2 periods (or 2 polls of it, when a poll takes longer) plus a
+# timeout is overdue; the watch for that looks twice within the shortest such window.
+OVERDUE_PERIODS = 2.0
+OVERDUE_CHECKS_PER_WINDOW = 2.0
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
@@ -156,12 +164,21 @@ _READ_FUNCTIONS: dict[str, str] = {
 
 
 class _Group:
-    __slots__ = ("blocks", "due", "period_s")
+    __slots__ = ("blocks", "due", "fresh_until", "period_s", "slack_s")
 
-    def __init__(self, period_s: float, blocks: list[_Block]) -> None:
+    def __init__(self, period_s: float, blocks: list[_Block], slack_s: float) -> None:
         self.period_s = period_s
         self.blocks = blocks
+        self.slack_s = slack_s  # the line's timeout: one exchange may hold it that long
         self.due = 0.0
+        self.fresh_until = math.inf  # when its GOOD values turn STALE unless read again
+
+    def read(self, started: float, ended: float) -> None:
+        """A poll of every block answered between ``started`` and ``ended``."""
+        self.fresh_until = ended + self.window_s(ended - started)
+
+    def window_s(self, poll_s: float = 0.0) -> float:
+        return OVERDUE_PERIODS * max(self.period_s, poll_s) + self.slack_s
 
 
 class _Write(NamedTuple):
@@ -184,12 +201,17 @@ class _Device:
         self.channel = DeviceChannel(
             context, config.name, DRIVER, config.points, line.offline_after
         )
-        self.groups = _poll_groups(config)
+        self.groups = _poll_groups(config, line.timeout_s)
         self.channel.health.set_requests_per_cycle(sum(len(g.blocks) for g in self.groups))
         self.backoff = line.backoff.make()
         self.line_retries = line.retries
         self.retry_at = 0.0  # skipped until then (monotonic s) after a failed request
         self.pending: dict[int, Any] = {}  # point index -> engineering value to write
+        self.write_due = 0.0  # when the oldest of ``pending`` was queued (monotonic s)
+        self.sending: dict[int, Any] = {}  # the values of the write under way
+        # point index -> value the device accepted, written again when it comes back
+        # online: a PLC that rebooted holds its defaults
+        self.written: dict[int, Any] = {}
         self.good_reads = 0  # blocks read and published, for tests and benchmarks
         self._logged_state = "connecting"
         self._logged_at = -math.inf
@@ -201,9 +223,38 @@ class _Device:
 
     def queue_writes(self, writes: list[tuple[int, Any]]) -> None:
         points = self.config.points
+        queued = bool(self.pending)
         for index, value in writes:
             if 0 <= index < len(points) and points[index].writes:
                 self.pending[index] = value
+        if not queued and self.pending:
+            self.write_due = time.monotonic()
+
+    def requeue(self, values: dict[int, Any]) -> None:
+        """Write ``values`` again, unless a newer value of a point is pending."""
+        if values and not self.pending:
+            self.write_due = time.monotonic()
+        self.pending = {**values, **self.pending}
+
+    def answered(self, rtt_s: float) -> None:
+        """A good exchange; a device back from offline gets its outputs written again."""
+        back = self.channel.health.state in _UNREACHED
+        self.channel.good(rtt_s)
+        self.backoff.reset()
+        if back and self.written:
+            self.requeue({i: v for i, v in self.written.items() if i not in self.sending})
+
+    def expire_overdue(self, now: float) -> float:
+        """Turn STALE the groups whose poll is overdue; when the next one will be."""
+        soonest = math.inf
+        for group in self.groups:
+            if group.fresh_until <= now:
+                group.fresh_until = math.inf
+                for block in group.blocks:
+                    self.channel.mark_stale(block.key)
+            else:
+                soonest = min(soonest, group.fresh_until)
+        return soonest
 
     def failed(self, kind: ErrorKind, detail: str) -> None:
         """No usable answer: back off, and nothing read before counts as current."""
@@ -229,7 +280,10 @@ class _Device:
             )
 
 
-def _poll_groups(config: ModbusDevice) -> list[_Group]:
+_UNREACHED = ("connecting", "offline")
+
+
+def _poll_groups(config: ModbusDevice, timeout_s: float) -> list[_Group]:
     by_group: dict[tuple[str, Table], list[tuple[int, ModbusPoint]]] = {}
     for index, point in enumerate(config.points):
         if point.reads:
@@ -241,7 +295,10 @@ def _poll_groups(config: ModbusDevice) -> list[_Group]:
         for request in plan_reads(spans, limit, config.max_gap):
             members = [points[i] for i in request.points]
             blocks.setdefault(group, []).append(_Block(group, table, request.start, members))
-    return [_Group(config.period_s(group), group_blocks) for group, group_blocks in blocks.items()]
+    return [
+        _Group(config.period_s(group), group_blocks, timeout_s)
+        for group, group_blocks in blocks.items()
+    ]
 
 
 def _write_requests(
@@ -374,23 +431,26 @@ class _Link:
 
     def _next_job(self, now: float) -> tuple[_Device, _Group | None] | float:
         """The device and group to poll next (group None: its writes), or the seconds
-        until one is due."""
+        until one is due.
+
+        The job that fell due first goes first, writes (due when queued) like polls: a
+        write queued while another was under way waits for the polls due before it.
+        """
         soonest = math.inf
-        best: tuple[_Device, _Group] | None = None
+        best: tuple[_Device, _Group | None] | None = None
+        best_due = math.inf
         for device in self.devices:
             if device.retry_at > now:
                 soonest = min(soonest, device.retry_at)
                 continue
-            if device.pending:
-                return device, None
+            if device.pending and device.write_due < best_due:
+                best, best_due = (device, None), device.write_due
             for group in device.groups:
-                if best is None or group.due < best[1].due:
-                    best = (device, group)
-        if best is not None:
-            if best[1].due <= now:
-                return best
-            soonest = min(soonest, best[1].due)
-        return min(soonest - now, 3600.0)
+                if group.due < best_due:
+                    best, best_due = (device, group), group.due
+        if best is not None and best_due <= now:
+            return best
+        return min(min(soonest, best_due) - now, 3600.0)
 
     async def _connect(self) -> bool:
         if self.client is None:
@@ -467,30 +527,42 @@ class _Link:
                 return
             block.last = values
             channel.publish_block(block.key, block.indices, values, quality)
-            channel.good(rtt)
-            device.backoff.reset()
+            device.answered(rtt)
             device.good_reads += 1
+        group.read(now, time.monotonic())
         device.log_state()
 
     async def _write(self, device: _Device) -> None:
-        pending, device.pending = device.pending, {}
+        pending = device.sending = device.pending
+        device.pending = {}
+        try:
+            await self._write_pending(device, pending)
+        finally:
+            device.sending = {}
+        device.log_state()
+
+    async def _write_pending(self, device: _Device, pending: dict[int, Any]) -> None:
         requests, problems = _write_requests(device.config.points, pending)
         for problem in problems:
             device.channel.error("write", problem)
         for position, request in enumerate(requests):
             try:
-                await self._write_one(device, request)
+                accepted = await self._write_one(device, request)
             except _Failure as failure:
                 device.failed("write", f"{failure.kind}: {failure.detail} "
                               f"({request.describe()})")  # fmt: skip
                 # kept for when the device answers again, unless a newer value came
-                for unsent in requests[position:]:
-                    for index in unsent.indices:
-                        device.pending.setdefault(index, pending[index])
+                device.requeue(
+                    {i: pending[i] for unsent in requests[position:] for i in unsent.indices}
+                )
                 return
-        device.log_state()
+            if accepted:
+                device.written.update((i, pending[i]) for i in request.indices)
+                if device.config.verify_writes:
+                    await self._verify(device, request)
 
-    async def _write_one(self, device: _Device, request: _Write) -> None:
+    async def _write_one(self, device: _Device, request: _Write) -> bool:
+        """Send one write request; whether the device accepted it."""
         client = self.client
         assert client is not None
         start, values = request.start, request.values
@@ -509,19 +581,25 @@ class _Link:
         if response.isError():
             code = response.exception_code
             device.channel.error("write", f"code {code} writing {request.describe()}")
-            return
-        device.channel.good(rtt)
-        if device.config.verify_writes:
-            await self._verify(device, request)
+            return False
+        device.answered(rtt)
+        return True
 
     async def _verify(self, device: _Device, request: _Write) -> None:
+        """Read back a write the device accepted: a mismatch or no answer is a write
+        error, and the write is not sent again (it was accepted)."""
         client = self.client
         assert client is not None
         count = len(request.values)
         read = client.read_coils if request.table == "coil" else client.read_holding_registers
-        response, _ = await self._exchange(
-            partial(read, request.start, count=count, device_id=device.unit), device.retries
-        )
+        try:
+            response, _ = await self._exchange(
+                partial(read, request.start, count=count, device_id=device.unit), device.retries
+            )
+        except _Failure as failure:
+            device.channel.error("write", f"read-back of {request.describe()}: {failure.kind}: "
+                                 f"{failure.detail}")  # fmt: skip
+            return
         got = list(response.bits[:count] if request.table == "coil" else response.registers)
         if response.isError() or got != list(request.values):
             device.channel.error("write", f"read-back of {request.describe()} differs")
@@ -554,6 +632,22 @@ class ModbusIo:
         self._tasks = [
             asyncio.create_task(link.run(), name=f"modbus {link.name}") for link in self.links
         ]
+        self._tasks.append(asyncio.create_task(self._expire_overdue(), name="modbus overdue"))
+
+    async def _expire_overdue(self) -> None:
+        """Turn STALE the values of groups whose poll is overdue, even while their line
+        waits for an answer elsewhere: a value not read on time is not presented as fresh.
+        """
+        devices = list(self.devices.values())
+        windows = [group.window_s() for device in devices for group in device.groups]
+        if not windows:
+            return
+        check_s = min(windows) / OVERDUE_CHECKS_PER_WINDOW
+        while True:
+            now = time.monotonic()
+            soonest = min(device.expire_overdue(now) for device in devices)
+            # a group read again while this sleeps is checked within check_s of its time
+            await asyncio.sleep(min(soonest - now, check_s))
 
     async def stop(self) -> None:
         for link in self.links:

@@ -166,8 +166,10 @@ async def test_outputs_are_written_when_the_control_changes_them(
         await field.until(lambda f: f.component("tank1", "Tank").speed == 25.0, DEADLINE_S)
 
         tank.mode = 70000.0  # does not fit a uint16: refused, reported
+        tank.speed = 10.0  # in the same request: written all the same
         await field.until(lambda f: f.health("plc1").error_count("write") == 1, DEADLINE_S)
         assert "mode" in field.health("plc1").last_error
+        await field.until(lambda f: plc.read(1, "holding", 32, 2) == [20, 3], DEADLINE_S)
 
 
 async def test_a_refused_write_is_a_write_error(plc: PlcSimulator) -> None:
@@ -179,6 +181,158 @@ async def test_a_refused_write_is_a_write_error(plc: PlcSimulator) -> None:
         field.component("tank1", "Tank").setpoint = 1.0
         await field.until(lambda f: f.health("plc1").error_count("write") >= 1, DEADLINE_S)
         assert "code 4" in field.health("plc1").last_error
+
+
+async def test_an_output_changed_every_tick_leaves_the_polls_their_turn(
+    plc: PlcSimulator,
+) -> None:
+    poll_s, window_s = 0.05, 2.0
+    port = await plc.serve_tcp()
+    line = {"tcp": {"host": "127.0.0.1", "port": port, "shared_connection": True}}
+    writer = {
+        "name": "unit1",
+        "unit_id": 1,
+        "poll_s": poll_s,
+        "points": [_point("level", 0), _point("setpoint", 30, direction="output")],
+    }
+    reader = {"name": "unit2", "unit_id": 2, "poll_s": poll_s, "points": [_tank2_level(0)]}
+    plc.set_fault(1, Faults(delay_s=0.03))  # a write to unit1 takes 3 control ticks
+    async with running_field(SECTION, _config(line, writer, reader)) as field:
+        await field.until(
+            lambda f: f.health("unit1").state == f.health("unit2").state == "online",
+            DEADLINE_S,
+            "both online",
+        )
+        devices = field.part.devices
+        reads = {name: device.good_reads for name, device in devices.items()}
+        tank = field.component("tank1", "Tank")
+        start = time.monotonic()
+
+        def change_every_tick(f: Field) -> bool:
+            tank.setpoint += 1.0  # a PID output: a new value every tick
+            return time.monotonic() - start >= window_s
+
+        await field.until(change_every_tick, DEADLINE_S, "window")
+        elapsed = time.monotonic() - start
+        rates = {name: (devices[name].good_reads - reads[name]) / elapsed for name in reads}
+        # Writes served before every poll read each unit 0.3-0.6 times a second.
+        assert rates["unit2"] >= 0.4 / poll_s, rates
+        assert rates["unit1"] >= 0.2 / poll_s, rates
+        latest = encode("float32", tank.setpoint)
+        await field.until(
+            lambda f: plc.read(1, "holding", 30, 2) == latest, DEADLINE_S, "the latest setpoint"
+        )
+
+
+def _tank2_level(address: int, **more: Any) -> dict[str, Any]:
+    return {**_point("level", address), "entity": "tank2", **more}
+
+
+async def test_a_poll_overdue_turns_its_values_stale_while_the_device_answers(
+    plc: PlcSimulator,
+) -> None:
+    port = await plc.serve_tcp()
+    line = {"tcp": {"host": "127.0.0.1", "port": port, "shared_connection": True}}
+    fast = {"name": "unit1", "unit_id": 1, "poll_s": 0.05, "points": [_point("level", 0)]}
+    # eight requests a poll (the points are not adjacent): slowed down, 2.4 s of the line
+    slow = {
+        "name": "unit2",
+        "unit_id": 2,
+        "poll_s": 0.05,
+        "points": [_tank2_level(10 * i, field=f"level{i}") for i in range(8)],
+    }
+    config = _config(line, fast, slow, timeout_s=1.0, retries=0)
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "a good read")
+        plc.set_fault(2, Faults(delay_s=0.3))
+        await field.until(
+            lambda f: _quality(f) is Quality.STALE,
+            DEADLINE_S,
+            "unit1 STALE: not read within 2 x 0.05 s + 1 s while the line waits for unit2",
+        )
+        health = field.health("unit1")
+        assert health.state == "online" and health.errors == (), health
+        plc.clear_faults()
+        await field.until(lambda f: _quality(f) is Quality.GOOD, DEADLINE_S, "fresh again")
+
+
+async def test_outputs_are_written_again_when_a_device_comes_back_online(
+    plc: PlcSimulator,
+) -> None:
+    port = await plc.serve_tcp()
+    device = {
+        "name": "plc1",
+        "poll_s": 0.05,
+        "points": [_point("level", 0), _point("setpoint", 30, direction="output")],
+    }
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device, **FAST_FAULTS)
+    async with running_field(SECTION, config) as field:
+        await field.until(lambda f: f.health("plc1").state == "online", DEADLINE_S, "online")
+        field.component("tank1", "Tank").setpoint = 12.5
+        setpoint = encode("float32", 12.5)
+        await field.until(lambda f: plc.read(1, "holding", 30, 2) == setpoint, DEADLINE_S)
+
+        plc.set_fault(1, Faults(disconnect=True))  # the PLC reboots...
+        await field.until(lambda f: f.health("plc1").state == "offline", DEADLINE_S, "offline")
+        plc.write(1, "holding", 30, [0, 0])  # ... to its defaults
+        plc.clear_faults()
+        await field.until(
+            lambda f: plc.read(1, "holding", 30, 2) == setpoint,
+            DEADLINE_S,
+            "the setpoint written again, unchanged by the control",
+        )
+
+
+def _output_only_device(**more: Any) -> dict[str, Any]:
+    points = [_point("setpoint", 30, direction="output")]
+    return {"name": "plc1", "points": points, **more}
+
+
+async def test_a_good_write_resets_the_backoff_of_an_output_only_device(
+    plc: PlcSimulator,
+) -> None:
+    port = await plc.serve_tcp()
+    line = {"tcp": {"host": "127.0.0.1", "port": port}}
+    async with running_field(SECTION, _config(line, _output_only_device(), **FAST_FAULTS)) as field:
+        device = field.part.devices["plc1"]
+        plc.set_fault(1, Faults(timeout=True))
+        field.component("tank1", "Tank").setpoint = 5.0
+        await field.until(lambda f: device.backoff.attempts >= 2, DEADLINE_S, "writes failing")
+        plc.clear_faults()
+        await field.until(lambda f: f.health("plc1").state == "online", DEADLINE_S, "written")
+        assert plc.read(1, "holding", 30, 2) == encode("float32", 5.0)
+        assert device.backoff.attempts == 0, "the next failure backs off from the start"
+
+
+async def test_a_read_back_without_answer_is_a_write_error_and_the_write_is_not_resent(
+    plc: PlcSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = 0
+
+    def every_second_request_unanswered(unit_id: int) -> Faults:
+        # an output-only device sends a write, then its read-back: the read-backs time out
+        nonlocal requests
+        requests += 1
+        return Faults(timeout=requests % 2 == 0)
+
+    monkeypatch.setattr(plc, "faults_for", every_second_request_unanswered)
+    port = await plc.serve_tcp()
+    line = {"tcp": {"host": "127.0.0.1", "port": port}}
+    device_config = _output_only_device(verify_writes=True)
+    async with running_field(SECTION, _config(line, device_config, **FAST_FAULTS)) as field:
+        device = field.part.devices["plc1"]
+        field.component("tank1", "Tank").setpoint = 7.5
+        await field.until(
+            lambda f: plc.read(1, "holding", 30, 2) == encode("float32", 7.5), DEADLINE_S
+        )
+        await field.until(
+            lambda f: requests % 2 == 0 and f.health("plc1").error_count("write") == requests // 2,
+            DEADLINE_S,
+            "a write error for the read-back of the last write",
+        )
+        assert "read-back of holding 30+2: timeout" in field.health("plc1").last_error
+        assert device.pending == {}, "an accepted write is not sent again"
+        assert device.backoff.attempts == 0, "a device that accepted a write is not backed off"
 
 
 def _quality(f: Field) -> Quality:
@@ -270,6 +424,16 @@ def test_rtu_gap_is_three_and_a_half_characters_or_the_configured_delay() -> Non
     assert gap(baudrate=9600, parity="E", stopbits=2) == pytest.approx(3.5 * 12 / 9600)
     assert gap(baudrate=115200) == pytest.approx(0.00175)  # fixed above 19200 baud
     assert gap(baudrate=115200, inter_request_delay_s=0.02) == 0.02
+
+
+def test_rtu_needs_eight_data_bits_and_a_written_string_fits_one_write() -> None:
+    with pytest.raises(ValueError, match="Modbus RTU needs 8 data bits"):
+        RtuLine.model_validate({"port": "/dev/ttyUSB0", "bytesize": 7})
+    line = {"tcp": {"host": "127.0.0.1"}}
+    label = _point("label", 0, type="string", count=124)
+    _config(line, {"name": "plc1", "points": [label]})  # read in one request of 125
+    with pytest.raises(ValueError, match="at most 123 registers"):
+        _config(line, {"name": "plc1", "points": [{**label, "direction": "output"}]})
 
 
 def _free_port() -> int:

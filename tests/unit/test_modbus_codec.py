@@ -88,6 +88,8 @@ def test_string_is_padded_with_nul_and_byte_order_swaps_characters() -> None:
 def test_values_that_do_not_fit_are_refused() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         encode("uint16", 70000)
+    with pytest.raises(ValueError, match="does not fit in float32"):
+        encode("float32", 1e40)
     with pytest.raises(ValueError, match="longer than 4 bytes"):
         encode("string", "ABCDE", count=2)
 
