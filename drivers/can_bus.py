@@ -26,7 +26,8 @@ turns its points STALE and counts a ``timeout``; a frame of the wrong length cou
 
 Transmit: each ``tx`` message goes out every ``period_ms`` with the values the control
 loop last wrote (the signals' initial values before that), and at once on a write when
-``on_change`` is set.
+``on_change`` is set; a write while the bus is closed or bus-off goes out when it is
+back. A period is at least 1 ms.
 
 Bus state: error-passive and bus-off come from SocketCAN's error frames (or
 ``bus.state`` where an interface reports one) and are counted as ``bus`` errors of every
@@ -37,6 +38,7 @@ with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import enum
 import errno
@@ -57,7 +59,7 @@ from cantools.database.can import Database, Message, Signal
 from cantools.database.conversion import BaseConversion
 from cantools.database.errors import DecodeError
 from cantools.database.errors import Error as CantoolsError
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, KeyPath, Section
@@ -92,7 +94,20 @@ _BAD = int(Quality.BAD)
 _EXTENDED = 1 << 31  # in frame keys: 0x181 standard and 0x181 extended are two frames
 
 Positive = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+MIN_PERIOD_MS = 1.0  # a shorter period would keep the io loop busy with this one frame
 SignalName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _period_floor(period_ms: float) -> float:
+    if period_ms < MIN_PERIOD_MS:
+        raise ValueError(
+            f"{period_ms:g} ms is below the {MIN_PERIOD_MS:g} ms floor: a frame that often "
+            "would keep the io loop busy with nothing else"
+        )
+    return period_ms
+
+
+PeriodMs = Annotated[float, Field(strict=True, allow_inf_nan=False), AfterValidator(_period_floor)]
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -172,7 +187,7 @@ class MessageDef(Section):
     id: Annotated[int, Field(ge=0, le=0x1FFFFFFF, strict=True)]
     extended: Annotated[bool, Field(strict=True)] = False
     length: Annotated[int, Field(ge=0, le=8, strict=True)] = 8
-    period_ms: Positive | None = None  # how often the sender sends it
+    period_ms: PeriodMs | None = None  # how often the sender sends it
     signals: Annotated[list[SignalDef], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -196,12 +211,12 @@ class RxDef(Section):
     """How often a received message is sent, where its definition does not say."""
 
     message: SignalName
-    period_ms: Positive
+    period_ms: PeriodMs
 
 
 class TxDef(Section):
     message: SignalName
-    period_ms: Positive | None = None  # None: only on change
+    period_ms: PeriodMs | None = None  # None: only on change
     on_change: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
@@ -512,6 +527,7 @@ class _Tx:
     period_s: float | None
     on_change: bool
     due: float = 0.0
+    dirty: bool = False  # values changed but not sent: sent when the bus can take it again
 
 
 class _Device:
@@ -601,7 +617,7 @@ class _BusLink:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                bus = await asyncio.to_thread(self._open)
+                bus = await self._opened()
             except Exception as err:  # each interface raises its own (driver missing, no device)
                 self._log("open", "%s: cannot open: %s", err)
                 self._all_devices("disconnect", f"bus {self.config.name}: cannot open: {err}")
@@ -614,6 +630,7 @@ class _BusLink:
             tasks: list[asyncio.Task[None]] = []
             try:
                 await self._start_reading(bus, loop)
+                self._send_dirty()
                 tasks = [loop.create_task(self._supervise()), loop.create_task(self._transmit())]
                 reason = await self._failure
             finally:
@@ -626,6 +643,17 @@ class _BusLink:
             self._log("fail", "%s: %s; reopening", reason)
             self._all_devices("disconnect", f"bus {self.config.name}: {reason}")
             await asyncio.sleep(self._backoff.next_delay())
+
+    async def _opened(self) -> can.BusABC:
+        """The bus, opened in a thread (interfaces block in open); a stop meanwhile waits
+        for the thread and shuts down what it opened."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                (await opening).shutdown()
+            raise
 
     def _open(self) -> can.BusABC:
         kwargs = self.config.bus_kwargs()
@@ -766,7 +794,9 @@ class _BusLink:
             return
         self._log(f"state {state.value}", "%s: %s", f"{self.state.value} -> {state.value} ({why})")
         self.state = state
-        if state is not BusHealth.ACTIVE:
+        if state is BusHealth.ACTIVE:
+            self._send_dirty()
+        else:
             self._all_devices("bus", f"{state.value} on bus {self.config.name}")
         if state is BusHealth.OFF:
             for device in self.devices:
@@ -827,6 +857,7 @@ class _BusLink:
 
     def send(self, tx: _Tx) -> None:
         bus = self.bus
+        tx.dirty = True  # until the frame is out
         if bus is None or self.state is BusHealth.OFF:
             return
         try:
@@ -838,8 +869,16 @@ class _BusLink:
             else:
                 tx.device.channel.error("write", f"{tx.message.name}: {err}")
             return
+        tx.dirty = False
         if not tx.device.rx and tx.device.channel.health.state != "online":
             tx.device.channel.good(0.0)  # a device we only send to: a sent frame was ACKed
+
+    def _send_dirty(self) -> None:
+        """Frames whose values changed while the bus was closed or off: an on-change-only
+        frame has no next period to bring them."""
+        for tx in self.tx:
+            if tx.dirty:
+                self.send(tx)
 
     def write(self, device: _Device, writes: list[tuple[int, Any]]) -> None:
         """Output values from the control loop into their frames; on-change frames go now."""
@@ -854,7 +893,8 @@ class _BusLink:
                 raw = point.to_raw(value)
                 values = {**tx.values, signal: int(raw) if isinstance(raw, bool) else raw}
                 data = tx.message.encode(values, scaling=True, strict=True)
-            except (CantoolsError, ValueError, TypeError) as err:
+            except (CantoolsError, ValueError, TypeError, OverflowError) as err:
+                # OverflowError: a raw value wider than its signal, where no min/max says so
                 detail = f"{point.entity}.{point.component}.{point.field} = {value!r}: {err}"
                 device.channel.error("write", detail)
                 continue

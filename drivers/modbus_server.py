@@ -427,7 +427,8 @@ class ServedRegisters(SimCore):
                     if point.table in _BIT_TABLES
                     else encode(point.type, raw, point.byte_order, point.word_order, point.count)
                 )
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, OverflowError) as err:
+                # Only this point answers exception 4 (no value) until its value fits again.
                 self.encode_errors += 1
                 if every_power_of_ten(self.encode_errors):
                     log.warning("%s = %r cannot be served: %s", point.path, value, err)

@@ -29,7 +29,8 @@ frame) is taken whole: one that does not hold every key counts as ``garbage`` an
 changes no value (lines matching ``ignore`` and empty ones are passed over); a key whose
 text is not a value of the point's type makes that point BAD. Output points (ASCII
 only) send their ``write`` template, filled with the raw value, when the control loop
-changes them, and again after the port is reopened.
+changes them, and again after the port is reopened; what the port cannot take at once
+waits (``add_writer``) and goes out whole.
 
 ``stream`` devices talk on their own; when nothing good arrives for ``timeout_ms`` their
 values turn STALE and a ``timeout`` is counted. ``poll`` devices are sent ``request``
@@ -510,6 +511,8 @@ class SerialLink:
         self._deadline = math.inf  # stream: when silence becomes a timeout
         self._written: dict[int, bytes] = {}  # by output point: sent again after a reopen
         self._unsent: dict[int, bytes] = {}
+        self._pending = b""  # the rest of a message partly written: goes out before anything
+        self._writing = False  # waiting for the port to take more (add_writer)
         self._logged: dict[str, float] = {}
 
     def start(self) -> None:
@@ -557,6 +560,7 @@ class SerialLink:
             self.splitter.reset()
             loop.add_reader(fd, self._on_readable, fd)
             self._log("open", "serial %s: %s open", self.config.port, level=logging.INFO)
+            self._pending = b""  # a message cut by the old session is sent whole again
             self._unsent = dict(self._written)
             self._send_unsent()
             worker = loop.create_task(self._poll(loop) if self.config.poll else self._watch(loop))
@@ -566,6 +570,7 @@ class SerialLink:
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
             loop.remove_reader(fd)
+            self._stop_writing()
             self._fd = -1
             self._failure = None
             with contextlib.suppress(OSError):
@@ -574,6 +579,7 @@ class SerialLink:
     def _fail(self, reason: str) -> None:
         if self._failure is not None and not self._failure.done():
             asyncio.get_running_loop().remove_reader(self._fd)  # a dead fd stays readable
+            self._stop_writing()
             self._failure.set_result(reason)
 
     def _down(self, reason: str) -> None:
@@ -670,8 +676,11 @@ class SerialLink:
         reply = self._reply = loop.create_future()
         self._asked_at = loop.time()
         try:
-            if not self._send(request):
+            if self._pending:  # a period on, the port has still not taken it all: stuck
+                self.channel.error("write", f"port not taking {preview(self._pending)}")
                 return
+            self._pending = request
+            self._send_unsent()
             await asyncio.wait_for(reply, timeout_ms / 1000.0)
         except TimeoutError:
             self.channel.mark_stale(self.group)
@@ -699,25 +708,35 @@ class SerialLink:
             self._send_unsent()
 
     def _send_unsent(self) -> None:
-        if self._fd < 0:
+        """Write what waits, as much as the port takes now: the rest of a message partly
+        written, then the commands (not while a poll waits for its answer). The rest goes
+        when the port can take more, or after the poll."""
+        if self._failure is None or self._failure.done():
             return  # sent when the port is open again
-        unsent, self._unsent = self._unsent, {}
-        for data in unsent.values():
-            if not self._send(data):
+        while self._pending or (self._unsent and self._reply is None):
+            if not self._pending:
+                self._pending = self._unsent.pop(next(iter(self._unsent)))
+            try:
+                sent = os.write(self._fd, self._pending)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                self._fail(f"write failed: {err.strerror or err}")
                 return
+            self._pending = self._pending[sent:]
+            if self._pending:
+                break  # the port took what it could: on when it can take more
+        if self._pending or (self._unsent and self._reply is None):
+            if not self._writing:
+                asyncio.get_running_loop().add_writer(self._fd, self._send_unsent)
+                self._writing = True
+        else:
+            self._stop_writing()
 
-    def _send(self, data: bytes) -> bool:
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as err:
-            self._fail(f"write failed: {err.strerror or err}")
-            return False
-        if sent < len(data):
-            self.channel.error("write", f"output buffer full: {preview(data)} not sent whole")
-            return False
-        return True
+    def _stop_writing(self) -> None:
+        if self._writing:
+            asyncio.get_running_loop().remove_writer(self._fd)
+            self._writing = False
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -362,7 +362,7 @@ class CsvFields:
 
 def parse_text(text: str, type_: str) -> float | bool | str:
     """The value a device wrote as ``text``, for a point of ``type_``; ``ValueError`` if
-    it is not one (not a number, not finite, not a boolean word)."""
+    it is not one (not a number, not finite, too large, not a boolean word)."""
     if type_ == "string":
         return text
     if type_ == "bool":
@@ -375,7 +375,10 @@ def parse_text(text: str, type_: str) -> float | bool | str:
     if type_.startswith(("int", "uint")):
         body = text.strip()
         hexadecimal = body.lower().lstrip("+-").startswith("0x")
-        return float(int(body, 16) if hexadecimal else int(body))
+        try:
+            return float(int(body, 16) if hexadecimal else int(body))
+        except OverflowError:
+            raise ValueError(f"{preview(body.encode())} is too large for a number") from None
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite number")

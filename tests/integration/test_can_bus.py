@@ -13,15 +13,25 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import can
+import pydantic
 import pytest
 
 from edgeloop.config import ConfigError, load_config
-from edgeloop.drivers.can_bus import SECTION, CanConfig, load_dbc, receive_filters
+from edgeloop.drivers.can_bus import (
+    CAN_ERR_BUSOFF,
+    CAN_ERR_RESTARTED,
+    SECTION,
+    CanConfig,
+    _BusLink,
+    load_dbc,
+    receive_filters,
+)
 from edgeloop.drivers.can_sim import DriveSim, Fault
 from edgeloop.drivers.points import Quality
 from tests.field_harness import Field, running_field
@@ -448,4 +458,165 @@ async def test_a_bus_that_fails_is_reopened() -> None:
         )
         await field.until(
             lambda f: all_good(f) and f.health("drive1").state == "online", what="online again"
+        )
+
+
+def pair_point(signal: str) -> dict[str, Any]:
+    return {
+        "message": "Pair",
+        "signal": signal,
+        "entity": "p",
+        "component": "Pair",
+        "field": signal.lower(),
+        "direction": "output",
+    }
+
+
+def pair_config(channel: str, **bus: Any) -> CanConfig:
+    """A device commanded by one on-change-only frame of two 8-bit signals, no min/max."""
+    signals = [{"name": "A", "start": 0, "length": 8}, {"name": "B", "start": 8, "length": 8}]
+    return CanConfig.model_validate(
+        {
+            "bus": {"interface": "virtual", "channel": channel, "reopen_initial_s": 0.05, **bus},
+            "devices": [
+                {
+                    "name": "pair",
+                    "messages": [{"name": "Pair", "id": 0x300, "length": 2, "signals": signals}],
+                    "points": [pair_point("A"), pair_point("B")],
+                    "tx": [{"message": "Pair", "on_change": True}],
+                }
+            ],
+        }
+    )
+
+
+def pair_frames(observer: can.BusABC, seen: list[bytes]) -> None:
+    while (frame := observer.recv(0)) is not None:
+        if frame.arbitration_id == 0x300:
+            seen.append(bytes(frame.data))
+
+
+async def test_a_value_too_wide_for_its_signal_fails_alone() -> None:
+    channel = channel_name()
+    observer = can.Bus(interface="virtual", channel=channel)
+    seen: list[bytes] = []
+    try:
+        async with running_field(SECTION, pair_config(channel)) as field:
+            await field.until(lambda f: f.part.links[0].bus is not None, what="bus open")
+            pair = field.component("p", "Pair")
+            pair.a = 300.0  # 8 bits hold 0..255: cantools raises OverflowError
+            pair.b = 9.0
+
+            def b_sent(f: Field) -> bool:
+                pair_frames(observer, seen)
+                return bytes([0, 9]) in seen
+
+            await field.until(b_sent, what="B sent without A")
+            health = field.health("pair")
+            assert health.error_count("write") == 1
+            assert "p.Pair.a = 300.0" in health.last_error
+    finally:
+        observer.shutdown()
+
+
+async def test_a_write_while_bus_off_goes_out_on_recovery() -> None:
+    channel = channel_name()
+    observer = can.Bus(interface="virtual", channel=channel)
+    seen: list[bytes] = []
+    try:
+        async with running_field(SECTION, pair_config(channel)) as field:
+            link = field.part.links[0]
+            await field.until(lambda f: link.bus is not None, what="bus open")
+            observer.send(can.Message(arbitration_id=CAN_ERR_BUSOFF, is_error_frame=True))
+            await field.until(lambda f: link.state.value == "bus-off", what="bus-off")
+            field.component("p", "Pair").b = 7.0
+            device = link.devices[0]
+            await field.until(lambda f: device.tx["Pair"].values["B"] == 7.0, what="write in")
+            observer.send(can.Message(arbitration_id=CAN_ERR_RESTARTED, is_error_frame=True))
+
+            def sent(f: Field) -> bool:
+                pair_frames(observer, seen)
+                return bytes([0, 7]) in seen
+
+            await field.until(sent, what="the frame after recovery")
+            assert link.state.value == "error-active"
+    finally:
+        observer.shutdown()
+
+
+async def test_a_write_while_the_bus_is_closed_goes_out_on_reopen() -> None:
+    channel = channel_name()
+    observer = can.Bus(interface="virtual", channel=channel)
+    seen: list[bytes] = []
+    try:
+        # A reopen slow enough for the write to land while the bus is closed.
+        config = pair_config(channel, reopen_initial_s=1.0)
+        async with running_field(SECTION, config) as field:
+            link = field.part.links[0]
+            await field.until(lambda f: link.bus is not None, what="bus open")
+            link.bus.shutdown()  # every recv() now raises: closed, reopened after a while
+            await field.until(lambda f: link.bus is None, what="bus closed")
+            field.component("p", "Pair").b = 5.0
+            device = link.devices[0]
+            await field.until(lambda f: device.tx["Pair"].values["B"] == 5.0, what="write in")
+            assert link.bus is None, "the write landed while the bus was closed"
+
+            def sent(f: Field) -> bool:
+                pair_frames(observer, seen)
+                return bytes([0, 5]) in seen
+
+            await field.until(sent, timeout_s=15, what="the frame after reopening")
+    finally:
+        observer.shutdown()
+
+
+async def test_stopping_while_the_bus_opens_shuts_down_what_was_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    opened: list[can.BusABC] = []
+    real_open = _BusLink._open
+
+    def slow_open(self: _BusLink) -> can.BusABC:
+        entered.set()
+        release.wait(10)
+        bus = real_open(self)
+        opened.append(bus)
+        return bus
+
+    monkeypatch.setattr(_BusLink, "_open", slow_open)
+    async with running_field(SECTION, pair_config(channel_name())) as field:
+        await field.until(lambda f: entered.is_set(), what="opening")
+        stopping = asyncio.create_task(field.part.links[0].stop())
+        await field.tick(2)
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        await field.until(lambda f: opened, what="the thread's bus")
+        assert opened[0]._is_shutdown
+
+
+@pytest.mark.parametrize("where", ["tx", "rx", "messages"])
+def test_a_period_below_one_millisecond_is_refused(where: str) -> None:
+    device: dict[str, Any] = {
+        "name": "drive1",
+        "dbc": "drive.dbc",
+        "points": STATUS_POINTS + COMMAND_POINTS,
+        "tx": [{"message": "DriveCommand", "period_ms": 20}],
+    }
+    if where == "tx":
+        device["tx"] = [{"message": "DriveCommand", "period_ms": 0.01}]
+    elif where == "rx":
+        device["rx"] = [{"message": "DriveStatus", "period_ms": 0.5}]
+    else:
+        signal = {"name": "S", "start": 0, "length": 8}
+        device = {
+            "name": "d",
+            "messages": [{"name": "M", "id": 1, "period_ms": 0.2, "signals": [signal]}],
+            "points": [{"message": "M", "signal": "S", "entity": "d", "component": "D",
+                        "field": "s"}],
+        }  # fmt: skip
+    with pytest.raises(pydantic.ValidationError, match="below the 1 ms floor"):
+        CanConfig.model_validate(
+            {"bus": {"interface": "virtual", "channel": "x"}, "devices": [device]}
         )

@@ -225,3 +225,32 @@ def test_config_mistakes_are_refused(change: dict[str, Any], message: str) -> No
              "table": "holding", "address": 30, **change}  # fmt: skip
     with pytest.raises(ValidationError, match=re.escape(message)):
         config([*POINTS, point])
+
+
+async def test_a_value_that_cannot_be_encoded_fails_only_its_point() -> None:
+    async with served() as (field, client, boiler):
+        await ticking_until(
+            field,
+            lambda: client.read_holding_registers(10, count=2, device_id=1),
+            lambda answer: not answer.isError(),
+        )
+        registers = field.part.registers
+        boiler.setpoint = 1e39  # beyond float32
+        boiler.burns = 4
+        burns = await ticking_until(
+            field,
+            lambda: client.read_holding_registers(12, count=1, device_id=1),
+            lambda answer: not answer.isError() and answer.registers == [4],
+        )
+        unencodable = await client.read_holding_registers(10, count=2, device_id=1)
+        counted = registers.encode_errors
+        boiler.setpoint = 55.0
+        again = await ticking_until(
+            field,
+            lambda: client.read_holding_registers(10, count=2, device_id=1),
+            lambda answer: not answer.isError(),
+        )
+    assert burns.registers == [4], "the other points of the snapshot are served"
+    assert unencodable.exception_code == 4, "no value to serve for this point"
+    assert counted >= 1
+    assert decode("float32", again.registers) == 55.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +450,100 @@ def test_binary_config_mistakes_are_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="beyond the 8 bits"):
         config({**device, "frame": bad_bit, "points": [BINARY_POINTS[3]]})
     assert config({**device, "points": BINARY_POINTS}).devices[0].frame is not None
+
+
+async def test_an_integer_too_large_for_a_number_is_bad(tmp_path: Path) -> None:
+    async with running_sim(tmp_path, stream=False) as sim:
+        device = {"name": "sensor1", "port": sim.path, "key_value": {}, "max_line_bytes": 1024}
+        device["points"] = CLIMATE_POINTS
+        huge = b"9" * 400  # int() takes it, float() cannot
+
+        def sensor_says(f: Field) -> bool:
+            sim.port.write(b"T=21.5,H=40.5,N=" + huge + b"\r\n")
+            return bool(climate(f).count_quality is Quality.BAD)
+
+        async with running_field(SECTION, config(device)) as field:
+            await field.until(sensor_says, what="a line with a huge count")
+            room = climate(field)
+            assert room.temperature == 21.5 and room.temperature_quality is Quality.GOOD
+            assert field.health("sensor1").state == "online"
+
+
+@contextlib.contextmanager
+def bare_pty() -> Any:
+    """A pty pair: the driver opens the slave's path, the test is the device on the master."""
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    try:
+        yield master, slave
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def command_device(path: str, template: str) -> dict[str, Any]:
+    setpoint = {"entity": "room1", "component": "Climate", "field": "setpoint"}
+    setpoint |= {"direction": "output", "write": template}
+    return {
+        "name": "sensor1",
+        "port": path,
+        "key_value": {},
+        "stream": {"timeout_ms": 60_000},
+        "points": [CLIMATE_POINTS[0], setpoint],
+    }
+
+
+def read_into(master: int, received: bytearray) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(master, 65536):
+            received += chunk
+
+
+async def test_a_command_the_port_cannot_take_now_is_sent_when_it_can(tmp_path: Path) -> None:
+    with bare_pty() as (master, slave):
+        device = command_device(os.ttyname(slave), "SET {value:.2f}\r\n")
+        async with running_field(SECTION, config(device)) as field:
+            link = field.part.links["sensor1"]
+            await field.until(lambda f: link._fd >= 0, what="the port open")
+            termios.tcflow(slave, termios.TCOOFF)  # output suspended: writes get EAGAIN
+            received = bytearray()
+            read_into(master, received)
+            climate(field).setpoint = 3.25
+            await field.until(
+                lambda f: link._written.get(1) == b"SET 3.25\r\n", what="the write tried"
+            )
+            before = len(received)
+            read_into(master, received)
+            assert len(received) == before, "nothing goes out while output is suspended"
+            termios.tcflow(slave, termios.TCOON)
+
+            def arrived(f: Field) -> bool:
+                read_into(master, received)
+                return received.endswith(b"SET 3.25\r\n")
+
+            await field.until(arrived, what="the command once the port takes it")
+            # The bridge's first write (the field's initial 0) may go ahead of it.
+            assert bytes(received) in (b"SET 3.25\r\n", b"SET 0.00\r\nSET 3.25\r\n")
+            assert field.health("sensor1").error_count("write") == 0
+
+
+async def test_a_command_longer_than_the_port_buffer_goes_out_whole(tmp_path: Path) -> None:
+    # 99 996 bytes: more than a pty (or a UART driver) buffers, so it goes in pieces.
+    with bare_pty() as (master, slave):
+        device = command_device(os.ttyname(slave), "SET {value:>99990.1f}\r\n")
+        async with running_field(SECTION, config(device)) as field:
+            link = field.part.links["sensor1"]
+            await field.until(lambda f: link._fd >= 0, what="the port open")
+            climate(field).setpoint = 7.5
+            received = bytearray()
+
+            def arrived(f: Field) -> bool:
+                read_into(master, received)
+                return received.endswith(b" 7.5\r\n")
+
+            await field.until(arrived, what="the whole command")
+            # The bridge's first write (the field's initial 0) may go ahead of it.
+            *commands, end = bytes(received).split(b"\r\n")
+            assert end == b"" and 1 <= len(commands) <= 2
+            assert all(len(c) == 99_994 and c.startswith(b"SET  ") for c in commands)
+            assert field.health("sensor1").error_count("write") == 0

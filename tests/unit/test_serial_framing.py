@@ -217,6 +217,8 @@ def test_texts_become_values_of_the_point_type() -> None:
         ("inf", "float64"),
         ("2.5", "int16"),
         ("maybe", "bool"),
+        ("9" * 400, "int64"),  # an int, but no float holds it
+        ("0x" + "f" * 300, "uint64"),
     ):
         with pytest.raises(ValueError):
             parse_text(text, type_)
