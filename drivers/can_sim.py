@@ -20,9 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import random
-import stat
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +38,7 @@ from edgeloop.drivers.can_bus import (
     CAN_ERR_RESTARTED,
     load_dbc,
 )
+from edgeloop.drivers.sim_faults import commands_from_stdin, stdin_takes_commands
 from edgeloop.logs import setup_logging
 
 log = logging.getLogger("edgeloop.sim.can")
@@ -227,51 +226,6 @@ class DriveSim:
             log.warning("send failed: %s", err)
 
 
-def apply_command(sim: DriveSim, line: str) -> str:
-    """One fault command (``silence 5``, ``delay 0.2 10``, ``clear``); what was done."""
-    words = line.split()
-    if not words:
-        return ""
-    if words == ["clear"]:
-        sim.clear()
-        return "cleared"
-    try:
-        fault = Fault(words[0])
-        numbers = [float(word) for word in words[1:]]
-    except ValueError:
-        return f"unknown command {line.strip()!r}: {usage()}"
-    if fault is Fault.DELAY and len(numbers) == 2:
-        sim.inject(fault, numbers[1], delay_s=numbers[0])
-    elif fault is not Fault.DELAY and len(numbers) == 1:
-        sim.inject(fault, numbers[0])
-    else:
-        return usage()
-    return f"{fault.value} on"
-
-
-def usage() -> str:
-    faults = ", ".join(f.value for f in Fault if f is not Fault.DELAY)
-    return f"commands: delay SECONDS DURATION | ({faults}) DURATION | clear"
-
-
-async def _commands_from_stdin(sim: DriveSim) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := (await reader.readline()).decode(errors="replace"):
-        if reply := apply_command(sim, line):
-            log.info("%s", reply)
-
-
-def _stdin_is_a_stream() -> bool:
-    """A pipe, socket or terminal: the event loop can wait on it (not on /dev/null)."""
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``edgeloop sim can``: a simulated drive; fault commands on stdin."""
     parser = argparse.ArgumentParser(prog="edgeloop sim can", description=__doc__)
@@ -298,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         tasks = [asyncio.create_task(sim.run())]
-        if _stdin_is_a_stream():
-            tasks.append(asyncio.create_task(_commands_from_stdin(sim)))
+        if stdin_takes_commands():
+            tasks.append(asyncio.create_task(commands_from_stdin(sim, Fault)))
         try:
             await asyncio.wait(tasks[:1], timeout=args.duration)
         finally:

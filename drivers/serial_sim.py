@@ -31,7 +31,6 @@ import math
 import os
 import random
 import signal
-import stat
 import sys
 import tty
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from edgeloop.drivers.serial_framing import (
     Junk,
     LineSplitter,
 )
+from edgeloop.drivers.sim_faults import commands_from_stdin, stdin_takes_commands
 from edgeloop.logs import setup_logging
 
 log = logging.getLogger("edgeloop.sim.serial")
@@ -312,51 +312,6 @@ class SensorSim:
                     log.info("plugged in again at %s", path)
 
 
-def apply_command(sim: SensorSim, line: str) -> str:
-    """One fault command (``silence 5``, ``delay 0.2 10``, ``clear``); what was done."""
-    words = line.split()
-    if not words:
-        return ""
-    if words == ["clear"]:
-        sim.clear()
-        return "cleared"
-    try:
-        fault = Fault(words[0])
-        numbers = [float(word) for word in words[1:]]
-    except ValueError:
-        return f"unknown command {line.strip()!r}: {usage()}"
-    if fault is Fault.DELAY and len(numbers) == 2:
-        sim.inject(fault, numbers[1], delay_s=numbers[0])
-    elif fault is not Fault.DELAY and len(numbers) == 1:
-        sim.inject(fault, numbers[0])
-    else:
-        return usage()
-    return f"{fault.value} on"
-
-
-def usage() -> str:
-    faults = ", ".join(f.value for f in Fault if f is not Fault.DELAY)
-    return f"commands: delay SECONDS DURATION | ({faults}) DURATION | clear"
-
-
-async def _commands_from_stdin(sim: SensorSim) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := (await reader.readline()).decode(errors="replace"):
-        if reply := apply_command(sim, line):
-            log.info("%s", reply)
-
-
-def _stdin_is_a_pipe() -> bool:
-    """Commands come through a pipe; a terminal or /dev/null cannot be waited on."""
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``edgeloop sim serial``: a simulated sensor; prints its device path; fault commands
     on stdin."""
@@ -383,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [asyncio.create_task(sim.run())]
         # Terminated (as the demo stops it): unplug properly, so no dangling link is left.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, tasks[0].cancel)
-        if _stdin_is_a_pipe():
-            tasks.append(asyncio.create_task(_commands_from_stdin(sim)))
+        if stdin_takes_commands():
+            tasks.append(asyncio.create_task(commands_from_stdin(sim, Fault)))
         try:
             await asyncio.wait(tasks[:1], timeout=args.duration)
         finally:
