@@ -28,6 +28,7 @@ from edgeloop.component import Component, assign_unmarked, mark_changed
 from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
 from edgeloop.drivers.health import DeviceHealth
 from edgeloop.drivers.points import PointMap, Quality
+from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoInput, IoLink, IoReceive, IoSend
@@ -79,6 +80,7 @@ class FieldModel:
     _classes: dict[str, type[Component]] = field(default_factory=dict)
     _inputs: dict[str, list[_Input | None]] = field(default_factory=dict)
     _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
+    bad_records: int = 0  # from the io process, not fitting the points: dropped
     _channel: object = None  # the io channel seen last: a new one is a new io process
     _io_up: bool = False
 
@@ -173,14 +175,28 @@ def receive_field_values(world: World) -> None:
     if link is not None and (link.channel is not model._channel or link.up != model._io_up):
         _follow_io_process(model, link)
     for record in world.read(IoInput):
-        if record.topic == TOPIC_VALUES:
-            inputs = model._inputs.get(record.key.partition("/")[0])
-            if inputs is not None:
-                _apply_values(inputs, *record.payload)
-        elif record.topic == TOPIC_HEALTH:
-            health = model.health.get(record.key)
-            if health is not None:
-                _apply_health(health, record.payload)
+        try:
+            if record.topic == TOPIC_VALUES:
+                inputs = model._inputs.get(record.key.partition("/")[0])
+                if inputs is not None:
+                    _apply_values(inputs, *record.payload)
+            elif record.topic == TOPIC_HEALTH:
+                health = model.health.get(record.key)
+                if health is not None:
+                    _apply_health(health, record.payload)
+        except (IndexError, KeyError, TypeError, ValueError) as error:
+            # Not what this config's points expect (an io process started with another
+            # config, a driver bug): the record is dropped, the control loop goes on.
+            model.bad_records += 1
+            if every_power_of_ten(model.bad_records):
+                log.error(
+                    "field: dropped a %s record for %r that does not fit its points "
+                    "(%d so far): %s",
+                    record.topic,
+                    record.key,
+                    model.bad_records,
+                    error,
+                )
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
@@ -259,13 +275,18 @@ def _apply_values(
 
 
 def _apply_health(health: DeviceHealth, snapshot: dict[str, Any]) -> None:
-    health.state = snapshot["state"]
-    health.last_good_read = snapshot["last_good_read"]
-    health.consecutive_errors = snapshot["consecutive_errors"]
-    health.errors = tuple((str(kind), int(count)) for kind, count in snapshot["errors"])
-    health.last_error = snapshot["last_error"]
-    health.rtt_ms = snapshot["rtt_ms"]
-    health.requests_per_cycle = snapshot["requests_per_cycle"]
+    # Everything read before anything is set: a snapshot short of a key changes nothing.
+    errors = tuple((str(kind), int(count)) for kind, count in snapshot["errors"])
+    state, last_good_read = snapshot["state"], snapshot["last_good_read"]
+    consecutive, last_error = snapshot["consecutive_errors"], snapshot["last_error"]
+    rtt_ms, requests = snapshot["rtt_ms"], snapshot["requests_per_cycle"]
+    health.state = state
+    health.last_good_read = last_good_read
+    health.consecutive_errors = consecutive
+    health.errors = errors
+    health.last_error = last_error
+    health.rtt_ms = rtt_ms
+    health.requests_per_cycle = requests
 
 
 def send_field_writes(world: World) -> None:

@@ -241,3 +241,16 @@ def test_io_process_down_makes_values_stale_and_a_new_one_gets_the_outputs_again
     assert _sent_to_io(Channel(io_end)) == [("plc1", [[1, False], [2, 2.0]])], (
         "the outputs control logic owns are sent to the new io process"
     )
+
+
+def test_a_record_that_does_not_fit_the_points_is_dropped_not_a_stop() -> None:
+    app, link = _app(LEVEL)
+    app.startup()
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[5], [1.0], 0]))  # no point 5
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, "garbage"))
+    link.inbox.append(Record(TOPIC_HEALTH, "plc1", 2, {"state": "online"}))
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0], [2.0], 0]))
+    app.run_for(1)
+    assert app.world.resource(FieldModel).bad_records == 3
+    assert _tank(app).level == 2.0, "the records that fit still apply"
+    assert app.world.resource(FieldModel).health["plc1"].state == "connecting", "no half snapshot"
