@@ -24,7 +24,7 @@ from edgeloop.net.network import (
     route_network_inputs,
 )
 from edgeloop.net.registry import MessageInfo, Registry, info
-from edgeloop.net.session import Hub, Session
+from edgeloop.net.session import Hub, Session, conflation_key
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.world_feed import (
     WORLD_REMOVED,
@@ -198,7 +198,7 @@ class NetworkIo:
         for provider in (self.tcp, self.ws):
             if provider is None:
                 continue
-            for (session, _), msg in provider.hub.take_latest().items():
+            for (session, _, _), msg in provider.hub.take_latest().items():
                 found = info(type(msg))
                 try:
                     self.context.send(_record(session, found, msg))
@@ -229,7 +229,11 @@ class NetworkIo:
 
 def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
     payload = [session.hub.name, session.id, found.name, msgspec.to_builtins(msg)]
-    return Record(NET_MESSAGE, f"{session.id}:{found.name}", int(found.priority), payload)
+    # The key the outbox conflates NORMAL records by, as Hub.latest does.
+    key = f"{session.id}:{found.name}"
+    if found.key is not None:
+        key = f"{key}:{conflation_key(found, msg)}"
+    return Record(NET_MESSAGE, key, int(found.priority), payload)
 
 
 SECTION = ConfigSection("network", NetworkConfig, NetworkPlugin, io=NetworkIo)

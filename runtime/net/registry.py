@@ -47,6 +47,7 @@ class MessageInfo:
     schema_hash: int  # first 8 bytes of SHA-256(schema), big-endian
     type: type
     senders: frozenset[str]  # roles that may send it (see edgeloop.net.auth)
+    key: str | None = None  # NORMAL: the field naming the entity; conflated per its value
 
 
 DEFAULT_SENDERS = frozenset({"device", "operator", "admin"})
@@ -56,10 +57,15 @@ def message(
     name: str,
     priority: Priority = Priority.NORMAL,
     senders: typing.Iterable[str] = DEFAULT_SENDERS,
+    key: str | None = None,
 ) -> typing.Callable[[type[T]], type[T]]:
     """Register a dataclass as a wire message: ``@message(name="robot.Telemetry")``.
 
     ``senders``: the roles a peer must have to send it (commands: operator and admin).
+    ``key``: for NORMAL messages, the field that names the entity they are about
+    (``robot_id``): the latest is kept per (connection, type, key value), so a gateway
+    streaming many entities on one connection loses none of them to another's update.
+    Without it, per (connection, type).
 
     The decorator only records the name, priority and schema hash on the class; which
     types a provider accepts is decided by the ``Registry`` it is given.
@@ -68,9 +74,11 @@ def message(
     def register(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"@message({name!r}): {cls.__qualname__} must be a dataclass")
+        if key is not None and key not in {f.name for f in dataclasses.fields(cls)}:
+            raise TypeError(f"@message({name!r}): key {key!r} is not a field of {cls.__qualname__}")
         schema = canonical_schema(cls)
         found = MessageInfo(
-            name, Priority(priority), schema, schema_hash(schema), cls, frozenset(senders)
+            name, Priority(priority), schema, schema_hash(schema), cls, frozenset(senders), key
         )
         setattr(cls, _INFO, found)
         return cls

@@ -38,6 +38,12 @@ Hold = Callable[[], bool]
 Events = Callable[["Session", bool, str], None]
 
 
+def conflation_key(found: MessageInfo, msg: Any) -> Any:
+    """What NORMAL messages of a connection are conflated by, besides their type: the
+    value of their ``key`` field (the entity), or None for one per type."""
+    return None if found.key is None else getattr(msg, found.key)
+
+
 class Hub:
     """What the sessions of one provider share."""
 
@@ -65,7 +71,7 @@ class Hub:
         # ``deliver``, the latest per (connection, type), until ``take_latest``: under a
         # flood, those a later one replaces cost nothing downstream.
         self.hold = hold
-        self.latest: dict[tuple[Session, str], Any] = {}
+        self.latest: dict[tuple[Session, str, Any], Any] = {}
         self.events = events
         self.server_name = server_name
         self.hello_timeout_s = hello_timeout_s
@@ -81,10 +87,10 @@ class Hub:
         """Pass on an accepted message; False if the peer should pause."""
         if self.hold is None or found.priority is not Priority.NORMAL:
             return self.deliver(session, found, msg)
-        self.latest[session, found.name] = msg
+        self.latest[session, found.name, conflation_key(found, msg)] = msg
         return self.hold()
 
-    def take_latest(self) -> dict[tuple[Session, str], Any]:
+    def take_latest(self) -> dict[tuple[Session, str, Any], Any]:
         """The NORMAL messages waiting (see ``hold``), in the order they first came."""
         # Emptied in place: a batch being received holds on to this very dict.
         taken = self.latest.copy()
@@ -163,7 +169,9 @@ class Session:
                 accepted += 1
                 if hold is not None and found.priority is NORMAL:
                     # Hub.accept inlined: a call per message is measurable here.
-                    latest[self, found.name] = envelope.message
+                    msg = envelope.message
+                    entity = None if found.key is None else getattr(msg, found.key)
+                    latest[self, found.name, entity] = msg
                     held = True
                 else:
                     room = accept(self, found, envelope.message) and room

@@ -32,7 +32,7 @@ Status = Literal["idle", "moving", "fault"]
 
 # slots: the io process decodes every frame of the fleet into one of these, and a slotted
 # instance is quicker to build and to free.
-@message(name="robot.Telemetry", priority=Priority.NORMAL, senders=("device",))
+@message(name="robot.Telemetry", priority=Priority.NORMAL, senders=("device",), key="robot_id")
 @dataclass(slots=True)
 class Telemetry:
     robot_id: str
