@@ -36,6 +36,21 @@ REGISTERS: dict[str, int] = {
     "float64": 4,
     "bool": 1,
 }
+# The table a function code reads or writes (the server and the simulator route
+# every request by it).
+TABLE_OF_FUNCTION: dict[int, Table] = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    22: "holding",
+    23: "holding",
+    4: "input",
+}
+
 _CODES = {
     "int16": "h",
     "uint16": "H",

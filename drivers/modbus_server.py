@@ -54,7 +54,14 @@ from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.config import ConfigSection, Section
 from edgeloop.drivers.health import Backoff
-from edgeloop.drivers.modbus_codec import ByteOrder, Table, decode, encode, register_count
+from edgeloop.drivers.modbus_codec import (
+    TABLE_OF_FUNCTION,
+    ByteOrder,
+    Table,
+    decode,
+    encode,
+    register_count,
+)
 from edgeloop.drivers.points import PointMap
 from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
@@ -79,18 +86,6 @@ ModbusServerOutput = SystemSet("ModbusServerOutput")  # the snapshot, after Actu
 _TABLES: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 _BIT_TABLES = ("coil", "discrete")
 _WRITABLE_TABLES = ("holding", "coil")
-_TABLE_OF_FUNCTION: dict[int, Table] = {
-    1: "coil",
-    5: "coil",
-    15: "coil",
-    2: "discrete",
-    3: "holding",
-    6: "holding",
-    16: "holding",
-    22: "holding",
-    23: "holding",
-    4: "input",
-}
 _SNAPSHOT_BYTES_PER_POINT = 16  # msgpack of [index, float64] with room to spare
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -493,7 +488,7 @@ class ServedRegisters(SimCore):
     def _table(self, device_id: int, func_code: int) -> Table:
         if device_id != self.unit_id:
             raise NoSuchIdException(f"no unit id {device_id}")
-        return _TABLE_OF_FUNCTION[func_code]
+        return TABLE_OF_FUNCTION[func_code]
 
 
 class _PeerHandler(ServerRequestHandler):

@@ -32,7 +32,7 @@ import time
 import tty
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -45,23 +45,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 from pymodbus.transport import ModbusProtocol
 
-Table = Literal["holding", "input", "coil", "discrete"]
+from edgeloop.drivers.modbus_codec import TABLE_OF_FUNCTION, Table
+
 TABLES: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 CHANGE_PERIOD_S = 0.1  # changing registers count up by one this often
-
-# The table a function code reads or writes (pymodbus routes every request through these).
-_TABLE_OF_FUNCTION: dict[int, Table] = {
-    1: "coil",
-    5: "coil",
-    15: "coil",
-    2: "discrete",
-    3: "holding",
-    6: "holding",
-    16: "holding",
-    22: "holding",
-    23: "holding",
-    4: "input",
-}
 
 
 @dataclass
@@ -140,7 +127,7 @@ class PlcMemory(SimCore):
     def _table(self, unit_id: int, func_code: int) -> Table:
         if unit_id not in self.units:
             raise NoSuchIdException(f"no unit id {unit_id}")
-        return _TABLE_OF_FUNCTION[func_code]
+        return TABLE_OF_FUNCTION[func_code]
 
     def _slice(self, unit_id: int, table: Table, address: int, count: int) -> list[Any]:
         self._check_range(address, count)
