@@ -73,7 +73,7 @@ from report import emit, machine_description
 from edgeloop.config import ConfigError, RuntimeConfig, load_config
 from edgeloop.realtime import child_args, control_process
 from edgeloop.realtime.control_loop import ControlLoop
-from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.heartbeat import Heartbeats, IoSlot
 from edgeloop.realtime.io_link import IoLink
 from edgeloop.realtime.ipc import Channel, socketpair
 from edgeloop.realtime.loop_stats import Histogram, LoopStats
@@ -201,7 +201,7 @@ def start_io_process(
 ) -> subprocess.Popen[bytes]:
     """The runtime's own io process, as the supervisor starts it (on the other cores)."""
     common = child_args.common_args(
-        setup.config_path, heartbeats.fd, io_end.fileno(), setup.plan, "INFO"
+        setup.config_path, heartbeats.fd, [io_end.fileno()], setup.plan, "INFO"
     )
     argv = [sys.executable, "-m", "edgeloop.realtime.io_process", *common]
     argv += ["--synthetic-records-per-s", str(rate)]
@@ -216,7 +216,7 @@ def start_io_process(
 def wait_for_io_beat(setup: Setup, heartbeats: Heartbeats, proc: subprocess.Popen[bytes]) -> None:
     """Until the io process's event loop runs: its load must be on before measuring."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while heartbeats[Slot.IO_BEATS] == 0:
+    while heartbeats.io(0, IoSlot.BEATS) == 0:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the io process did not start:\n{log_tail(setup, 'io')}")
         time.sleep(0.02)
@@ -428,7 +428,7 @@ def run_our_loop(
     supervisor, control_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fds = (heartbeats.fd, control_end.fileno(), control_side.fileno())
     common = child_args.common_args(
-        setup.config_path, heartbeats.fd, control_end.fileno(), setup.plan, "INFO"
+        setup.config_path, heartbeats.fd, [control_end.fileno()], setup.plan, "INFO"
     )
     argv = child_command("control", "--ticks", str(setup.ticks), "--out", str(out), *common)
     argv += ["--supervisor-fd", str(control_side.fileno())]
@@ -517,14 +517,14 @@ class LoopProbe:
     def summary(self) -> dict[str, Any]:
         loop, report = self.loop, self.report
         assert loop is not None and report is not None, "control_process.main changed its seams"
-        channel = loop.app.world.resource(IoLink).channel
+        channels = loop.app.world.resource(IoLink).channels
         summary = loop.stats.summary()
         summary.update(
             ticks=loop.app.time.tick,
             first_tick=self.first_tick,
             cpu_s=self.last[0] - self.first[0],
             wall_s=self.last[1] - self.first[1],
-            records_received=0 if channel is None else channel.received,
+            records_received=sum(c.received for c in channels if c is not None),
             rt_applied=list(report.applied),
             rt_degraded=list(report.degraded),
         )

@@ -31,7 +31,7 @@ from edgeloop.drivers.points import PointMap, Quality
 from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import IoInput, IoLink, IoReceive, IoSend
+from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, Startup, SystemSet
 from edgeloop.world import World
 
@@ -172,7 +172,10 @@ def receive_field_values(world: World) -> None:
     """FieldInput: the values and health the io process sent since the last tick."""
     model = world.resource(FieldModel)
     link = world.get_resource(IoLink)
-    if link is not None and (link.channel is not model._channel or link.up != model._io_up):
+    if link is not None and (
+        link.channels[HOME_WORKER] is not model._channel
+        or link.worker_up(HOME_WORKER) != model._io_up
+    ):
         _follow_io_process(model, link)
     for record in world.read(IoInput):
         try:
@@ -200,16 +203,19 @@ def receive_field_values(world: World) -> None:
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
-    """While the io process is down nothing is read: every value is STALE and every
-    device offline. A new io process knows none of the outputs: they are sent again."""
-    if link.channel is not model._channel:
+    """While the io process (the worker the drivers run in) is down nothing is read:
+    every value is STALE and every device offline. A new io process knows none of the
+    outputs: they are sent again."""
+    channel = link.channels[HOME_WORKER]
+    up = link.worker_up(HOME_WORKER)
+    if channel is not model._channel:
         if model._channel is not None:
             for outputs in model._outputs.values():
                 for _, output in outputs:
                     if output.owned or not output.point.reads:
                         output.last = output.last_raw = None
-        model._channel = link.channel
-    if model._io_up and not link.up:
+        model._channel = channel
+    if model._io_up and not up:
         for inputs in model._inputs.values():
             for target in inputs:
                 if (
@@ -220,7 +226,7 @@ def _follow_io_process(model: FieldModel, link: IoLink) -> None:
         for health in model.health.values():
             health.state = "offline"
             health.last_error = "io process not connected"
-    model._io_up = link.up
+    model._io_up = up
 
 
 def _device_form(point: PointMap, value: Any) -> Any:
@@ -309,7 +315,7 @@ def send_field_writes(world: World) -> None:
                     writes = []
                 writes.append([index, value])
         if writes is not None and link is not None:
-            link.send(TOPIC_WRITE, device, writes, Priority.HIGH)
+            link.send(TOPIC_WRITE, device, writes, Priority.HIGH, worker=HOME_WORKER)
 
 
 def _is_nan(value: Any) -> bool:

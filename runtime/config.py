@@ -90,7 +90,9 @@ class ConfigSection:
     ``plugin`` builds the control-process part (systems, resources) from the validated
     section; ``io`` (optional) the io-process part (a driver, a provider); the wire
     message types it speaks go in ``message_types``, so that both processes build the
-    same registry.
+    same registry. With several io workers (``runtime.io_workers``), an io part runs in
+    the first worker only (a device has one connection), unless ``io_in_every_worker``
+    says it can share its work out (listeners with ``SO_REUSEPORT``).
     """
 
     name: str
@@ -98,6 +100,7 @@ class ConfigSection:
     plugin: Callable[[Any], Plugin]
     io: Callable[[Any, IoContext], IoPart] | None = None
     message_types: tuple[type, ...] = ()
+    io_in_every_worker: bool = False
 
 
 class RuntimeConfig(Section):
@@ -122,6 +125,8 @@ class RuntimeConfig(Section):
     io_buffer_mb: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
     control_timeout_s: Annotated[float, Field(gt=0, le=60, strict=True)] = 2.0
     io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
+    # io processes: more than one shares the network listeners out (SO_REUSEPORT)
+    io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
 
 
 @dataclass(frozen=True)

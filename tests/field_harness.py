@@ -91,8 +91,9 @@ async def running_field(section: ConfigSection, config: Section) -> AsyncIterato
         service.stopped.set()
         await asyncio.wait_for(runner, 10)
         heartbeats.close()
-        if link.channel is not None:
-            link.channel.close()
+        for channel in link.channels:
+            if channel is not None:
+                channel.close()
         io_end.close()
 
 

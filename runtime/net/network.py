@@ -16,6 +16,7 @@ import msgspec
 
 from edgeloop.clock import Time
 from edgeloop.net import protocol
+from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.registry import ProtocolError, Registry, info
 from edgeloop.realtime.io_link import IoInput, IoLink
 from edgeloop.schedule import SystemSet
@@ -129,7 +130,10 @@ class Network:
         found = info(type(msg))
         payload = msgspec.to_builtins(msg)
         link = world.get_resource(IoLink)
-        if link is None:  # one-process mode: no io process, no providers
+        # A broadcast goes to every io worker, a send to the one holding the connection.
+        worker = None if connection == 0 else worker_of(connection)
+        if link is None or (worker is not None and not 0 <= worker < link.workers):
+            # One-process mode (no io process, no providers), or no such connection.
             self.dropped += 1
             return
         link.send(
@@ -137,6 +141,7 @@ class Network:
             f"{provider}:{connection}:{found.name}",
             [provider, connection, found.name, found.schema_hash, payload],
             found.priority,
+            worker,
         )
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import ssl
 from typing import Annotated, Any, Literal
@@ -15,6 +14,7 @@ from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
+from edgeloop.net.connection_ids import connection_ids
 from edgeloop.net.network import (
     NET_EVENT,
     NET_MESSAGE,
@@ -138,7 +138,10 @@ class NetworkIo:
         self.subscriptions = Subscriptions()
         for message_type in (protocol.Subscribe, protocol.WorldUpdate):
             context.registry.add(message_type)
-        ids = itertools.count(1)  # one id space: a connection id names one peer
+        # One id space for both providers and every io worker: an id names one peer.
+        ids = connection_ids(context.worker)
+        # Several workers listen on the same ports; the kernel shares connections out.
+        self.reuse_port = context.workers > 1
 
         def hub(name: str, hello_timeout_s: float) -> Hub:
             made = Hub(
@@ -177,11 +180,20 @@ class NetworkIo:
         context.on_topic(WORLD_REMOVED, self.subscriptions.on_record)
 
     async def start(self) -> None:
+        reuse = self.reuse_port
+        for name, listen in (("tcp", self.config.tcp), ("websocket", self.config.websocket)):
+            if reuse and listen is not None and listen.port == 0:
+                log.warning(
+                    "network.%s.port 0 with runtime.io_workers > 1: each io worker "
+                    "listens on a port of its own",
+                    name,
+                )
         if self.tcp is not None and self.config.tcp is not None:
-            await self.tcp.start(self.config.tcp.host, self.config.tcp.port, tls=self.tls)
+            tcp = self.config.tcp
+            await self.tcp.start(tcp.host, tcp.port, tls=self.tls, reuse_port=reuse)
         if self.ws is not None and self.config.websocket is not None:
             ws = self.config.websocket
-            await self.ws.start(ws.host, ws.port, tls=self.tls)
+            await self.ws.start(ws.host, ws.port, tls=self.tls, reuse_port=reuse)
 
     async def stop(self) -> None:
         self.subscriptions.close()
@@ -236,4 +248,6 @@ def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
     return Record(NET_MESSAGE, key, int(found.priority), payload)
 
 
-SECTION = ConfigSection("network", NetworkConfig, NetworkPlugin, io=NetworkIo)
+SECTION = ConfigSection(
+    "network", NetworkConfig, NetworkPlugin, io=NetworkIo, io_in_every_worker=True
+)

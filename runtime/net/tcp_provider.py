@@ -160,11 +160,19 @@ class TcpProvider:
     def counters(self) -> Counter[str]:
         return self.hub.counters
 
-    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
-        """Listen (TLS only, with ``tls``); returns the port (useful with port 0)."""
+    async def start(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None, reuse_port: bool = False
+    ) -> int:
+        """Listen (TLS only, with ``tls``; sharing the port with other io workers, with
+        ``reuse_port``); returns the port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: TcpConnection(self), host, port, reuse_address=True, ssl=tls
+            lambda: TcpConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            ssl=tls,
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         scheme = "TLS" if tls else "plain TCP"

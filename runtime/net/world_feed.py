@@ -3,8 +3,9 @@
 Control side: ``publish_world_changes`` (WebUIUpdates, 30 Hz) sends every component
 that changed since it last ran, one NORMAL record per (entity, component) — so when the
 io process is behind, the outbox keeps only the latest value of each (conflation is
-exactly right here), and despawned entities. After the io link is replaced, everything
-is sent again, since the new io process starts with an empty mirror.
+exactly right here), and despawned entities, to every io worker (each serves its own
+dashboards). After an io worker is restarted, everything is sent again, since the new
+one starts with an empty mirror.
 
 Io side: ``WorldMirror`` holds the latest values; each ``edgeloop.Subscribe``r gets an
 ``edgeloop.WorldUpdate`` with what changed since its previous update, at most
@@ -43,18 +44,20 @@ class WorldFeed:
 
     def __init__(self) -> None:
         self.alive: set[int] = set()
-        self.channel: object = None  # the io channel the mirror was filled through
+        self.generation = -1  # the io link's generation the mirrors were filled at
 
 
 def publish_world_changes(world: World) -> None:
     """WebUIUpdates: changed components and despawned entities to the io process."""
     link = world.get_resource(IoLink)
-    if link is None or not link.up:
+    if link is None or link.links_up == 0:
         return
     feed = world.resource(WorldFeed)
     since = None
-    if feed.channel is not link.channel:  # a new io process: send everything
-        feed.channel = link.channel
+    if feed.generation != link.generation:
+        # A new io worker: send everything (to every worker: their mirrors just see
+        # the same values again, and a restart is rare).
+        feed.generation = link.generation
         feed.alive = set()
         since = 0
     for ctype in world.component_types():

@@ -181,8 +181,11 @@ class WebSocketProvider:
     def counters(self) -> Counter[str]:
         return self.hub.counters
 
-    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
-        """Listen (HTTPS/WSS only, with ``tls``); returns the port."""
+    async def start(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None, reuse_port: bool = False
+    ) -> int:
+        """Listen (HTTPS/WSS only, with ``tls``; sharing the port with other io workers,
+        with ``reuse_port``); returns the port."""
         self._server = await serve(
             self._serve,
             host,
@@ -191,6 +194,7 @@ class WebSocketProvider:
             max_size=self.max_frame_bytes,
             compression=None,  # CPU on a Pi is dearer than bytes on a LAN
             ssl=tls,
+            reuse_port=reuse_port,
         )
         bound: int = next(iter(self._server.sockets)).getsockname()[1]
         scheme = "HTTPS" if tls else "HTTP"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgeloop.realtime.rt_setup import CpuPlan
 
 
 def common_args(
-    config: Path, heartbeat_fd: int, io_fd: int, plan: CpuPlan, log_level: str
+    config: Path, heartbeat_fd: int, io_fds: Sequence[int], plan: CpuPlan, log_level: str
 ) -> list[str]:
+    """``io_fds``: the control process's end of each io worker's channel, or an io
+    worker's own end."""
     control = "none" if plan.control is None else str(plan.control)
     return [
         "--config",
@@ -19,7 +22,7 @@ def common_args(
         "--heartbeat-fd",
         str(heartbeat_fd),
         "--io-fd",
-        str(io_fd),
+        ",".join(map(str, io_fds)),
         "--control-cpu",
         control,
         "--other-cpus",
@@ -35,7 +38,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--heartbeat-fd", type=int, required=True)
-    parser.add_argument("--io-fd", type=int, required=True)
+    parser.add_argument("--io-fd", type=_int_list, required=True)
     parser.add_argument("--control-cpu", type=_optional_int, default=None)
     parser.add_argument("--other-cpus", type=_int_list, default=[])
     parser.add_argument("--log-level", default="INFO")

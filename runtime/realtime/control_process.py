@@ -1,7 +1,7 @@
 """The control process: owns the World and runs the App's ticks on its own core.
 
-Started by the supervisor with inherited file descriptors: the io channel, the
-supervisor channel (over which a restarted io process's channel arrives), and the
+Started by the supervisor with inherited file descriptors: a channel per io worker, the
+supervisor channel (over which a restarted io worker's channel arrives), and the
 shared heartbeat block. Exit status: 0 after a clean stop, 1 after a failure (a system
 under the ``stop`` policy, an overrun under ``safe_stop``).
 """
@@ -57,42 +57,53 @@ def build_loop(
 
 
 class IoChannelWatch:
-    """Reads the io channel as soon as it is readable.
+    """Reads each io worker's channel as soon as it is readable.
 
-    A readable socket that is not read would turn the loop's wait into a spin, so the
-    channel is not watched while closed (the io process is gone) or while the link's
-    inbox is full (watched again once a tick has made room).
+    A readable socket that is not read would turn the loop's wait into a spin, so a
+    channel is not watched while closed (its io worker is gone), and none is while the
+    link's inbox is full (watched again once a tick has made room).
     """
 
     def __init__(self, loop: ControlLoop, link: IoLink) -> None:
         self.loop = loop
         self.link = link
-        self.fd: int | None = None
+        self.fds: list[int | None] = [None] * link.workers
+        self._first = 0  # who reads first when room is made: turns, so no worker starves
         loop.after_tick(self._make_room)
-        self.watch()
+        for worker in range(link.workers):
+            self.watch(worker)
 
-    def watch(self) -> None:
-        """Watch the link's current channel (after start, or after it was replaced)."""
-        self.unwatch()
-        channel = self.link.channel
+    def watch(self, worker: int) -> None:
+        """Watch a worker's current channel (after start, or after it was replaced)."""
+        self.unwatch(worker)
+        channel = self.link.channels[worker]
         if channel is not None and not channel.closed:
-            self.fd = channel.fileno()
-            self.loop.add_wake_source(self.fd, self._on_readable)
+            fd = self.fds[worker] = channel.fileno()
+            self.loop.add_wake_source(fd, lambda: self._on_readable(worker))
 
-    def unwatch(self) -> None:
-        if self.fd is not None:
-            self.loop.remove_wake_source(self.fd)
-            self.fd = None
+    def unwatch(self, worker: int) -> None:
+        fd = self.fds[worker]
+        if fd is not None:
+            self.loop.remove_wake_source(fd)
+            self.fds[worker] = None
 
-    def _on_readable(self) -> None:
-        self.link.read_available()
-        if not self.link.up or self.link.full:
-            self.unwatch()
+    def _on_readable(self, worker: int) -> None:
+        self.link.read_available(worker)
+        if self.link.full:
+            for each in range(self.link.workers):
+                self.unwatch(each)
+        elif not self.link.worker_up(worker):
+            self.unwatch(worker)
 
     def _make_room(self) -> None:
-        if self.fd is None and self.link.up and not self.link.full:
-            self.link.read_available()
-            self.watch()
+        link = self.link
+        workers = link.workers
+        self._first = (self._first + 1) % workers
+        for offset in range(workers):
+            worker = (self._first + offset) % workers
+            if self.fds[worker] is None and link.worker_up(worker) and not link.full:
+                link.read_available(worker)
+                self.watch(worker)
 
 
 def _heartbeat_writer(
@@ -107,7 +118,7 @@ def _heartbeat_writer(
         slots[Slot.CONTROL_TICKS] = time_.tick
         slots[Slot.CONTROL_TICK_NS] = clock_ns()
         slots[Slot.CONTROL_OVERRUNS] = stats.overruns
-        slots[Slot.IO_LINK_UP] = link.up
+        slots[Slot.IO_LINKS_UP] = link.links_up
         if time_.tick % P99_EVERY_TICKS == 0:
             slots[Slot.CONTROL_P99_LATENESS_NS] = stats.lateness.percentile(0.99) * 1000
 
@@ -115,30 +126,52 @@ def _heartbeat_writer(
 
 
 def _receive_io_channel(supervisor: socket.socket, watch: IoChannelWatch) -> None:
-    """A restarted io process's channel, passed by the supervisor with SCM_RIGHTS."""
+    """A restarted io worker's channel, passed by the supervisor with SCM_RIGHTS after
+    ``b"io <worker>"``."""
     try:
-        _, fds, _, _ = socket.recv_fds(supervisor, 16, 1)
+        message, fds, _, _ = socket.recv_fds(supervisor, 16, 1)
     except BlockingIOError:
         return
     if not fds:  # the supervisor is gone: nothing will restart io any more
         watch.loop.remove_wake_source(supervisor.fileno())
         return
-    watch.unwatch()  # before the old socket is closed
     sock = socket.socket(fileno=fds[0])
     sock.setblocking(False)
-    watch.link.replace(sock)
-    watch.watch()
-    log.info("io channel replaced: the io process was restarted")
+    worker = _worker_of(message, watch.link.workers)
+    if worker is None:  # the supervisor and we disagree: a bug, not a reason to stop
+        log.error(
+            "io channel for %r ignored: not one of %d io workers", message, watch.link.workers
+        )
+        sock.close()
+        return
+    watch.unwatch(worker)  # before the old socket is closed
+    watch.link.replace(sock, worker)
+    watch.watch(worker)
+    log.info("io channel %d replaced: the io worker was restarted", worker)
+
+
+def _worker_of(message: bytes, workers: int) -> int | None:
+    name, _, number = message.partition(b" ")
+    if name != b"io" or not number.isdigit() or int(number) >= workers:
+        return None
+    return int(number)
 
 
 def _final_flush(link: IoLink, tick: int) -> None:
     """Send what Shutdown set (the safe values), waiting a little if io is behind."""
     deadline = time.monotonic() + FINAL_FLUSH_S
-    while not link.flush(tick) and link.up and (left := deadline - time.monotonic()) > 0:
-        assert link.channel is not None
-        select.select([], [link.channel.fileno()], [], left)
-    if len(link.outbox):
-        log.error("%d records for the io process not sent at shutdown", len(link.outbox))
+    while not link.flush(tick) and (left := deadline - time.monotonic()) > 0:
+        busy = [
+            channel.fileno()
+            for channel, outbox in zip(link.channels, link.outboxes, strict=True)
+            if channel is not None and not channel.closed and len(outbox)
+        ]
+        if not busy:
+            break
+        select.select([], busy, [], left)
+    unsent = sum(len(outbox) for outbox in link.outboxes)
+    if unsent:
+        log.error("%d records for the io process not sent at shutdown", unsent)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     runtime = config.runtime
     report = apply_control_settings(plan, runtime.rt_priority, runtime.lock_memory)
     heartbeats[Slot.CONTROL_DEGRADED] = len(report.degraded)
-    io_sock = socket.socket(fileno=args.io_fd)
-    io_sock.setblocking(False)
-    link = IoLink(Channel(io_sock), records_per_tick=runtime.io_records_per_tick)
+    channels = []
+    for fd in args.io_fd:
+        io_sock = socket.socket(fileno=fd)
+        io_sock.setblocking(False)
+        channels.append(Channel(io_sock))
+    link = IoLink(*channels, records_per_tick=runtime.io_records_per_tick)
     loop, watch = build_loop(config, link, heartbeats)
     supervisor = socket.socket(fileno=args.supervisor_fd)
     supervisor.setblocking(False)

@@ -1,9 +1,10 @@
 """Heartbeat counters in shared memory: how the supervisor sees its children are alive.
 
-A memfd of a few 64-bit slots, mapped by the supervisor and inherited by the children.
-Each process writes only its own slots; the supervisor only reads. A torn read of a
-counter is harmless (the next read is whole), which is why counters may live here while
-records go through the kernel (see DESIGN.md).
+A memfd of a few 64-bit slots, mapped by the supervisor and inherited by the children:
+the control process's slots, then one block per io worker. Each process writes only its
+own slots; the supervisor only reads. A torn read of a counter is harmless (the next
+read is whole), which is why counters may live here while records go through the kernel
+(see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -19,25 +20,42 @@ class Slot(IntEnum):
     CONTROL_OVERRUNS = 2
     CONTROL_P99_LATENESS_NS = 3
     CONTROL_DEGRADED = 4  # count of real-time settings that could not be applied
-    IO_BEATS = 5  # advanced by the io process's event loop
-    IO_DEGRADED = 6
-    IO_LINK_UP = 7  # 1 while the control process has an io link
-    IO_CONNECTIONS = 8  # network peers connected to the io process
+    IO_LINKS_UP = 5  # io workers the control process has a channel to
 
 
-_SLOTS = len(Slot)
+class IoSlot(IntEnum):
+    """One io worker's slots (``Heartbeats.io_slot`` places them)."""
+
+    BEATS = 0  # advanced by the worker's event loop
+    DEGRADED = 1
+    CONNECTIONS = 2  # network peers connected to this worker
 
 
 class Heartbeats:
-    """The shared block; ``Heartbeats()`` creates it, ``Heartbeats(fd)`` maps an inherited one."""
+    """The shared block; ``Heartbeats(io_workers=n)`` creates it, ``Heartbeats(fd)`` maps an
+    inherited one (whose size says how many io workers it has)."""
 
-    def __init__(self, fd: int | None = None) -> None:
+    def __init__(self, fd: int | None = None, io_workers: int = 1) -> None:
         if fd is None:
             fd = os.memfd_create("edgeloop-heartbeats", 0)  # not CLOEXEC: children inherit it
-            os.ftruncate(fd, _SLOTS * 8)
+            os.ftruncate(fd, (len(Slot) + io_workers * len(IoSlot)) * 8)
         self.fd = fd
-        self._map = mmap.mmap(fd, _SLOTS * 8)
+        size = os.fstat(fd).st_size
+        self.io_workers = (size // 8 - len(Slot)) // len(IoSlot)
+        self._map = mmap.mmap(fd, size)
         self.slots = memoryview(self._map).cast("Q")
+
+    @staticmethod
+    def io_slot(worker: int, slot: IoSlot) -> int:
+        """The index in ``slots`` of one io worker's slot."""
+        return len(Slot) + worker * len(IoSlot) + slot
+
+    def io(self, worker: int, slot: IoSlot) -> int:
+        return int(self.slots[self.io_slot(worker, slot)])
+
+    def io_total(self, slot: IoSlot) -> int:
+        """The slot summed over every io worker."""
+        return sum(self.io(worker, slot) for worker in range(self.io_workers))
 
     def __getitem__(self, slot: Slot) -> int:
         return int(self.slots[slot])

@@ -19,7 +19,7 @@ from edgeloop.alarms import Alarms, Severity
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.priority import Priority
-from edgeloop.realtime.ipc import Channel, Outbox, Record
+from edgeloop.realtime.ipc import Channel, Outbox, Record, encode_record
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
 from edgeloop.world import World
 
@@ -41,63 +41,100 @@ class IoInput:
 
 
 INBOX_TICKS = 4  # how many ticks' worth of records are read ahead of the ticks
+# The io worker that runs the parts that must exist once: field drivers, the Modbus
+# server. The others (runtime.io_workers > 1) share the network listeners with it.
+HOME_WORKER = 0
 
 
 class IoLink:
-    """Resource: the channel to the io process (which may be down, or replaced).
+    """Resource: the channels to the io workers (each may be down, or replaced).
 
-    At most ``records_per_tick`` records become IoInput messages per tick, and at most a
-    few ticks' worth are read from the socket ahead: a flood then backs up into the
-    socket and the io process, which pauses the flooding peer (CRITICAL/HIGH) or
-    conflates (NORMAL), instead of stretching the control tick.
+    One channel per io worker (``runtime.io_workers``, usually one). Records from all of
+    them join one inbox. At most ``records_per_tick`` records become IoInput messages
+    per tick, and at most a few ticks' worth are read from the sockets ahead: a flood
+    then backs up into the sockets and the io workers, which pause the flooding peer
+    (CRITICAL/HIGH) or conflate (NORMAL), instead of stretching the control tick.
     """
 
-    def __init__(self, channel: Channel | None = None, records_per_tick: int = 1000) -> None:
-        self.channel = channel
-        self.outbox = Outbox() if channel is None else channel.outbox
+    def __init__(self, *channels: Channel | None, records_per_tick: int = 1000) -> None:
+        self.channels: list[Channel | None] = list(channels) or [None]
+        self.outboxes = [Outbox() if c is None else c.outbox for c in self.channels]
         self.records_per_tick = records_per_tick
         self.inbox: deque[Record] = deque()
-        self.reported_up: bool | None = None  # what the alarm last said
+        self.generation = 0  # channels replaced so far: a restarted worker knows nothing
+        self.reported_up: int | None = None  # links up, as the alarm last said
+
+    @property
+    def workers(self) -> int:
+        return len(self.channels)
+
+    def worker_up(self, worker: int) -> bool:
+        channel = self.channels[worker]
+        return channel is not None and not channel.closed
+
+    @property
+    def links_up(self) -> int:
+        return sum(self.worker_up(worker) for worker in range(len(self.channels)))
 
     @property
     def up(self) -> bool:
-        return self.channel is not None and not self.channel.closed
+        """Every io worker is connected."""
+        return self.links_up == len(self.channels)
 
     def send(
-        self, topic: str, key: str, payload: Any, priority: Priority = Priority.NORMAL
+        self,
+        topic: str,
+        key: str,
+        payload: Any,
+        priority: Priority = Priority.NORMAL,
+        worker: int | None = None,
     ) -> None:
-        """Queue a record for the end of this tick; ``TypeError`` here, in the system that
-        sends it, if the payload cannot be encoded."""
-        self.outbox.put(Record(topic, key, int(priority), payload))
+        """Queue a record for the end of this tick, to one io worker or (``None``) to
+        every one, whose parts ignore topics they have no handler for. ``TypeError``
+        here, in the system that sends it, if the payload cannot be encoded;
+        ``IndexError`` for a worker that does not exist."""
+        record = Record(topic, key, int(priority), payload)
+        if worker is not None:
+            self.outboxes[worker].put(record)
+            return
+        data = encode_record(record)
+        for outbox in self.outboxes:
+            outbox.put_encoded(record, data)
 
     @property
     def full(self) -> bool:
         return len(self.inbox) >= self.records_per_tick * INBOX_TICKS
 
-    def read_available(self) -> None:
-        """Called by the loop when the channel is readable, between or during waits.
+    def read_available(self, worker: int = HOME_WORKER) -> None:
+        """Called by the loop when a worker's channel is readable, between or during waits.
 
         Reads about one tick's worth per call, so a backlog (at start, after an io
         restart) is decoded a slice per wake-up instead of all at once just before a
         deadline."""
+        channel = self.channels[worker]
         goal = min(len(self.inbox) + self.records_per_tick, self.records_per_tick * INBOX_TICKS)
-        while self.channel is not None and len(self.inbox) < goal:
-            batches = self.channel.receive(max_batches=1)
+        while channel is not None and len(self.inbox) < goal:
+            batches = channel.receive(max_batches=1)
             if not batches:
                 return
             for batch in batches:
                 self.inbox.extend(batch.records)
 
-    def replace(self, sock: socket.socket) -> None:
-        """Take the channel to a restarted io process, keeping what waits to be sent."""
-        old = self.channel
-        self.channel = Channel(sock, outbox=self.outbox)
+    def replace(self, sock: socket.socket, worker: int = HOME_WORKER) -> None:
+        """Take the channel to a restarted io worker, keeping what waits to be sent."""
+        old = self.channels[worker]
+        self.channels[worker] = Channel(sock, outbox=self.outboxes[worker])
+        self.generation += 1
         if old is not None:
             old.close()
 
     def flush(self, tick: int) -> bool:
-        """Send what the socket takes now; True when nothing is left waiting."""
-        return self.channel is not None and self.channel.send(tick, [])
+        """Send what the sockets take now; True when nothing is left waiting for any."""
+        sent_all = True
+        for channel in self.channels:
+            # Every channel is tried: one busy worker must not hold the others' records.
+            sent_all = channel is not None and channel.send(tick, []) and sent_all
+        return sent_all
 
 
 class IoLinkPlugin:
@@ -113,17 +150,22 @@ class IoLinkPlugin:
 
 
 def receive_io_inputs(world: World) -> None:
-    """IoReceive: what the io process sent since the last tick, as IoInput messages."""
+    """IoReceive: what the io workers sent since the last tick, as IoInput messages."""
     link = world.resource(IoLink)
     tick = world.resource(Time).tick
-    if link.up != link.reported_up:
-        link.reported_up = link.up
+    links_up = link.links_up
+    if links_up != link.reported_up:
+        link.reported_up = links_up
         alarms = world.resource(Alarms)
-        if link.up:
+        if links_up == link.workers:
             alarms.clear(ALARM_SOURCE, tick)
         else:
-            alarms.activate(ALARM_SOURCE, "io process not connected", Severity.FAULT, tick)
-            log.warning("io link down at tick %d: outputs wait until the io process is back", tick)
+            down = [str(w) for w in range(link.workers) if not link.worker_up(w)]
+            detail = "io process not connected"
+            if link.workers > 1:
+                detail = f"io worker {', '.join(down)} of {link.workers} not connected"
+            alarms.activate(ALARM_SOURCE, detail, Severity.FAULT, tick)
+            log.warning("%s at tick %d: its outputs wait until it is back", detail, tick)
     inbox = link.inbox
     for _ in range(min(len(inbox), link.records_per_tick)):
         record = inbox.popleft()

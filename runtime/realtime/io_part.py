@@ -16,6 +16,8 @@ class IoContext(Protocol):
     registry: Registry  # the wire message types of every configured plugin
     server_name: str
     connections: dict[str, int]  # peers connected, per provider (for the status line)
+    worker: int  # which io worker this is, 0 to ``workers`` - 1 (runtime.io_workers)
+    workers: int
 
     def send(self, record: Record) -> bool:
         """Queue a record for the control process; False when CRITICAL/HIGH records are

@@ -1,9 +1,13 @@
 """The io process: an asyncio loop (uvloop when installed) for everything that waits on I/O.
 
-Drivers, providers, the dashboard and the logger plug in here in later issues; it never
-holds World state, only turns wire bytes into records for the control process and back.
-Its heartbeat is advanced by a task of the event loop itself, so a blocked loop stops
-the heartbeat and the supervisor restarts the process.
+Drivers and providers plug in here; it never holds World state, only turns wire bytes
+into records for the control process and back. Its heartbeat is advanced by a task of
+the event loop itself, so a blocked loop stops the heartbeat and the supervisor restarts
+the process.
+
+There may be several (``runtime.io_workers``), each with its own channel and heartbeat
+slots: worker 0 runs every io part, the others only the parts that share their work out
+(``ConfigSection.io_in_every_worker``: the network listeners, with ``SO_REUSEPORT``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from edgeloop.logs import every_power_of_ten, setup_logging
 from edgeloop.net.registry import Registry, registry_of
 from edgeloop.priority import Priority
 from edgeloop.realtime import child_args
-from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.heartbeat import Heartbeats, IoSlot
 from edgeloop.realtime.io_part import IoContext, IoPart
 from edgeloop.realtime.ipc import Batch, Channel, Record
 from edgeloop.realtime.rt_setup import apply_io_settings, die_with_parent, set_process_name
@@ -49,10 +53,15 @@ class IoService:
         channel: Channel,
         heartbeats: Heartbeats,
         registry: Registry | None = None,
+        *,
         server_name: str = "edgeloop",
         budget_bytes: int = 64 << 20,
+        worker: int = 0,
+        workers: int = 1,
     ) -> None:
         self.budget_bytes = budget_bytes
+        self.worker = worker
+        self.workers = workers
         self.channel = channel
         self.heartbeats = heartbeats
         self.registry = Registry() if registry is None else registry
@@ -199,9 +208,11 @@ class IoService:
 
     async def _beat(self) -> None:
         slots = self.heartbeats.slots
+        beats = self.heartbeats.io_slot(self.worker, IoSlot.BEATS)
+        connections = self.heartbeats.io_slot(self.worker, IoSlot.CONNECTIONS)
         while True:
-            slots[Slot.IO_BEATS] += 1
-            slots[Slot.IO_CONNECTIONS] = sum(self.connections.values())
+            slots[beats] += 1
+            slots[connections] = sum(self.connections.values())
             if len(self.channel.outbox):
                 self._flush()  # retry what the socket refused earlier
             await asyncio.sleep(BEAT_PERIOD_S)
@@ -222,8 +233,13 @@ class IoService:
 
 
 def io_parts(config: Config, sections: Sequence[ConfigSection], context: IoContext) -> list[IoPart]:
-    """The io-process part of every configured plugin that has one."""
-    factories = {s.name: s.io for s in sections if s.io is not None}
+    """The io-process part of every configured plugin that has one and runs in this
+    worker: worker 0 runs them all, the others those ``io_in_every_worker``."""
+    factories = {
+        s.name: s.io
+        for s in sections
+        if s.io is not None and (context.worker == 0 or s.io_in_every_worker)
+    }
     return [
         factories[name](model, context)
         for name, model in config.sections.items()
@@ -242,23 +258,31 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    set_process_name(PROCESS_NAME)
+    set_process_name(f"{PROCESS_NAME}{args.io_worker or ''}")
     die_with_parent(parent=args.supervisor_pid)
     setup_logging(args.log_level)
     config = load_config(args.config)
     sections = installed_sections(config.sections)
     heartbeats = Heartbeats(args.heartbeat_fd)
+    if not 0 <= args.io_worker < heartbeats.io_workers:
+        log.critical("io worker %d of %d does not exist", args.io_worker, heartbeats.io_workers)
+        return 2
     report = apply_io_settings(child_args.cpu_plan(args))
-    heartbeats[Slot.IO_DEGRADED] = len(report.degraded)
-    sock = socket.socket(fileno=args.io_fd)
+    heartbeats.slots[heartbeats.io_slot(args.io_worker, IoSlot.DEGRADED)] = len(report.degraded)
+    if len(args.io_fd) != 1:
+        log.critical("an io worker takes one channel, not %d", len(args.io_fd))
+        return 2
+    sock = socket.socket(fileno=args.io_fd[0])
     sock.setblocking(False)
     registry = registry_of(sections, config.sections)
     service = IoService(
         Channel(sock),
         heartbeats,
         registry,
-        config.runtime.name,
+        server_name=config.runtime.name,
         budget_bytes=config.runtime.io_buffer_mb << 20,
+        worker=args.io_worker,
+        workers=heartbeats.io_workers,
     )
 
     async def serve() -> None:
@@ -282,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = child_args.parser(PROCESS_NAME)
     parser.add_argument("--synthetic-records-per-s", type=float, default=0.0)
+    parser.add_argument("--io-worker", type=int, default=0)
     return parser
 
 

@@ -84,6 +84,19 @@ def decode(message: bytes) -> Batch:
     return Batch(tick, records)
 
 
+def encode_record(record: Record) -> bytes:
+    """``record`` as it travels; ``TypeError``/``ValueError`` if it cannot be sent at all."""
+    try:
+        data = pack(tuple(record))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise TypeError(f"record {record.topic}/{record.key} cannot be encoded: {error}") from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(
+            f"record {record.topic}/{record.key} is {len(data)} bytes, over {MAX_RECORD_BYTES}"
+        )
+    return data
+
+
 class Outbox:
     """Records waiting to be sent, by priority; see the module docstring for the policy.
 
@@ -104,16 +117,10 @@ class Outbox:
 
     def put(self, record: Record) -> None:
         """Queue ``record``; ``TypeError``/``ValueError`` if it cannot be sent at all."""
-        try:
-            data = pack(tuple(record))
-        except (TypeError, ValueError, OverflowError) as error:
-            raise TypeError(
-                f"record {record.topic}/{record.key} cannot be encoded: {error}"
-            ) from None
-        if len(data) > MAX_RECORD_BYTES:
-            raise ValueError(
-                f"record {record.topic}/{record.key} is {len(data)} bytes, over {MAX_RECORD_BYTES}"
-            )
+        self.put_encoded(record, encode_record(record))
+
+    def put_encoded(self, record: Record, data: bytes) -> None:
+        """Queue ``record`` already encoded by ``encode_record`` (once for several outboxes)."""
         if record.priority <= Priority.HIGH:
             if self.urgent_backlog >= MAX_URGENT_BACKLOG:
                 self.dropped_urgent += 1

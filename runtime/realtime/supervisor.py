@@ -1,10 +1,10 @@
 """The supervisor: the main PID. Starts the control and io processes, watches them, and
 speaks for the appliance to systemd.
 
-- READY=1 once the control loop ticks and the io process's event loop beats.
+- READY=1 once the control loop ticks and every io worker's event loop beats.
 - WATCHDOG=1 at half of WATCHDOG_USEC, and only while the control loop meets its
-  deadlines (its last tick ended within ``CONTROL_STALE_PERIODS`` periods) and the io
-  process answers (its heartbeat moved within ``runtime.io_timeout_s``) or is being
+  deadlines (its last tick ended within ``CONTROL_STALE_PERIODS`` periods) and each io
+  worker answers (its heartbeat moved within ``runtime.io_timeout_s``) or is being
   restarted by the supervisor. A stalled loop stops the pings at once, and systemd
   restarts the unit after ``WatchdogSec``. An io hang is the supervisor's to handle, so
   ``io_timeout_s`` (and ``control_timeout_s``) must stay below ``WatchdogSec``: checked
@@ -13,8 +13,9 @@ speaks for the appliance to systemd.
   ``runtime.control_timeout_s``, ends the supervisor with exit status 1: the World is
   gone or untrustworthy, and only a restart of the whole unit is safe. A stall shorter
   than that (a debugger, a VM pause) is survived: the pings resume with the ticks.
-- An io process that dies or stops beating for ``runtime.io_timeout_s`` is killed and
-  restarted with a new channel, handed to the control process, which keeps ticking.
+- An io worker (``runtime.io_workers`` of them, usually one) that dies or stops beating
+  for ``runtime.io_timeout_s`` is killed and restarted with a new channel, handed to
+  the control process, which keeps ticking; the other workers are left alone.
 - SIGTERM/SIGINT: STOPPING=1, stop control first (it runs Shutdown and sends its last
   outputs), then io, each within ``STOP_TIMEOUT_S`` or killed and reported; exit 0.
 """
@@ -36,7 +37,7 @@ from types import FrameType
 
 from edgeloop.config import Config
 from edgeloop.realtime import child_args
-from edgeloop.realtime.heartbeat import Heartbeats, Slot
+from edgeloop.realtime.heartbeat import Heartbeats, IoSlot, Slot
 from edgeloop.realtime.ipc import socketpair
 from edgeloop.realtime.notify import Notifier
 from edgeloop.realtime.rt_setup import apply_io_settings, plan_cpus
@@ -66,6 +67,18 @@ class _Watch:
             self.moved_at = now
 
 
+@dataclass(slots=True)
+class _IoWorker:
+    """One io process and what the supervisor knows of it."""
+
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float
+    watch: _Watch
+    restarts: int = 0  # in a row, for the back-off; reset once it has run a while
+    restart_at: float | None = None  # killed, to be started again then
+
+
 class Supervisor:
     def __init__(
         self,
@@ -81,7 +94,7 @@ class Supervisor:
         self.notifier = Notifier() if notifier is None else notifier
         self.log_level = log_level
         self.io_args = io_args
-        self.heartbeats = Heartbeats()
+        self.heartbeats = Heartbeats(io_workers=config.runtime.io_workers)
         self.period_s = 1.0 / config.runtime.rate_hz
         self.plan, notes = plan_cpus(config.runtime.cpu)
         for note in notes:
@@ -90,7 +103,7 @@ class Supervisor:
         self._stop_requested = False
         self._check_watchdog_margin()
         self._control: subprocess.Popen[bytes] | None = None
-        self._io: subprocess.Popen[bytes] | None = None
+        self._io: list[_IoWorker] = []
         self._to_control: socket.socket | None = None
 
     def _check_watchdog_margin(self) -> None:
@@ -140,28 +153,36 @@ class Supervisor:
         self._stop_requested = True
 
     def _start_children(self) -> None:
-        control_end, io_end = socketpair()
+        ends = [socketpair() for _ in range(self.config.runtime.io_workers)]
         self._to_control, control_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         control_side.set_inheritable(True)
         self._control = self._spawn(
             "control_process",
-            control_end.fileno(),
+            [control_end.fileno() for control_end, _ in ends],
             ["--supervisor-fd", str(control_side.fileno())],
             extra_fds=(control_side.fileno(),),
         )
-        self._io = self._spawn("io_process", io_end.fileno(), list(self.io_args))
-        for sock in (control_end, io_end, control_side):
-            sock.close()
+        started = time.monotonic()
+        for index, (control_end, io_end) in enumerate(ends):
+            proc = self._spawn_io(index, io_end)
+            self._io.append(_IoWorker(index, proc, started, _Watch(0, started + STARTUP_GRACE_S)))
+            control_end.close()
+            io_end.close()
+        control_side.close()
+
+    def _spawn_io(self, index: int, io_end: socket.socket) -> subprocess.Popen[bytes]:
+        args = [*self.io_args, "--io-worker", str(index)]
+        return self._spawn("io_process", [io_end.fileno()], args)
 
     def _spawn(
-        self, module: str, io_fd: int, args: list[str], extra_fds: tuple[int, ...] = ()
+        self, module: str, io_fds: list[int], args: list[str], extra_fds: tuple[int, ...] = ()
     ) -> subprocess.Popen[bytes]:
         common = child_args.common_args(
-            self.config_path, self.heartbeats.fd, io_fd, self.plan, self.log_level
+            self.config_path, self.heartbeats.fd, io_fds, self.plan, self.log_level
         )
         return subprocess.Popen(
             [sys.executable, "-m", f"edgeloop.realtime.{module}", *common, *args],
-            pass_fds=(self.heartbeats.fd, io_fd, *extra_fds),
+            pass_fds=(self.heartbeats.fd, *io_fds, *extra_fds),
             # Own session: a terminal's Ctrl-C reaches only the supervisor, which then
             # stops the children in order (control's last outputs before io goes).
             start_new_session=True,
@@ -173,9 +194,6 @@ class Supervisor:
         hb = self.heartbeats
         started = time.monotonic()
         control = _Watch(0, started + STARTUP_GRACE_S)
-        io = _Watch(0, started + STARTUP_GRACE_S)
-        io_started = started
-        io_restart_at: float | None = None
         ready = False
         interval = self.notifier.watchdog_interval_s
         next_ping = started
@@ -188,23 +206,13 @@ class Supervisor:
             _drain(wake_r)
             now = time.monotonic()
             control.update(hb[Slot.CONTROL_TICKS], now)
-            io.update(hb[Slot.IO_BEATS], now)
             failure = self._control_failure(control, now, runtime.control_timeout_s)
             if failure:
                 log.critical("%s: exiting so that systemd restarts the appliance", failure)
                 return 1
-            if io_restart_at is not None:
-                if now >= io_restart_at:
-                    io_restart_at = None
-                    io_started = self._start_io()
-                    io = _Watch(hb[Slot.IO_BEATS], io_started + STARTUP_GRACE_S)
-            elif self._io_failed(io, now, runtime.io_timeout_s):
-                io_restart_at = now + self._kill_io(now - io_started)
-            # While io is being restarted its silence is handled: control alone decides.
-            healthy = self._control_healthy() and (
-                io_restart_at is not None or now - io.moved_at <= runtime.io_timeout_s
-            )
-            if not ready and control.value > 0 and io.value > 0:
+            io_healthy = all([self._check_io(io, now, runtime.io_timeout_s) for io in self._io])
+            healthy = self._control_healthy() and io_healthy
+            if not ready and control.value > 0 and all(io.watch.value > 0 for io in self._io):
                 ready = True
                 self.notifier.ready(self._status(last_status, now))
                 log.info("ready: %s", self._status(last_status, now))
@@ -219,6 +227,21 @@ class Supervisor:
                 last_status = (control.value, now)
         return 0
 
+    def _check_io(self, io: _IoWorker, now: float, timeout_s: float) -> bool:
+        """Restart an io worker that failed, once its back-off has passed; False while
+        it is silent and not (yet) being restarted."""
+        io.watch.update(self.heartbeats.io(io.index, IoSlot.BEATS), now)
+        if io.restart_at is not None:
+            if now >= io.restart_at:
+                io.restart_at = None
+                self._start_io(io)
+            # While an io worker is being restarted its silence is handled.
+            return True
+        if self._io_failed(io, now, timeout_s):
+            io.restart_at = now + self._kill_io(io, now)
+            return True
+        return now - io.watch.moved_at <= timeout_s
+
     def _control_failure(self, control: _Watch, now: float, timeout_s: float) -> str | None:
         assert self._control is not None
         code = self._control.poll()
@@ -229,42 +252,46 @@ class Supervisor:
             return f"control loop stalled for more than {timeout_s:g} s (runtime.control_timeout_s)"
         return None
 
-    def _io_failed(self, io: _Watch, now: float, timeout_s: float) -> bool:
-        assert self._io is not None
-        code = self._io.poll()
+    def _io_failed(self, io: _IoWorker, now: float, timeout_s: float) -> bool:
+        name = self._io_name(io)
+        code = io.proc.poll()
         if code is not None:
-            log.error("io process exited with status %s; restarting it", code)
+            log.error("%s exited with status %s; restarting it", name, code)
             return True
-        if now - io.moved_at > timeout_s:
-            log.error("io process silent for %g s (runtime.io_timeout_s); restarting it", timeout_s)
+        if now - io.watch.moved_at > timeout_s:
+            log.error("%s silent for %g s (runtime.io_timeout_s); restarting it", name, timeout_s)
             return True
         return False
+
+    def _io_name(self, io: _IoWorker) -> str:
+        return "io process" if len(self._io) == 1 else f"io worker {io.index}"
 
     def _control_healthy(self) -> bool:
         """The control loop's last tick ended recently: it meets its deadlines."""
         tick_age_s = (time.monotonic_ns() - self.heartbeats[Slot.CONTROL_TICK_NS]) / 1e9
         return tick_age_s <= max(CONTROL_STALE_PERIODS * self.period_s, 2 * CHECK_PERIOD_S)
 
-    def _kill_io(self, uptime_s: float) -> float:
-        """Kill the io process; returns the back-off before starting a new one."""
-        assert self._io is not None
-        _kill(self._io)
-        if uptime_s >= IO_STABLE_S:
-            self.io_restarts = 0
+    def _kill_io(self, io: _IoWorker, now: float) -> float:
+        """Kill an io worker; returns the back-off before starting a new one."""
+        _kill(io.proc)
+        if now - io.started >= IO_STABLE_S:
+            io.restarts = 0
         # A crash-looping io process must not spin the supervisor (or the log).
-        return IO_RESTART_BACKOFF_S[min(self.io_restarts, len(IO_RESTART_BACKOFF_S) - 1)]
+        return IO_RESTART_BACKOFF_S[min(io.restarts, len(IO_RESTART_BACKOFF_S) - 1)]
 
-    def _start_io(self) -> float:
-        """A new io process on a new channel, whose control end goes to the control process."""
+    def _start_io(self, io: _IoWorker) -> None:
+        """A new io worker on a new channel, whose control end goes to the control process."""
         assert self._to_control is not None
         control_end, io_end = socketpair()
-        socket.send_fds(self._to_control, [b"io"], [control_end.fileno()])
-        self._io = self._spawn("io_process", io_end.fileno(), list(self.io_args))
+        socket.send_fds(self._to_control, [f"io {io.index}".encode()], [control_end.fileno()])
+        io.proc = self._spawn_io(io.index, io_end)
         control_end.close()
         io_end.close()
+        io.started = time.monotonic()
+        io.watch = _Watch(self.heartbeats.io(io.index, IoSlot.BEATS), io.started + STARTUP_GRACE_S)
+        io.restarts += 1
         self.io_restarts += 1
-        log.warning("io process restarted (%d restarts so far)", self.io_restarts)
-        return time.monotonic()
+        log.warning("%s restarted (%d restarts so far)", self._io_name(io), self.io_restarts)
 
     def _status(self, last: tuple[int, float], now: float) -> str:
         hb = self.heartbeats
@@ -276,21 +303,29 @@ class Supervisor:
             f"tick {ticks}",
             f"p99 lateness {hb[Slot.CONTROL_P99_LATENESS_NS] // 1000} µs",
             f"{hb[Slot.CONTROL_OVERRUNS]} overruns",
-            f"io {'up' if hb[Slot.IO_LINK_UP] else 'down'}",
-            f"{hb[Slot.IO_CONNECTIONS]} connections",
+            self._io_status(),
+            f"{hb.io_total(IoSlot.CONNECTIONS)} connections",
         ]
-        degraded = hb[Slot.CONTROL_DEGRADED] + hb[Slot.IO_DEGRADED]
+        degraded = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
         if degraded:
             parts.append(f"DEGRADED: {degraded} real-time setting(s) not applied, see log")
         return ", ".join(parts)
 
+    def _io_status(self) -> str:
+        up = self.heartbeats[Slot.IO_LINKS_UP]
+        if len(self._io) == 1:
+            return f"io {'up' if up else 'down'}"
+        return f"io {up}/{len(self._io)} up"
+
     # -- stopping -------------------------------------------------------------------------
 
     def _stop_children(self, status: int) -> int:
-        for name, child in (("control", self._control), ("io", self._io)):
+        children = [("control process", self._control)]
+        children += [(self._io_name(io), io.proc) for io in self._io]
+        for name, child in children:
             if child is None or child.poll() is not None:
                 continue
-            if name == "io":
+            if child is not self._control:
                 # io stops by itself once control has closed the channel (after control's
                 # last outputs reached it); a signal now could cut that short.
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -301,12 +336,12 @@ class Supervisor:
             try:
                 code = child.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                log.error("%s process did not stop within %g s; killed", name, STOP_TIMEOUT_S)
+                log.error("%s did not stop within %g s; killed", name, STOP_TIMEOUT_S)
                 _kill(child)
                 status = status or 1
                 continue
             if code != 0:
-                log.error("%s process exited with status %d while stopping", name, code)
+                log.error("%s exited with status %d while stopping", name, code)
                 status = status or 1
         if self._to_control is not None:
             self._to_control.close()

@@ -35,11 +35,12 @@ def _app(*points: PointMap) -> tuple[App, IoLink]:
 def _writes(link: IoLink) -> list[tuple[str, Any]]:
     """The field.write records waiting to go to the io process (and clear them)."""
     found = []
-    for raw in list(link.outbox._high):
+    (outbox,) = link.outboxes
+    for raw in list(outbox._high):
         topic, key, _, payload = msgpack.unpackb(raw)
         if topic == TOPIC_WRITE:
             found.append((key, payload))
-    link.outbox._high.clear()
+    outbox._high.clear()
     return found
 
 
@@ -229,7 +230,8 @@ def test_io_process_down_makes_values_stale_and_a_new_one_gets_the_outputs_again
     assert _sent_to_io(io) == [("plc1", [[1, False]]), ("plc1", [[2, 2.0]])]
     assert _tank(app).level_quality is Quality.GOOD
 
-    link.channel.close()  # the io process died
+    assert link.channels[0] is not None
+    link.channels[0].close()  # the io process died
     app.run_for(1)
     model = app.world.resource(FieldModel)
     assert _tank(app).level_quality is Quality.STALE, "nothing is read while io is down"

@@ -69,8 +69,9 @@ def test_a_closed_channel_stops_waking_the_control_loop() -> None:
     app, link, io = _linked_app()
     loop = ControlLoop(app)
     IoChannelWatch(loop, link)
-    assert link.channel is not None
-    fd = link.channel.fileno()
+    (channel,) = link.channels
+    assert channel is not None
+    fd = channel.fileno()
     assert loop.wake_sources() == {fd}
     io.close()
     loop.run(max_ticks=3)  # the EOF is read during the waits between ticks
