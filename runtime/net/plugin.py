@@ -14,7 +14,6 @@ from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
-from edgeloop.net.connection_ids import connection_ids
 from edgeloop.net.network import (
     NET_EVENT,
     NET_MESSAGE,
@@ -138,8 +137,8 @@ class NetworkIo:
         self.subscriptions = Subscriptions()
         for message_type in (protocol.Subscribe, protocol.WorldUpdate):
             context.registry.add(message_type)
-        # One id space for both providers and every io worker: an id names one peer.
-        ids = connection_ids(context.worker)
+        # One id space for both providers: an id names one peer.
+        ids = context.connection_ids
         # Several workers listen on the same ports; the kernel shares connections out.
         self.reuse_port = context.workers > 1
 

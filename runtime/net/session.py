@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -57,7 +57,7 @@ class Hub:
         events: Events | None = None,
         server_name: str = "edgeloop",
         hello_timeout_s: float = HELLO_TIMEOUT_S,
-        ids: itertools.count[int] | None = None,
+        ids: Iterator[int] | None = None,
         hold: Hold | None = None,
     ) -> None:
         self.name = name

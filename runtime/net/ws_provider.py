@@ -38,6 +38,7 @@ log = logging.getLogger("edgeloop.net.ws")
 WS_PATH = "/ws"
 MAX_LAG_S = 5.0
 CONGESTED_MESSAGES = 8  # queued messages to a client before periodic updates wait
+CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server ends
 
 # (path) -> a response for plain HTTP requests on the port, or None for 404.
 HttpHandler = Callable[[str], Response | None]
@@ -193,6 +194,9 @@ class WebSocketProvider:
             process_request=self._process_request,
             max_size=self.max_frame_bytes,
             compression=None,  # CPU on a Pi is dearer than bytes on a LAN
+            # A dashboard that vanished without a close frame must not hold up a stop
+            # past the supervisor's patience (5 s) with the default 10 s.
+            close_timeout=CLOSE_TIMEOUT_S,
             ssl=tls,
             reuse_port=reuse_port,
         )

@@ -29,6 +29,7 @@ class IoSlot(IntEnum):
     BEATS = 0  # advanced by the worker's event loop
     DEGRADED = 1
     CONNECTIONS = 2  # network peers connected to this worker
+    LAST_CONNECTION_ID = 3  # outlives the worker: its next process goes on from here
 
 
 class Heartbeats:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ class IoContext(Protocol):
     connections: dict[str, int]  # peers connected, per provider (for the status line)
     worker: int  # which io worker this is, 0 to ``workers`` - 1 (runtime.io_workers)
     workers: int
+    connection_ids: Iterator[int]  # for network peers: unique appliance-wide, never reused
 
     def send(self, record: Record) -> bool:
         """Queue a record for the control process; False when CRITICAL/HIGH records are

@@ -19,10 +19,11 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from edgeloop.config import Config, ConfigSection, installed_sections, load_config
 from edgeloop.logs import every_power_of_ten, setup_logging
+from edgeloop.net.connection_ids import ConnectionIds
 from edgeloop.net.registry import Registry, registry_of
 from edgeloop.priority import Priority
 from edgeloop.realtime import child_args
@@ -62,6 +63,7 @@ class IoService:
         self.budget_bytes = budget_bytes
         self.worker = worker
         self.workers = workers
+        self.connection_ids: Iterator[int] = ConnectionIds(worker, heartbeats)
         self.channel = channel
         self.heartbeats = heartbeats
         self.registry = Registry() if registry is None else registry

@@ -1,0 +1,179 @@
+"""Several io workers: one channel each, records routed to the worker that needs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgeloop import Alarms, App, ControlLogic, FixedUpdate, World
+from edgeloop.config import ConfigSection, parse_config_text
+from edgeloop.net.connection_ids import WORKER_SHIFT, ConnectionIds, worker_of
+from edgeloop.net.network import NET_EVENT, NET_SEND, ConnectionEvent, Network
+from edgeloop.net.plugin import NetworkConfig, NetworkPlugin
+from edgeloop.net.registry import Registry, message
+from edgeloop.priority import Priority
+from edgeloop.realtime.control_loop import ControlLoop
+from edgeloop.realtime.control_process import IoChannelWatch
+from edgeloop.realtime.heartbeat import Heartbeats
+from edgeloop.realtime.io_link import IoInput, IoLink, IoLinkPlugin
+from edgeloop.realtime.io_process import IoService, io_parts
+from edgeloop.realtime.ipc import Channel, Record, socketpair
+
+
+@message(name="test.Ping", priority=Priority.HIGH)
+@dataclass
+class Ping:
+    n: int
+
+
+def _two_workers(records_per_tick: int = 1000) -> tuple[App, IoLink, list[Channel]]:
+    pairs = [socketpair() for _ in range(2)]
+    link = IoLink(*(Channel(c) for c, _ in pairs), records_per_tick=records_per_tick)
+    app = App(rate_hz=100)
+    app.insert_resource(Registry([Ping]))
+    app.add_plugin(IoLinkPlugin(link))
+    app.add_plugin(NetworkPlugin(NetworkConfig()))
+    return app, link, [Channel(io) for _, io in pairs]
+
+
+def _received(io: Channel) -> list[Record]:
+    return [record for batch in io.receive() for record in batch.records]
+
+
+def test_a_record_goes_to_its_worker_and_a_broadcast_to_every_worker() -> None:
+    app, link, (io0, io1) = _two_workers()
+    link.send("field.write", "plc1", [[0, 1.0]], Priority.HIGH, worker=0)
+    link.send("world.value", "1:Tank", [1, "Tank", {}])
+    app.run_for(1)
+    assert [r.topic for r in _received(io0)] == ["field.write", "world.value"]
+    assert [r.topic for r in _received(io1)] == ["world.value"]
+    with pytest.raises(IndexError):
+        link.send("t", "k", 0, worker=2)
+
+
+def test_network_sends_reach_the_worker_holding_the_connection() -> None:
+    app, _, (io0, io1) = _two_workers()
+    on_worker_1 = (1 << WORKER_SHIFT) + 5
+
+    def send(world: World) -> None:
+        network = world.resource(Network)
+        network.send(world, 3, Ping(1))
+        network.send(world, on_worker_1, Ping(2))
+        network.send(world, 7 << WORKER_SHIFT, Ping(3))  # no such worker: dropped
+        network.broadcast(world, Ping(4))
+
+    app.add_systems(FixedUpdate, send, in_set=ControlLogic)
+    app.run_for(1)
+    sent0 = [r.payload[4]["n"] for r in _received(io0) if r.topic == NET_SEND]
+    sent1 = [r.payload[4]["n"] for r in _received(io1) if r.topic == NET_SEND]
+    assert (sent0, sent1) == ([1, 4], [2, 4])
+    assert app.world.resource(Network).dropped == 1
+
+
+def test_inputs_from_every_worker_reach_the_systems() -> None:
+    app, link, (io0, io1) = _two_workers()
+    seen: list[IoInput] = []
+    app.add_systems(FixedUpdate, lambda w: seen.extend(w.read(IoInput)), in_set=ControlLogic)
+    io0.send(0, [Record("t", "a", int(Priority.HIGH), 0)])
+    io1.send(0, [Record("t", "b", int(Priority.HIGH), 1)])
+    link.read_available(0)
+    link.read_available(1)
+    app.run_for(1)
+    assert sorted(r.key for r in seen) == ["a", "b"]
+
+
+def test_a_lost_worker_raises_the_alarm_by_name_and_disconnects_only_its_peers() -> None:
+    app, link, (io0, io1) = _two_workers()
+    events: list[ConnectionEvent] = []
+    app.add_systems(
+        FixedUpdate, lambda w: events.extend(w.read(ConnectionEvent)), in_set=ControlLogic
+    )
+    peer0, peer1 = 1, (1 << WORKER_SHIFT) + 1
+    io0.send(0, [Record(NET_EVENT, "1", int(Priority.HIGH), ["tcp", peer0, True, "r0"])])
+    io1.send(0, [Record(NET_EVENT, "2", int(Priority.HIGH), ["ws", peer1, True, "r1"])])
+    link.read_available(0)
+    link.read_available(1)
+    app.run_for(1)
+    assert [(e.connection, e.connected) for e in events] == [(peer0, True), (peer1, True)]
+    assert link.up and app.world.resource(Alarms).get("io-link") is None
+
+    io1.close()  # worker 1 died
+    link.read_available(1)
+    events.clear()
+    app.run_for(1)
+    assert [(e.provider, e.connection, e.connected) for e in events] == [("ws", peer1, False)]
+    assert not link.up and link.links_up == 1
+    alarm = app.world.resource(Alarms).get("io-link")
+    assert alarm is not None and alarm.active and "io worker 1 of 2" in alarm.text
+
+    control_end, _ = socketpair()
+    link.replace(control_end, worker=1)  # the supervisor started a new worker 1
+    events.clear()
+    app.run_for(1)
+    assert events == [], "a peer is disconnected once"
+    assert link.up and not app.world.resource(Alarms).get("io-link").active  # type: ignore[union-attr]
+
+
+def test_connection_ids_name_their_worker_and_go_on_after_a_restart() -> None:
+    heartbeats = Heartbeats(io_workers=3)
+    try:
+        assert [next(ConnectionIds(0, heartbeats)) for _ in range(1)] == [1]
+        worker2 = ConnectionIds(2, heartbeats)
+        first = [next(worker2), next(worker2)]
+        assert first == [(2 << WORKER_SHIFT) + 1, (2 << WORKER_SHIFT) + 2]
+        assert {worker_of(i) for i in first} == {2}
+        restarted = ConnectionIds(2, heartbeats)  # the worker's next process
+        assert next(restarted) == (2 << WORKER_SHIFT) + 3, "an old peer's id is never reused"
+        assert next(ConnectionIds(0, heartbeats)) == 2
+        assert max(first) < 2**53
+    finally:
+        heartbeats.close()
+
+
+def test_only_the_first_worker_runs_the_parts_that_must_exist_once() -> None:
+    started: list[tuple[str, int]] = []
+
+    def part(name: str) -> object:
+        def make(_model: object, context: IoService) -> object:
+            started.append((name, context.worker))
+            return object()
+
+        return make
+
+    sections = [
+        ConfigSection(
+            "network", NetworkConfig, NetworkPlugin, io=part("network"), io_in_every_worker=True
+        ),
+        ConfigSection("devices", NetworkConfig, NetworkPlugin, io=part("devices")),
+    ]
+    config = parse_config_text("network: {}\ndevices: {}\n", Path("test.yaml"), sections)
+    for worker in range(2):
+        control_end, io_end = socketpair()
+        heartbeats = Heartbeats(io_workers=2)
+        service = IoService(Channel(io_end), heartbeats, worker=worker, workers=2)
+        io_parts(config, sections, service)  # type: ignore[arg-type]
+        heartbeats.close()
+        control_end.close()
+        io_end.close()
+    assert started == [("network", 0), ("devices", 0), ("network", 1)]
+
+
+def test_the_control_loop_reads_every_worker_in_turn_under_a_flood() -> None:
+    app, link, (io0, io1) = _two_workers(records_per_tick=4)
+    per_tick: list[set[str]] = []
+    app.add_systems(
+        FixedUpdate,
+        lambda w: per_tick.append({r.key for r in w.read(IoInput)}),
+        in_set=ControlLogic,
+    )
+    for n in range(20):
+        io0.send(0, [Record("t", "a", int(Priority.HIGH), n)] * 4)
+        io1.send(0, [Record("t", "b", int(Priority.HIGH), n)] * 4)
+    loop = ControlLoop(app)
+    IoChannelWatch(loop, link)
+    loop.run(max_ticks=16)
+    loop.close()
+    later = set().union(*per_tick[8:])  # past what was read before the inbox filled
+    assert later == {"a", "b"}, f"one worker waited for the other's flood to end: {per_tick}"
