@@ -73,7 +73,11 @@ their core to themselves as on a device.
 Usage::
 
     python bench/ingest.py --duration 20 --robots 100 --rate 100 [--json OUT]
-        [--client-procs 2] [--profile DIR] [--keep-logs DIR]
+        [--client-procs 2] [--io-workers 1] [--profile DIR] [--keep-logs DIR]
+
+``--io-workers N`` runs the appliance with ``runtime.io_workers: N`` (the io figures are
+then the sum over the workers; the bare server stays one process): on a machine with
+more cores than this bench's two, that is how the io side grows past one core.
 
 A readable table goes to stdout, and the JSON to ``--json`` or, without it, after the
 table. ``--profile DIR`` records the io process with py-spy (if installed) during the
@@ -724,9 +728,11 @@ class BareServer:
 # -- the appliance --------------------------------------------------------------------------
 
 
-def write_config(path: Path, port: int, device_token: str, viewer_token: str) -> None:
+def write_config(
+    path: Path, port: int, device_token: str, viewer_token: str, io_workers: int
+) -> None:
     path.write_text(
-        f"""runtime: {{name: ingest-bench}}
+        f"""runtime: {{name: ingest-bench, io_workers: {io_workers}}}
 network:
   tcp: {{host: {HOST}, port: {port}}}
   websocket: null
@@ -747,11 +753,12 @@ def free_port() -> int:
 class Appliance:
     """``edgeloop run -c CONFIG``: supervisor, control and io process, logging to a file."""
 
-    def __init__(self, workdir: Path, port: int, tokens: tuple[str, str]) -> None:
+    def __init__(self, workdir: Path, port: int, tokens: tuple[str, str], io_workers: int) -> None:
         self.port = port
+        self.io_workers = io_workers
         self.config = workdir / "ingest.yaml"
         self.log_path = workdir / "appliance.log"
-        write_config(self.config, port, *tokens)
+        write_config(self.config, port, *tokens, io_workers)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, longest_s: float) -> None:
@@ -769,6 +776,20 @@ class Appliance:
             if process_name(pid) == name:
                 return pid
         raise RuntimeError(f"no {name} process under the supervisor:\n{self.log_tail()}")
+
+    async def ready(self) -> None:
+        """Until the supervisor says every child is up (each io worker named and beating)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "supervisor: ready: " not in self.log_text():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the appliance did not get ready:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def io_children(self) -> list[int]:
+        """Every io worker's pid (worker 0 first: the one ``--profile`` records)."""
+        names = [IO_PROCESS, *(f"{IO_PROCESS}{i}" for i in range(1, self.io_workers))]
+        return [self.child(name) for name in names]
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -810,6 +831,7 @@ class ApplianceLog:
 
 
 PROVIDER_LINE = re.compile(r"tcp provider stopped: (.*)$", re.MULTILINE)
+IO_RESTART_LINE = re.compile(r"io (?:process|worker \d+) restarted")
 CONTROL_LINE = re.compile(
     r"control loop stopped after (\d+) ticks: lateness p99 (\d+) µs, (\d+) overruns"
 )
@@ -820,12 +842,13 @@ TICK_ORIGIN_LINE = re.compile(
 
 def parse_log(text: str) -> ApplianceLog:
     provider: dict[str, int] = {}
-    found = PROVIDER_LINE.search(text)
-    if found and found.group(1).strip() != "no traffic":
+    for found in PROVIDER_LINE.finditer(text):  # one line per io worker
+        if found.group(1).strip() == "no traffic":
+            continue
         for part in found.group(1).split(","):
             name, _, value = part.strip().rpartition(" ")
             with contextlib.suppress(ValueError):
-                provider[name] = int(value)
+                provider[name] = provider.get(name, 0) + int(value)
     control = CONTROL_LINE.search(text)
     ticks, p99, overruns = (int(g) for g in control.groups()) if control else (None,) * 3
     # More than one: the control loop was started again, and a tick number is ambiguous.
@@ -834,7 +857,7 @@ def parse_log(text: str) -> ApplianceLog:
     if len(origins) == 1:
         first, t0, period_ms = origins[0]
         origin = (int(first), float(t0), float(period_ms) / 1e3)
-    restarts = text.count("io process restarted")
+    restarts = len(IO_RESTART_LINE.findall(text))
     return ApplianceLog(provider, ticks, p99, overruns, restarts, origin)
 
 
@@ -1182,6 +1205,7 @@ class Settings:
     duration: float
     client_procs: int
     profile: Path | None
+    io_workers: int = 1
 
 
 @dataclass
@@ -1219,7 +1243,7 @@ class Run:
         self.io_cpus = plan.others or frozenset(os.sched_getaffinity(0))
         self.client_cpus = frozenset({plan.control}) if plan.control is not None else self.io_cpus
         self.tokens = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))  # device, viewer
-        self.appliance = Appliance(workdir, free_port(), self.tokens)
+        self.appliance = Appliance(workdir, free_port(), self.tokens, settings.io_workers)
         self.watch = WorldWatch()
         self.fleet: Fleet | None = None
         self.bare: BareServer | None = None
@@ -1239,22 +1263,28 @@ class Run:
         # Only now: the appliance plans its cores from the full mask; the client
         # processes inherit this one.
         pin_to(self.client_cpus)
+        await appliance.ready()
         self.viewer = await connect_viewer(appliance, self.tokens[1])
         self.watcher = asyncio.create_task(watch_world(self.viewer, self.watch))
-        io_pid, control_pid = appliance.child(IO_PROCESS), appliance.child(CONTROL_PROCESS)
-        rss_before = rss_kb(io_pid)
+        io_pids, control_pid = appliance.io_children(), appliance.child(CONTROL_PROCESS)
+        io_pid = io_pids[0]
+
+        def io_rss_kb() -> int:
+            return sum(rss_kb(pid) for pid in io_pids)
+
+        rss_before = io_rss_kb()
         fleet = self.fleet = await Fleet.start(s.robots, s.client_procs, s.rate_hz, self.tokens[0])
         await fleet.connect("connect", appliance.port)
-        rss_idle = rss_kb(io_pid)
+        rss_idle = io_rss_kb()
         cpu_of = {
-            "receiver": lambda: cpu_seconds(io_pid),
+            "receiver": lambda: sum(cpu_seconds(pid) for pid in io_pids),
             "control": lambda: cpu_seconds(control_pid),
             **self.cpu_readers(fleet),
         }
         meter = Meter(fleet, self.watch, cpu_of)  # both count from 0: nothing sent yet
         async with profiled(self.spy("offered", io_pid), s.duration):
             offered = await offered_load(meter, s.duration, self.watch)
-        rss_streaming = rss_kb(io_pid)
+        rss_streaming = io_rss_kb()
         appliance.check_alive()
         start = max(RAMP_START_MIN, s.robots * s.rate_hz)
         async with profiled(self.spy("ramp", io_pid), s.duration):
@@ -1401,6 +1431,7 @@ def figures(settings: Settings, m: Measured) -> dict[str, Any]:
     return {
         "robots": robots,
         "rate_hz": settings.rate_hz,
+        "io_workers": settings.io_workers,
         "duration_s": settings.duration,
         "client_procs": min(settings.client_procs, robots),
         "offered_msgs_per_s": round(robots * settings.rate_hz, 1),
@@ -1497,13 +1528,14 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [
         f"edgeloop ingest bench: python {r['python']}, {r['machine']}",
         f"{r['robots']} robots x {r['rate_hz']:g} Hz, {r['duration_s']:g} s per phase; "
-        f"{r['event_loop']}; io process and bare server on cpu {r['io_cpus']}, "
+        f"{r['event_loop']}; {r['io_workers']} io process(es) and the bare server on cpu "
+        f"{r['io_cpus']}, "
         f"{r['client_procs']} client processes on cpu {r['client_cpus']}",
         "",
         TABLE_HEADER,
         *(table_row(r, *row) for row in TABLE_ROWS),
         "(received: into the World for ours, through the dashboard; decoded by the bare "
-        "server; io cpu: the io process or the bare server)",
+        "server; io cpu: the io processes or the bare server)",
         "",
         f"max sustained: ours {r['max_msgs_per_s']:,.0f} msgs/s, bare "
         f"{r['baseline_max_msgs_per_s']:,.0f} msgs/s, ours / bare {ratio} (the best ramp "
@@ -1557,14 +1589,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--robots", type=int, default=100, help="connections (default 100)")
     parser.add_argument("--rate", type=float, default=100.0, help="Hz per robot (default 100)")
     parser.add_argument("--client-procs", type=int, default=2, help="default 2")
+    parser.add_argument("--io-workers", type=int, default=1, help="runtime.io_workers (default 1)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy the io process into this folder")
     parser.add_argument("--keep-logs", type=Path, help="copy the appliance's log here")
     args = parser.parse_args(argv)
     if not (args.duration > 0 and math.isfinite(args.duration)):
         parser.error("--duration must be > 0")
-    if args.robots < 1 or args.client_procs < 1 or not args.rate > 0:
-        parser.error("--robots, --client-procs and --rate must be positive")
+    if args.robots < 1 or args.client_procs < 1 or args.io_workers < 1 or not args.rate > 0:
+        parser.error("--robots, --client-procs, --io-workers and --rate must be positive")
     return args
 
 
@@ -1574,7 +1607,9 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(args.robots, args.rate, args.duration, args.client_procs, args.profile)
+    settings = Settings(
+        args.robots, args.rate, args.duration, args.client_procs, args.profile, args.io_workers
+    )
     if settings.profile is not None:
         settings.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeloop-ingest-") as tmp:

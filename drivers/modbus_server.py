@@ -66,7 +66,7 @@ from edgeloop.drivers.points import PointMap
 from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import IoInput, IoLink, IoReceive, IoSend
+from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
@@ -286,7 +286,7 @@ def send_served_values(world: World) -> None:
     served._last = values
     served._sent_at = now
     snapshot = [[index, value] for index, value in enumerate(values) if value is not None]
-    link.send(TOPIC_VALUES, "", snapshot, Priority.NORMAL)
+    link.send(TOPIC_VALUES, "", snapshot, Priority.NORMAL, worker=HOME_WORKER)
 
 
 def _changed(values: list[Any], last: list[Any]) -> bool:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 KEYS = {
@@ -35,13 +37,17 @@ KEYS = {
 }
 
 
-def test_ingest_bench_reports_our_path_next_to_a_bare_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io_workers", [1, 2])
+def test_ingest_bench_reports_our_path_next_to_a_bare_server(
+    tmp_path: Path, io_workers: int
+) -> None:
     out = tmp_path / "ingest.json"
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "bench" / "ingest.py"),
             *("--duration", "3", "--robots", "5", "--rate", "20", "--json", str(out)),
+            *("--io-workers", str(io_workers)),
         ],
         check=False,
         capture_output=True,
@@ -55,6 +61,7 @@ def test_ingest_bench_reports_our_path_next_to_a_bare_server(tmp_path: Path) -> 
     missing = KEYS - set(figures)
     assert not missing, missing
     assert figures["robots"] == 5 and figures["rate_hz"] == 20
+    assert figures["io_workers"] == io_workers
     assert figures["offered_msgs_per_s"] == 100
     assert figures["delivered_msgs_per_s"] > 0
     assert figures["max_msgs_per_s"] > 0 and figures["baseline_max_msgs_per_s"] > 0
@@ -73,7 +80,7 @@ def test_ingest_bench_reports_our_path_next_to_a_bare_server(tmp_path: Path) -> 
     assert 0 <= figures["io_cpu_pct"] <= 100
     assert figures["control_p99_lateness_us"] >= 0 and figures["control_overruns"] >= 0
     # TCP loses nothing: every message sent was accepted by the appliance before it
-    # stopped, and no io restart cut the run short.
+    # stopped (summed over the io workers' logs), and no io restart cut the run short.
     assert figures["io_restarts"] == 0
     assert figures["accepted_total"] == figures["sent_total"] > 0
     assert figures["appliance_exit_status"] == 0

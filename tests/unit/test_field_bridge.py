@@ -256,3 +256,22 @@ def test_a_record_that_does_not_fit_the_points_is_dropped_not_a_stop() -> None:
     assert app.world.resource(FieldModel).bad_records == 3
     assert _tank(app).level == 2.0, "the records that fit still apply"
     assert app.world.resource(FieldModel).health["plc1"].state == "connecting", "no half snapshot"
+
+
+def test_with_several_io_workers_the_drivers_worker_alone_matters() -> None:
+    (control0, io0), (control1, io1) = socketpair(), socketpair()
+    app = App()
+    link = IoLink(Channel(control0), Channel(control1))
+    app.add_plugin(IoLinkPlugin(link))
+    add_field_devices(app, "test", [DeviceSpec("plc1", "test", [LEVEL, PUMP])])
+    app.startup()
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [[0], [1.0], 0]))
+    app.run_for(1)
+    assert _sent_to_io(Channel(io0)) == [("plc1", [[1, False]])]
+    assert _sent_to_io(Channel(io1)) == [], "field writes go to the worker running the drivers"
+
+    io1.close()  # a worker that only serves network peers died
+    link.read_available(1)
+    app.run_for(1)
+    assert _tank(app).level_quality is Quality.GOOD
+    assert app.world.resource(FieldModel).health["plc1"].state != "offline"
