@@ -1535,7 +1535,7 @@ def format_table(r: dict[str, Any]) -> str:
         TABLE_HEADER,
         *(table_row(r, *row) for row in TABLE_ROWS),
         "(received: into the World for ours, through the dashboard; decoded by the bare "
-        "server; io cpu: the io processes or the bare server)",
+        "server; io cpu: the io processes or the bare server, in % of one core)",
         "",
         f"max sustained: ours {r['max_msgs_per_s']:,.0f} msgs/s, bare "
         f"{r['baseline_max_msgs_per_s']:,.0f} msgs/s, ours / bare {ratio} (the best ramp "

@@ -31,7 +31,14 @@ from edgeloop.drivers.points import PointMap, Quality
 from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
+from edgeloop.realtime.io_link import (
+    HOME_WORKER,
+    IO_LOST,
+    IoInput,
+    IoLink,
+    IoReceive,
+    IoSend,
+)
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, Startup, SystemSet
 from edgeloop.world import World
 
@@ -82,7 +89,6 @@ class FieldModel:
     _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
     bad_records: int = 0  # from the io process, not fitting the points: dropped
     _channel: object = None  # the io channel seen last: a new one is a new io process
-    _io_up: bool = False
 
     def component(self, name: str) -> type[Component]:
         """The component class made for ``name`` (``KeyError`` if no point names it)."""
@@ -172,10 +178,7 @@ def receive_field_values(world: World) -> None:
     """FieldInput: the values and health the io process sent since the last tick."""
     model = world.resource(FieldModel)
     link = world.get_resource(IoLink)
-    if link is not None and (
-        link.channels[HOME_WORKER] is not model._channel
-        or link.worker_up(HOME_WORKER) != model._io_up
-    ):
+    if link is not None and link.channels[HOME_WORKER] is not model._channel:
         _follow_io_process(model, link)
     for record in world.read(IoInput):
         try:
@@ -187,6 +190,8 @@ def receive_field_values(world: World) -> None:
                 health = model.health.get(record.key)
                 if health is not None:
                     _apply_health(health, record.payload)
+            elif record.topic == IO_LOST and record.payload == HOME_WORKER:
+                _io_process_lost(model)
         except (IndexError, KeyError, TypeError, ValueError) as error:
             # Not what this config's points expect (an io process started with another
             # config, a driver bug): the record is dropped, the control loop goes on.
@@ -203,30 +208,28 @@ def receive_field_values(world: World) -> None:
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
-    """While the io process (the worker the drivers run in) is down nothing is read:
-    every value is STALE and every device offline. A new io process knows none of the
-    outputs: they are sent again."""
-    channel = link.channels[HOME_WORKER]
-    up = link.worker_up(HOME_WORKER)
-    if channel is not model._channel:
-        if model._channel is not None:
-            for outputs in model._outputs.values():
-                for _, output in outputs:
-                    if output.owned or not output.point.reads:
-                        output.last = output.last_raw = None
-        model._channel = channel
-    if model._io_up and not up:
-        for inputs in model._inputs.values():
-            for target in inputs:
-                if (
-                    target is not None
-                    and getattr(target.component, target.quality_field) is Quality.GOOD
-                ):
-                    setattr(target.component, target.quality_field, Quality.STALE)
-        for health in model.health.values():
-            health.state = "offline"
-            health.last_error = "io process not connected"
-    model._io_up = up
+    """A new io process (of the worker the drivers run in) knows none of the outputs:
+    they are sent again."""
+    if model._channel is not None:
+        for outputs in model._outputs.values():
+            for _, output in outputs:
+                if output.owned or not output.point.reads:
+                    output.last = output.last_raw = None
+    model._channel = link.channels[HOME_WORKER]
+
+
+def _io_process_lost(model: FieldModel) -> None:
+    """Nothing is read while the drivers' io process is down, and its last values came
+    just before this: every value is STALE from here on, every device offline."""
+    for inputs in model._inputs.values():
+        for target in inputs:
+            if target is not None and getattr(target.component, target.quality_field) is (
+                Quality.GOOD
+            ):
+                setattr(target.component, target.quality_field, Quality.STALE)
+    for health in model.health.values():
+        health.state = "offline"
+        health.last_error = "io process not connected"
 
 
 def _device_form(point: PointMap, value: Any) -> Any:

@@ -98,7 +98,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "(development and debugging)",
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    # Load for benchmarks: synthetic records per second from the io process.
+    # Load for benchmarks: synthetic records per second from each io process.
     parser.add_argument("--synthetic-io", type=float, default=0.0, help=argparse.SUPPRESS)
 
 

@@ -18,7 +18,7 @@ from edgeloop.clock import Time
 from edgeloop.net import protocol
 from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.registry import ProtocolError, Registry, info
-from edgeloop.realtime.io_link import IoInput, IoLink
+from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink
 from edgeloop.schedule import SystemSet
 from edgeloop.world import World
 
@@ -97,7 +97,6 @@ class Network:
         # no io process to take them (one-process mode).
         self.dropped = 0
         self.connections: dict[int, str] = {}  # connected peers: id -> provider
-        self._channels: list[object] = []  # each io worker's channel, while it is up
 
     def queue(self, mtype: type[T]) -> type[NetworkData[T]]:
         """The message queue key for ``NetworkData`` of ``mtype`` (one class per type)."""
@@ -156,10 +155,6 @@ def route_network_inputs(world: World) -> None:
     """NetworkReceive: io records of the providers into typed messages for this tick;
     replies to requests as ``Response``, requests past their deadline as timeouts."""
     network = world.resource(Network)
-    tick = world.resource(Time).tick
-    link = world.get_resource(IoLink)
-    if link is not None:
-        _follow_io_workers(world, network, link, tick)
     for record in world.read(IoInput):
         if record.topic == NET_MESSAGE:
             _route_message(world, network, record)
@@ -170,26 +165,23 @@ def route_network_inputs(world: World) -> None:
             else:
                 network.connections.pop(connection, None)
             world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
+        elif record.topic == IO_LOST:
+            _lose_worker(world, network, record.payload, record.tick)
     if network._pending:
+        tick = world.resource(Time).tick
         for request_id in [r for r, p in network._pending.items() if p.deadline_tick <= tick]:
             pending = network._pending.pop(request_id)
             world.send(RequestTimeout(request_id, pending.connection, tick))
 
 
-def _follow_io_workers(world: World, network: Network, link: IoLink, tick: int) -> None:
-    """An io worker that went away took its connections with it, without a word: they
-    are disconnected here (its new process hands out new ids, never these)."""
-    seen = network._channels
-    if len(seen) != link.workers:
-        seen[:] = [None] * link.workers
-    for worker, channel in enumerate(link.channels):
-        current = channel if link.worker_up(worker) else None
-        if seen[worker] is not None and current is not seen[worker]:
-            lost = [c for c in network.connections if worker_of(c) == worker]
-            for connection in lost:
-                provider = network.connections.pop(connection)
-                world.send(ConnectionEvent(provider, connection, False, "io process lost", tick))
-        seen[worker] = current
+def _lose_worker(world: World, network: Network, worker: int, tick: int) -> None:
+    """An io worker that went away took its peers with it, without a word: they are
+    disconnected here, after the last records it sent (its next process hands out new
+    ids, never these)."""
+    lost = [c for c in network.connections if worker_of(c) == worker]
+    for connection in lost:
+        provider = network.connections.pop(connection)
+        world.send(ConnectionEvent(provider, connection, False, "io process lost", tick))
 
 
 def _route_message(world: World, network: Network, record: IoInput) -> None:

@@ -4,8 +4,8 @@ Control side: ``publish_world_changes`` (WebUIUpdates, 30 Hz) sends every compon
 that changed since it last ran, one NORMAL record per (entity, component) — so when the
 io process is behind, the outbox keeps only the latest value of each (conflation is
 exactly right here), and despawned entities, to every io worker (each serves its own
-dashboards). After an io worker is restarted, everything is sent again, since the new
-one starts with an empty mirror.
+dashboards). A restarted io worker is sent everything, since it starts with an empty
+mirror; the others only what changed.
 
 Io side: ``WorldMirror`` holds the latest values; each ``edgeloop.Subscribe``r gets an
 ``edgeloop.WorldUpdate`` with what changed since its previous update, at most
@@ -22,9 +22,11 @@ from typing import Any
 
 import msgspec
 
+from edgeloop.component import Component
 from edgeloop.net.protocol import ComponentValue, Subscribe, WorldUpdate
 from edgeloop.net.session import Session
 from edgeloop.priority import Priority
+from edgeloop.query import Query
 from edgeloop.realtime.io_link import IoLink
 from edgeloop.realtime.ipc import Record
 from edgeloop.world import World
@@ -40,36 +42,46 @@ MAX_HZ = 60.0
 
 
 class WorldFeed:
-    """Resource: what the publisher has told the io process."""
+    """Resource: what the publisher has told the io workers."""
 
     def __init__(self) -> None:
         self.alive: set[int] = set()
-        self.generation = -1  # the io link's generation the mirrors were filled at
+        self.generations: list[int] = []  # each worker's, when its mirror was filled
 
 
 def publish_world_changes(world: World) -> None:
-    """WebUIUpdates: changed components and despawned entities to the io process."""
+    """WebUIUpdates: changed components and despawned entities to every io worker, and
+    everything to a worker that has just (re)started."""
     link = world.get_resource(IoLink)
     if link is None or link.links_up == 0:
         return
     feed = world.resource(WorldFeed)
-    since = None
-    if feed.generation != link.generation:
-        # A new io worker: send everything (to every worker: their mirrors just see
-        # the same values again, and a restart is rare).
-        feed.generation = link.generation
-        feed.alive = set()
-        since = 0
+    if len(feed.generations) != link.workers:
+        feed.generations = [-1] * link.workers
+    fresh = [w for w, g in enumerate(link.generations) if g != feed.generations[w]]
+    feed.generations[:] = link.generations
+    everyone_fresh = len(fresh) == link.workers
     for ctype in world.component_types():
-        fields = ctype.__el_fields__
-        name = ctype.__name__
-        for entity, component in world.query(ctype, changed=(ctype,), since=since).items():
-            values = msgspec.to_builtins(dict(zip(fields, component.values(), strict=True)))
-            link.send(WORLD_VALUE, f"{entity}:{name}", [entity, name, values], Priority.NORMAL)
+        if everyone_fresh:
+            _send_values(link, ctype, world.query(ctype, changed=(ctype,), since=0), None)
+            continue
+        _send_values(link, ctype, world.query(ctype, changed=(ctype,)), None)
+        for worker in fresh:
+            _send_values(link, ctype, world.query(ctype, changed=(ctype,), since=0), worker)
     alive = set(world.entities())
     for entity in feed.alive - alive:
         link.send(WORLD_REMOVED, str(entity), entity, Priority.NORMAL)
     feed.alive = alive
+
+
+def _send_values(
+    link: IoLink, ctype: type[Component], found: Query[Component], worker: int | None
+) -> None:
+    fields = ctype.__el_fields__
+    name = ctype.__name__
+    for entity, component in found.items():
+        values = msgspec.to_builtins(dict(zip(fields, component.values(), strict=True)))
+        link.send(WORLD_VALUE, f"{entity}:{name}", [entity, name, values], Priority.NORMAL, worker)
 
 
 # -- io side ----------------------------------------------------------------------------

@@ -44,6 +44,9 @@ INBOX_TICKS = 4  # how many ticks' worth of records are read ahead of the ticks
 # The io worker that runs the parts that must exist once: field drivers, the Modbus
 # server. The others (runtime.io_workers > 1) share the network listeners with it.
 HOME_WORKER = 0
+# Put in the inbox, after the last record read from it, when a worker's channel ends:
+# systems learn in order that nothing more comes from that process (its peers are gone).
+IO_LOST = "io.lost"  # key: the worker's number as text, payload: the number
 
 
 class IoLink:
@@ -54,6 +57,9 @@ class IoLink:
     per tick, and at most a few ticks' worth are read from the sockets ahead: a flood
     then backs up into the sockets and the io workers, which pause the flooding peer
     (CRITICAL/HIGH) or conflate (NORMAL), instead of stretching the control tick.
+
+    When a channel ends (EOF read, or replaced before that), an ``IO_LOST`` record
+    follows the worker's last records in the inbox.
     """
 
     def __init__(self, *channels: Channel | None, records_per_tick: int = 1000) -> None:
@@ -61,8 +67,11 @@ class IoLink:
         self.outboxes = [Outbox() if c is None else c.outbox for c in self.channels]
         self.records_per_tick = records_per_tick
         self.inbox: deque[Record] = deque()
-        self.generation = 0  # channels replaced so far: a restarted worker knows nothing
-        self.reported_up: int | None = None  # links up, as the alarm last said
+        # Per worker, channels replaced so far: a restarted worker knows nothing.
+        self.generations = [0] * len(self.channels)
+        self.changes = 0  # channels lost or replaced: the alarm looks again when it moves
+        self.reported_changes = -1  # as the alarm last saw
+        self._lost_told = [False] * len(self.channels)  # IO_LOST queued for this channel
 
     @property
     def workers(self) -> int:
@@ -74,7 +83,11 @@ class IoLink:
 
     @property
     def links_up(self) -> int:
-        return sum(self.worker_up(worker) for worker in range(len(self.channels)))
+        up = 0
+        for channel in self.channels:
+            if channel is not None and not channel.closed:
+                up += 1
+        return up
 
     @property
     def up(self) -> bool:
@@ -116,17 +129,28 @@ class IoLink:
         while channel is not None and len(self.inbox) < goal:
             batches = channel.receive(max_batches=1)
             if not batches:
+                if channel.closed:
+                    self._lost(worker)
                 return
             for batch in batches:
                 self.inbox.extend(batch.records)
 
+    def _lost(self, worker: int) -> None:
+        if not self._lost_told[worker]:
+            self._lost_told[worker] = True
+            self.changes += 1
+            self.inbox.append(Record(IO_LOST, str(worker), int(Priority.CRITICAL), worker))
+
     def replace(self, sock: socket.socket, worker: int = HOME_WORKER) -> None:
         """Take the channel to a restarted io worker, keeping what waits to be sent."""
         old = self.channels[worker]
-        self.channels[worker] = Channel(sock, outbox=self.outboxes[worker])
-        self.generation += 1
         if old is not None:
+            self._lost(worker)  # what it did not send by now is gone with it
             old.close()
+        self.channels[worker] = Channel(sock, outbox=self.outboxes[worker])
+        self._lost_told[worker] = False
+        self.generations[worker] += 1
+        self.changes += 1
 
     def flush(self, tick: int) -> bool:
         """Send what the sockets take now; True when nothing is left waiting for any."""
@@ -153,23 +177,27 @@ def receive_io_inputs(world: World) -> None:
     """IoReceive: what the io workers sent since the last tick, as IoInput messages."""
     link = world.resource(IoLink)
     tick = world.resource(Time).tick
-    links_up = link.links_up
-    if links_up != link.reported_up:
-        link.reported_up = links_up
-        alarms = world.resource(Alarms)
-        if links_up == link.workers:
-            alarms.clear(ALARM_SOURCE, tick)
-        else:
-            down = [str(w) for w in range(link.workers) if not link.worker_up(w)]
-            detail = "io process not connected"
-            if link.workers > 1:
-                detail = f"io worker {', '.join(down)} of {link.workers} not connected"
-            alarms.activate(ALARM_SOURCE, detail, Severity.FAULT, tick)
-            log.warning("%s at tick %d: its outputs wait until it is back", detail, tick)
+    if link.changes != link.reported_changes:
+        link.reported_changes = link.changes
+        _report_links(world.resource(Alarms), link, tick)
     inbox = link.inbox
     for _ in range(min(len(inbox), link.records_per_tick)):
         record = inbox.popleft()
         world.send(IoInput(record.topic, record.key, record.payload, tick))
+
+
+def _report_links(alarms: Alarms, link: IoLink, tick: int) -> None:
+    down = [str(w) for w in range(link.workers) if not link.worker_up(w)]
+    if not down:
+        alarms.clear(ALARM_SOURCE, tick)
+        return
+    detail = "io process not connected"
+    if link.workers > 1:
+        detail = f"io worker {', '.join(down)} of {link.workers} not connected"
+    alarm = alarms.get(ALARM_SOURCE)
+    if alarm is None or not alarm.active or alarm.text != detail:
+        alarms.activate(ALARM_SOURCE, detail, Severity.FAULT, tick)
+        log.warning("%s at tick %d: its outputs wait until it is back", detail, tick)
 
 
 def send_io_outputs(world: World) -> None:

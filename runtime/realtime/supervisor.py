@@ -298,13 +298,17 @@ class Supervisor:
         ticks = hb[Slot.CONTROL_TICKS]
         elapsed = now - last[1]
         rate = (ticks - last[0]) / elapsed if elapsed > 0 and last[0] else 1 / self.period_s
+        # A worker being restarted has none, whatever its last process wrote.
+        connections = sum(
+            hb.io(io.index, IoSlot.CONNECTIONS) for io in self._io if io.restart_at is None
+        )
         parts = [
             f"{rate:.1f} Hz",
             f"tick {ticks}",
             f"p99 lateness {hb[Slot.CONTROL_P99_LATENESS_NS] // 1000} µs",
             f"{hb[Slot.CONTROL_OVERRUNS]} overruns",
             self._io_status(),
-            f"{hb.io_total(IoSlot.CONNECTIONS)} connections",
+            f"{connections} connections",
         ]
         degraded = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
         if degraded:
@@ -320,33 +324,43 @@ class Supervisor:
     # -- stopping -------------------------------------------------------------------------
 
     def _stop_children(self, status: int) -> int:
-        children = [("control process", self._control)]
-        children += [(self._io_name(io), io.proc) for io in self._io]
-        for name, child in children:
-            if child is None or child.poll() is not None:
-                continue
-            if child is not self._control:
-                # io stops by itself once control has closed the channel (after control's
-                # last outputs reached it); a signal now could cut that short.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(IO_DRAIN_S)
-                if child.poll() is not None:
-                    continue
-            child.terminate()
-            try:
-                code = child.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.error("%s did not stop within %g s; killed", name, STOP_TIMEOUT_S)
-                _kill(child)
-                status = status or 1
-                continue
-            if code != 0:
-                log.error("%s exited with status %d while stopping", name, code)
-                status = status or 1
+        if self._control is not None and self._control.poll() is None:
+            status = _stop(self._control, "control process", STOP_TIMEOUT_S, status)
+        # The io workers stop by themselves once control has closed their channels
+        # (after control's last outputs reached them); a signal now could cut that
+        # short. Then together, against one deadline: N hung workers must not take N
+        # times systemd's patience.
+        drained_by = time.monotonic() + IO_DRAIN_S
+        for io in self._io:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                io.proc.wait(max(0.0, drained_by - time.monotonic()))
+        running = [io for io in self._io if io.proc.poll() is None]
+        for io in running:
+            io.proc.terminate()
+        stopped_by = time.monotonic() + STOP_TIMEOUT_S
+        for io in running:
+            status = _stop(io.proc, self._io_name(io), stopped_by - time.monotonic(), status)
         if self._to_control is not None:
             self._to_control.close()
         self.heartbeats.close()
         return status
+
+
+def _stop(child: subprocess.Popen[bytes], name: str, timeout_s: float, status: int) -> int:
+    """Terminate ``child`` (running when it was asked to stop) and wait up to
+    ``timeout_s``; the exit status to report, made 1 by a child that had to be killed or
+    failed while stopping."""
+    child.terminate()
+    try:
+        code = child.wait(max(0.0, timeout_s))
+    except subprocess.TimeoutExpired:
+        log.error("%s did not stop within %g s; killed", name, STOP_TIMEOUT_S)
+        _kill(child)
+        return status or 1
+    if code != 0:
+        log.error("%s exited with status %d while stopping", name, code)
+        return status or 1
+    return status
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:

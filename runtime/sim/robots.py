@@ -94,12 +94,6 @@ class RobotIndex:
 def robots_from_telemetry(world: World) -> None:
     """SensorInput: one entity per robot, updated from its latest telemetry."""
     by_id = world.resource(RobotIndex).by_id
-    for event in world.read(ConnectionEvent):
-        if not event.connected:
-            for robot in by_id.values():
-                if robot.connection == event.connection:
-                    robot.connection = 0
-                    robot.status = "fault"
     for data in read_network(world, Telemetry):
         msg = data.message
         found = by_id.get(msg.robot_id)
@@ -114,6 +108,14 @@ def robots_from_telemetry(world: World) -> None:
         robot.temperature = msg.temperature
         robot.status = msg.status
         robot.last_tick = data.tick
+    # After the telemetry: a connection's last messages come before its end, so one
+    # that sent and went in the same tick ends up disconnected, not connected.
+    for event in world.read(ConnectionEvent):
+        if not event.connected:
+            for robot in by_id.values():
+                if robot.connection == event.connection:
+                    robot.connection = 0
+                    robot.status = "fault"
 
 
 def route_robot_commands(world: World) -> None:

@@ -230,8 +230,8 @@ def test_io_process_down_makes_values_stale_and_a_new_one_gets_the_outputs_again
     assert _sent_to_io(io) == [("plc1", [[1, False]]), ("plc1", [[2, 2.0]])]
     assert _tank(app).level_quality is Quality.GOOD
 
-    assert link.channels[0] is not None
-    link.channels[0].close()  # the io process died
+    io.close()  # the io process died
+    link.read_available()  # the loop reads the EOF as soon as it comes
     app.run_for(1)
     model = app.world.resource(FieldModel)
     assert _tank(app).level_quality is Quality.STALE, "nothing is read while io is down"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,10 +11,12 @@ import pytest
 
 from edgeloop import Alarms, App, ControlLogic, FixedUpdate, World
 from edgeloop.config import ConfigSection, parse_config_text
+from edgeloop.names import Name
 from edgeloop.net.connection_ids import WORKER_SHIFT, ConnectionIds, worker_of
-from edgeloop.net.network import NET_EVENT, NET_SEND, ConnectionEvent, Network
+from edgeloop.net.network import NET_EVENT, NET_MESSAGE, NET_SEND, ConnectionEvent, Network
 from edgeloop.net.plugin import NetworkConfig, NetworkPlugin
 from edgeloop.net.registry import Registry, message
+from edgeloop.net.world_feed import WORLD_REMOVED, WORLD_VALUE
 from edgeloop.priority import Priority
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.control_process import IoChannelWatch
@@ -20,6 +24,7 @@ from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.realtime.io_link import IoInput, IoLink, IoLinkPlugin
 from edgeloop.realtime.io_process import IoService, io_parts
 from edgeloop.realtime.ipc import Channel, Record, socketpair
+from edgeloop.sim.robots import Robot, RobotsConfig, RobotsPlugin, Telemetry
 
 
 @message(name="test.Ping", priority=Priority.HIGH)
@@ -28,14 +33,37 @@ class Ping:
     n: int
 
 
-def _two_workers(records_per_tick: int = 1000) -> tuple[App, IoLink, list[Channel]]:
-    pairs = [socketpair() for _ in range(2)]
-    link = IoLink(*(Channel(c) for c, _ in pairs), records_per_tick=records_per_tick)
+_opened: list[Channel] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_channels() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def _channel(sock: socket.socket) -> Channel:
+    channel = Channel(sock)
+    _opened.append(channel)
+    return channel
+
+
+def _two_workers(
+    records_per_tick: int = 1000, workers: int = 2
+) -> tuple[App, IoLink, list[Channel]]:
+    pairs = [socketpair() for _ in range(workers)]
+    link = IoLink(*(_channel(c) for c, _ in pairs), records_per_tick=records_per_tick)
     app = App(rate_hz=100)
     app.insert_resource(Registry([Ping]))
     app.add_plugin(IoLinkPlugin(link))
     app.add_plugin(NetworkPlugin(NetworkConfig()))
-    return app, link, [Channel(io) for _, io in pairs]
+    return app, link, [_channel(io) for _, io in pairs]
+
+
+def _event(connection: int, connected: bool) -> Record:
+    payload = ["tcp", connection, connected, "peer" if connected else "closed"]
+    return Record(NET_EVENT, str(connection), int(Priority.HIGH), payload)
 
 
 def _received(io: Channel) -> list[Record]:
@@ -108,7 +136,8 @@ def test_a_lost_worker_raises_the_alarm_by_name_and_disconnects_only_its_peers()
     alarm = app.world.resource(Alarms).get("io-link")
     assert alarm is not None and alarm.active and "io worker 1 of 2" in alarm.text
 
-    control_end, _ = socketpair()
+    control_end, io_end = socketpair()
+    _opened.append(Channel(io_end))
     link.replace(control_end, worker=1)  # the supervisor started a new worker 1
     events.clear()
     app.run_for(1)
@@ -151,12 +180,11 @@ def test_only_the_first_worker_runs_the_parts_that_must_exist_once() -> None:
     config = parse_config_text("network: {}\ndevices: {}\n", Path("test.yaml"), sections)
     for worker in range(2):
         control_end, io_end = socketpair()
+        _opened.append(Channel(control_end))
         heartbeats = Heartbeats(io_workers=2)
-        service = IoService(Channel(io_end), heartbeats, worker=worker, workers=2)
+        service = IoService(_channel(io_end), heartbeats, worker=worker, workers=2)
         io_parts(config, sections, service)  # type: ignore[arg-type]
         heartbeats.close()
-        control_end.close()
-        io_end.close()
     assert started == [("network", 0), ("devices", 0), ("network", 1)]
 
 
@@ -175,5 +203,80 @@ def test_the_control_loop_reads_every_worker_in_turn_under_a_flood() -> None:
     IoChannelWatch(loop, link)
     loop.run(max_ticks=16)
     loop.close()
+    assert len(per_tick) > 8, f"ticks were skipped (a stall on this machine?): {per_tick}"
     later = set().union(*per_tick[8:])  # past what was read before the inbox filled
     assert later == {"a", "b"}, f"one worker waited for the other's flood to end: {per_tick}"
+
+
+def test_a_worker_that_dies_right_after_a_connect_leaves_no_peer_behind() -> None:
+    app, link, (_, io1) = _two_workers()
+    events: list[tuple[int, bool]] = []
+    app.add_systems(
+        FixedUpdate,
+        lambda w: events.extend((e.connection, e.connected) for e in w.read(ConnectionEvent)),
+        in_set=ControlLogic,
+    )
+    peer = (1 << WORKER_SHIFT) + 9
+    io1.send(0, [_event(peer, True)])
+    io1.close()  # its last words, then the end: read together
+    link.read_available(1)
+    app.run_for(1)
+    assert events == [(peer, True), (peer, False)], "in the order they happened"
+    assert app.world.resource(Network).connections == {}
+
+
+def test_with_one_io_process_its_peers_are_disconnected_when_it_is_replaced() -> None:
+    app, link, (io,) = _two_workers(workers=1)
+    events: list[ConnectionEvent] = []
+    app.add_systems(
+        FixedUpdate, lambda w: events.extend(w.read(ConnectionEvent)), in_set=ControlLogic
+    )
+    io.send(0, [_event(1, True), _event(2, True), _event(2, False)])
+    link.read_available()
+    app.run_for(1)
+    control_end, io_end = socketpair()
+    _opened.append(Channel(io_end))
+    link.replace(control_end)  # a hung io process killed: its EOF was never read
+    events.clear()
+    app.run_for(1)
+    assert [(e.connection, e.connected, e.detail) for e in events] == [
+        (1, False, "io process lost")
+    ]
+
+
+def test_a_restarted_worker_gets_the_whole_world_and_the_others_only_changes() -> None:
+    app, link, (io0, io1) = _two_workers()
+    names = [app.world.spawn(Name(f"robot-{i}")) for i in range(3)]
+    app.run_for(5)  # past a 30 Hz WebUIUpdates, whose records leave with the next tick
+    assert len([r for r in _received(io0) if r.topic == WORLD_VALUE]) == 3
+    assert len([r for r in _received(io1) if r.topic == WORLD_VALUE]) == 3
+
+    app.world.despawn(names[0])
+    control_end, io_end = socketpair()
+    new_io1 = _channel(io_end)
+    link.replace(control_end, worker=1)
+    app.run_for(5)
+    to_worker0 = _received(io0)
+    assert [r.payload for r in to_worker0 if r.topic == WORLD_REMOVED] == [names[0]]
+    assert not [r for r in to_worker0 if r.topic == WORLD_VALUE], "nothing changed for it"
+    fresh = [r.payload[0] for r in _received(new_io1) if r.topic == WORLD_VALUE]
+    assert sorted(fresh) == sorted(names[1:]), "the new worker's mirror starts empty"
+
+
+def test_a_robot_whose_worker_died_just_after_its_telemetry_is_shown_disconnected() -> None:
+    app, link, (_, io1) = _two_workers()
+    app.world.resource(Registry).add(Telemetry)
+    app.add_plugin(RobotsPlugin(RobotsConfig()))
+    robot = (1 << WORKER_SHIFT) + 1
+    telemetry = [
+        "tcp",
+        robot,
+        "robot.Telemetry",
+        dict(robot_id="arm-1", position=1.0, velocity=0.0, temperature=30.0, status="moving"),
+    ]
+    io1.send(0, [_event(robot, True), Record(NET_MESSAGE, "t", int(Priority.NORMAL), telemetry)])
+    io1.close()
+    link.read_available(1)
+    app.run_for(2)
+    ((_, arm),) = app.world.query(Robot).items()
+    assert (arm.connection, arm.status) == (0, "fault")
