@@ -20,6 +20,7 @@ from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
 from tests.integration.test_network_e2e import _connect, _free_ports, _receive
+from tests.process_tree import child_named
 
 ROBOTS = 24  # all on one worker by chance: 2 * 2**-24
 TIMEOUT_S = 30
@@ -34,11 +35,7 @@ class Appliance:
 
     def child(self, comm: str) -> int:
         """The pid of the supervisor's child named ``comm`` (as ps shows it)."""
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
-                    return int(pid)
-        raise LookupError(f"no child process named {comm}")
+        return child_named(self.proc.pid, comm)
 
     async def logged(self, text: str) -> None:
         deadline = asyncio.get_running_loop().time() + TIMEOUT_S

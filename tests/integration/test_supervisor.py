@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.process_tree import child_named
+
 WATCHDOG_USEC = 400_000  # pings every 200 ms
 PING_S = WATCHDOG_USEC / 2e6
 READY_TIMEOUT_S = 30
@@ -84,11 +86,7 @@ class Appliance:
 
     def child(self, comm: str) -> int:
         """The pid of the supervisor's child named ``comm`` (as ps shows it)."""
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
-                    return int(pid)
-        raise LookupError(f"no child process named {comm}")
+        return child_named(self.proc.pid, comm)
 
     def wait_for_child(self, comm: str, other_than: int, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
