@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -135,6 +136,18 @@ class Config:
     runtime: RuntimeConfig
     sections: dict[str, Section]
     warnings: list[Problem]
+
+
+def config_digest(config: Config) -> str:
+    """A digest of what ``config`` says, not of how it is written (comments, layout and
+    key order do not count): two processes with the same digest run the same config."""
+    said = {
+        "runtime": config.runtime.model_dump(mode="json"),
+        "sections": {
+            name: model.model_dump(mode="json") for name, model in config.sections.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

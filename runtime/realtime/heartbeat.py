@@ -30,6 +30,7 @@ class IoSlot(IntEnum):
     DEGRADED = 1
     CONNECTIONS = 2  # network peers connected to this worker
     LAST_CONNECTION_ID = 3  # outlives the worker: its next process goes on from here
+    CONFIG_CHANGED = 4  # 1: the config file differs from the appliance's; running nothing
 
 
 class Heartbeats:

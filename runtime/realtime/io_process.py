@@ -20,8 +20,17 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
-from edgeloop.config import Config, ConfigSection, installed_sections, load_config
+from edgeloop.config import (
+    Config,
+    ConfigError,
+    ConfigSection,
+    RuntimeConfig,
+    config_digest,
+    installed_sections,
+    load_config,
+)
 from edgeloop.logs import every_power_of_ten, setup_logging
 from edgeloop.net.connection_ids import ConnectionIds
 from edgeloop.net.registry import Registry, registry_of
@@ -263,12 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     set_process_name(f"{PROCESS_NAME}{args.io_worker or ''}")
     die_with_parent(parent=args.supervisor_pid)
     setup_logging(args.log_level)
-    config = load_config(args.config)
-    sections = installed_sections(config.sections)
     heartbeats = Heartbeats(args.heartbeat_fd)
     if not 0 <= args.io_worker < heartbeats.io_workers:
         log.critical("io worker %d of %d does not exist", args.io_worker, heartbeats.io_workers)
         return 2
+    config, changed = _load_config(args.config, args.config_digest)
+    if changed:
+        # Its drivers would map points by the new file while control maps them by the
+        # old one (values on the wrong fields): running nothing is the safe side.
+        log.critical(
+            "%s: io worker %d runs nothing (no drivers, no network) until the appliance "
+            "is restarted to apply it (systemctl restart edgeloop)",
+            changed,
+            args.io_worker,
+        )
+    heartbeats.slots[heartbeats.io_slot(args.io_worker, IoSlot.CONFIG_CHANGED)] = bool(changed)
+    sections = installed_sections(config.sections)
     report = apply_io_settings(child_args.cpu_plan(args))
     heartbeats.slots[heartbeats.io_slot(args.io_worker, IoSlot.DEGRADED)] = len(report.degraded)
     if len(args.io_fd) != 1:
@@ -305,10 +324,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _load_config(path: Path, digest: str | None) -> tuple[Config, str | None]:
+    """The config to run, and why it is empty: the file on disk is not (or no longer)
+    the one the appliance started with, whose ``config_digest`` the supervisor passed.
+    A restarted io process reads the file again; someone may have edited it since."""
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        if digest is None:
+            raise
+        return _empty_config(path), f"{path} no longer loads ({error.problems[0]})"
+    if digest is not None and config_digest(config) != digest:
+        return _empty_config(path), f"{path} was edited since the appliance started"
+    return config, None
+
+
+def _empty_config(path: Path) -> Config:
+    return Config(path, RuntimeConfig(), {}, [])
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = child_args.parser(PROCESS_NAME)
     parser.add_argument("--synthetic-records-per-s", type=float, default=0.0)
     parser.add_argument("--io-worker", type=int, default=0)
+    # What the supervisor loaded; without it the file is taken as it is.
+    parser.add_argument("--config-digest", default=None)
     return parser
 
 

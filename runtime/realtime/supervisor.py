@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from edgeloop.config import Config
+from edgeloop.config import Config, config_digest
 from edgeloop.realtime import child_args
 from edgeloop.realtime.heartbeat import Heartbeats, IoSlot, Slot
 from edgeloop.realtime.ipc import socketpair
@@ -95,6 +95,8 @@ class Supervisor:
         self.log_level = log_level
         self.io_args = io_args
         self.heartbeats = Heartbeats(io_workers=config.runtime.io_workers)
+        # A restarted io worker reads the file again: it runs only what we started with.
+        self.config_digest = config_digest(config)
         self.period_s = 1.0 / config.runtime.rate_hz
         self.plan, notes = plan_cpus(config.runtime.cpu)
         for note in notes:
@@ -171,7 +173,7 @@ class Supervisor:
         control_side.close()
 
     def _spawn_io(self, index: int, io_end: socket.socket) -> subprocess.Popen[bytes]:
-        args = [*self.io_args, "--io-worker", str(index)]
+        args = [*self.io_args, "--io-worker", str(index), "--config-digest", self.config_digest]
         return self._spawn("io_process", [io_end.fileno()], args)
 
     def _spawn(
@@ -310,6 +312,11 @@ class Supervisor:
             self._io_status(),
             f"{connections} connections",
         ]
+        changed = [str(io.index) for io in self._io if hb.io(io.index, IoSlot.CONFIG_CHANGED)]
+        if changed:
+            parts.append(
+                f"CONFIG CHANGED on disk: io worker {', '.join(changed)} idle until restart"
+            )
         degraded = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
         if degraded:
             parts.append(f"DEGRADED: {degraded} real-time setting(s) not applied, see log")

@@ -215,6 +215,24 @@ def test_a_killed_io_process_is_restarted_while_control_keeps_ticking(
     assert max(b - a for a, b in itertools.pairwise(pings)) < 2 * PING_S
 
 
+def test_an_io_process_restarted_after_the_config_was_edited_runs_nothing(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    notes = appliance.notes
+    notes.wait_for("READY=1", READY_TIMEOUT_S)
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace("tank1", "tank9"))  # valid, but not ours
+    io = appliance.child("edgeloop-io")
+    os.kill(io, signal.SIGKILL)
+    appliance.wait_for_child("edgeloop-io", other_than=io, timeout_s=15)
+    deadline = time.monotonic() + 15
+    while not any("CONFIG CHANGED on disk: io worker 0 idle" in line for _, line in notes.log):
+        assert time.monotonic() < deadline, notes.log[-3:]
+        notes.poll(time.monotonic() + 0.1)
+    assert _eventually(lambda: "was edited since the appliance started" in appliance.stderr)
+    assert appliance.proc.poll() is None, "the appliance runs on, control keeps its config"
+
+
 def test_sigterm_sends_stopping_and_exits_0(appliance: Appliance) -> None:
     appliance.notes.wait_for("READY=1", READY_TIMEOUT_S)
     appliance.proc.send_signal(signal.SIGTERM)

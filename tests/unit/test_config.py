@@ -18,10 +18,11 @@ from edgeloop.config import (
     Problem,
     RuntimeConfig,
     Section,
+    config_digest,
     installed_sections,
     load_config,
 )
-from tests.conftest import output_of_another_process
+from tests.conftest import REPO, output_of_another_process
 
 
 class Stage(Section):
@@ -378,3 +379,22 @@ def test_only_the_plugins_a_config_names_are_imported(tmp_path: Path) -> None:
     assert "points" in problem, "the section named was validated"
     assert bus_libraries == "[]", "no other driver's bus library was imported"
     assert pymodbus == "True"
+
+
+def test_the_digest_follows_what_a_config_says_not_how_it_is_written(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("runtime: {name: line3, rate_hz: 50}\ntank_plant:\n  tanks: [{name: t1}]\n")
+    styled = tmp_path / "styled.yaml"
+    styled.write_text(
+        "# line 3 filler\ntank_plant:\n  tanks:\n    - name: t1  # the only one\n"
+        "runtime:\n  rate_hz: 50\n  name: line3\n"
+    )
+    edited = tmp_path / "edited.yaml"
+    edited.write_text("runtime: {name: line3, rate_hz: 50}\ntank_plant:\n  tanks: [{name: t2}]\n")
+    digests = [config_digest(load_config(p)) for p in (plain, styled, edited)]
+    assert digests[0] == digests[1] != digests[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_has_a_digest(path: Path) -> None:
+    assert len(config_digest(load_config(path))) == 16
