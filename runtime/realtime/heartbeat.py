@@ -55,6 +55,9 @@ class Heartbeats:
     def io(self, worker: int, slot: IoSlot) -> int:
         return int(self.slots[self.io_slot(worker, slot)])
 
+    def set_io(self, worker: int, slot: IoSlot, value: int) -> None:
+        self.slots[self.io_slot(worker, slot)] = value
+
     def io_total(self, slot: IoSlot) -> int:
         """The slot summed over every io worker."""
         return sum(self.io(worker, slot) for worker in range(self.io_workers))

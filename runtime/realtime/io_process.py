@@ -286,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             changed,
             args.io_worker,
         )
-    heartbeats.slots[heartbeats.io_slot(args.io_worker, IoSlot.CONFIG_CHANGED)] = bool(changed)
+    heartbeats.set_io(args.io_worker, IoSlot.CONFIG_CHANGED, bool(changed))
     sections = installed_sections(config.sections)
     report = apply_io_settings(child_args.cpu_plan(args))
-    heartbeats.slots[heartbeats.io_slot(args.io_worker, IoSlot.DEGRADED)] = len(report.degraded)
+    heartbeats.set_io(args.io_worker, IoSlot.DEGRADED, len(report.degraded))
     if len(args.io_fd) != 1:
         log.critical("an io worker takes one channel, not %d", len(args.io_fd))
         return 2
