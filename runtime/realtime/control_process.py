@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_process_name(PROCESS_NAME)
     die_with_parent(parent=args.supervisor_pid)
-    setup_logging(args.log_level)
+    # A slow journal must not stall the tick: lines are written from a thread.
+    setup_logging(args.log_level, background=True)
     config = load_config(args.config)
     heartbeats = Heartbeats(args.heartbeat_fd)
     plan = child_args.cpu_plan(args)
