@@ -11,9 +11,13 @@ three phases of ``--duration`` seconds each:
    sending ``robot.Telemetry`` at ``--rate`` Hz.
 2. **Saturation**: the same connections send batched writes (up to BATCH_FRAMES
    pre-framed messages each) at a total rate that rises step by step (x RAMP_GROWTH)
-   until the path falls behind (a narrow miss is tried once more: noise must not set
-   the bound), then bisects between the last rate it kept up with and the first it
-   did not, until the phase is over. ``max_msgs_per_s`` is the highest
+   until the path falls behind, then bisects between the last rate it kept up with and
+   the first it did not, until the phase is over or the bisection is done. A miss
+   counts only when the same rate misses again after the backlog drained, and a bound
+   the bisection closed in on is tried once more: one stall of a shared machine (a
+   step that misses with the receiver far from busy) must not cap the ramp, which it
+   did in an earlier version (1 000 robots: 15 k and 27 k msgs/s "sustained" against
+   ~130 k in a run without the stall). ``max_msgs_per_s`` is the highest
    rate sustained over a step the path kept up with (>= KEEP_UP of it received, less
    than BACKLOG_MAX_S of it still in flight at the step's end, no TCP backpressure).
 3. **Baseline**: the appliance stopped, a bare asyncio server (``asyncio.Protocol`` and a
@@ -141,6 +145,10 @@ VIEWER_HZ = 60.0  # the most the protocol allows: the finest latency samples
 
 # The ramp.
 PACE_TICK_S = 0.02  # how often each client process writes every robot's due frames
+# ... but no more writes than this per client process and second: each write is a
+# syscall plus its loopback delivery (~10 µs of the clients' core, which they share
+# with the control loop), so with 1 000 robots writes, not frames, would set the limit.
+MAX_WRITES_PER_S = 10_000
 BATCH_FRAMES = 256  # frames per write at most (~30 KB)
 WRITE_BUFFER_LIMIT = 64 * 1024  # bytes queued in a client's transport: skip, don't pile up
 RAMP_START_MIN = 5_000.0  # msgs/s: the first step, unless the offered load was more
@@ -149,7 +157,8 @@ KEEP_UP = 0.97  # delivered / sent over a step for the path to count as keeping 
 CLIENT_SHORT = 0.9  # sent / target below this: the clients did not send the rate
 BACKLOG_MAX_S = 0.25  # sent but not received at a step's end, in seconds of its rate
 FOREIGN_WARN_PCT = 25.0  # busy time of other work during a window, in % of one core
-NARROW_MISS = 0.9  # received / sent between this and KEEP_UP: tried again before it counts
+EXIT_UNDER_MIN_RATIO = 3
+CONVERGED = 0.97  # best kept rate / upper bound: the bisection is done, the bound re-tried
 SAMPLE_PERIOD_S = 0.007  # the bare server's (time, count) samples: not a divisor of PACE_TICK_S
 STEP_SETTLE_SHARE = 0.3  # of each step, not measured: the rate change settles
 STEP_S = (0.5, 1.5)  # shortest and longest step; duration / STEPS in between
@@ -407,14 +416,15 @@ class Worker:
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()
+        tick_s = max(PACE_TICK_S, len(self.bots) / MAX_WRITES_PER_S)
         last = loop.time()
         while True:
-            await asyncio.sleep(PACE_TICK_S)
+            await asyncio.sleep(tick_s)
             now = loop.time()
             # A late pass owes what its lateness cost, but two ticks' worth at most: a
             # process starved for CPU must not come back with a burst (that would be a
             # load of its own, not the rate asked for); then it sends short, and says so.
-            due = self.pace_per_robot * min(now - last, 2 * PACE_TICK_S)
+            due = self.pace_per_robot * min(now - last, 2 * tick_s)
             last = now
             stamp = _FLOAT64.pack(time.monotonic())
             for bot in self.bots:
@@ -1056,18 +1066,6 @@ class Step:
         )
 
     @property
-    def clearly_behind(self) -> bool:
-        """Missed by far more than measurement noise."""
-        w = self.window
-        sent = self.offered_per_s
-        return (
-            w.skipped > 0
-            or w.received_per_s is None
-            or w.received_per_s < NARROW_MISS * sent
-            or w.backlog > BACKLOG_MAX_S * sent
-        )
-
-    @property
     def delivered_per_s(self) -> float:
         return self.window.received_per_s or 0.0
 
@@ -1118,7 +1116,7 @@ async def ramp(meter: Meter, duration: float, start_per_s: float) -> list[Step]:
     end = time.monotonic() + duration
     steps: list[Step] = []
     good, bad, rate = 0.0, math.inf, start_per_s
-    retried = None  # the rate whose narrow miss is being tried again
+    retried = None  # the rate whose miss is being tried again
     try:
         while time.monotonic() + step_s <= end:
             await meter.fleet.pace(rate)
@@ -1127,20 +1125,37 @@ async def ramp(meter: Meter, duration: float, start_per_s: float) -> list[Step]:
             steps.append(step)
             if step.kept_up:
                 good = max(good, rate)
-            elif not step.clearly_behind and retried != rate:
-                # A narrow miss may be noise; as the upper bound it would hold for the rest
-                # of the ramp, so the same rate gets one more step to decide.
-                retried = rate
-                continue
+                if rate >= bad:
+                    # The bound was noise (a stall of the machine, not of the path): it
+                    # would have capped the rest of the ramp, so the ramp grows again.
+                    bad = math.inf
             else:
-                bad = min(bad, rate)
-                # A fresh start for the next step: the backlog reaches the receiver first.
+                # The miss that sets the upper bound holds for the rest of the ramp, so
+                # one stall must not set it: every rate gets a second step to decide,
+                # after the backlog has drained.
                 await meter.fleet.pace(0.0)
                 await drain(meter, end - time.monotonic())
-            rate = rate * RAMP_GROWTH if bad == math.inf else (max(good, bad / 2) + bad) / 2
+                if rate == bad:
+                    break  # the bound, tried again once the bisection was done, holds
+                if retried != rate:
+                    retried = rate
+                    continue
+                bad = min(bad, rate)
+            rate = next_rate(good, bad, rate)
     finally:
         await meter.fleet.command("stop")
     return steps
+
+
+def next_rate(good: float, bad: float, rate: float) -> float:
+    """Grow until a confirmed miss, then bisect between the best kept rate and it; once
+    they are within CONVERGED of each other, try the bound itself again (which the ramp
+    drops if the path now keeps up with it)."""
+    if bad == math.inf:
+        return rate * RAMP_GROWTH
+    if good >= bad * CONVERGED:
+        return bad
+    return (max(good, bad / 2) + bad) / 2
 
 
 async def drain(meter: Meter, budget_s: float) -> float:
@@ -1593,6 +1608,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy the io process into this folder")
     parser.add_argument("--keep-logs", type=Path, help="copy the appliance's log here")
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        help="exit 3 when ours / bare is below this (unless other work took the cores)",
+    )
     args = parser.parse_args(argv)
     if not (args.duration > 0 and math.isfinite(args.duration)):
         parser.error("--duration must be > 0")
@@ -1632,8 +1652,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit(2 * args.robots + 256)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     result = run_bench(args)
+    verdict = None if args.min_ratio is None else judge(result, args.min_ratio)
+    result["ratio_verdict"] = verdict
     emit(format_table(result), result, args.json)
-    return 0
+    if verdict is not None:
+        print(verdict, file=sys.stderr)
+    return EXIT_UNDER_MIN_RATIO if verdict is not None and verdict.startswith("FAIL") else 0
+
+
+def judge(result: dict[str, Any], min_ratio: float) -> str:
+    """The ratio against ``min_ratio``: "FAIL: ..." under it, "ok: ..." at or over it,
+    "not judged: ..." when other work busied the cores (the ratio then measures that
+    work, not our path). The clients setting our limit is judged: on this bench they
+    share their core with the control loop, so what control costs them is ours."""
+    ratio = result["ratio_to_baseline"]
+    foreign = max(result.get(f"{prefix}foreign_cpu_pct", 0.0) for _, prefix in TABLE_ROWS)
+    if foreign > FOREIGN_WARN_PCT:
+        return f"not judged: {foreign:.0f} % of a core busy with other work"
+    if ratio is None or ratio < min_ratio:
+        return f"FAIL: ours / bare {ratio} is under --min-ratio {min_ratio}"
+    return f"ok: ours / bare {ratio} >= --min-ratio {min_ratio}"
 
 
 if __name__ == "__main__":
