@@ -20,7 +20,7 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Role
 from edgeloop.net.protocol import Error, Hello, Welcome
-from edgeloop.net.registry import MessageInfo, ProtocolError, Registry
+from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.priority import Priority
 
 log = logging.getLogger("edgeloop.net")
@@ -29,6 +29,9 @@ HELLO_TIMEOUT_S = 5.0
 NORMAL = Priority.NORMAL
 # Errors after which the rest of the stream cannot be trusted.
 FATAL = frozenset({"oversize", "bad_frame", "not_authenticated", "auth_failed", "protocol_version"})
+# The errors a peer may get before Hello; any other becomes ``not_authenticated`` (with
+# the first error in its detail): a peer that has not proved who it is gets no dialogue.
+BEFORE_HELLO = frozenset({"not_authenticated", "auth_failed", "protocol_version", "oversize"})
 
 Deliver = Callable[["Session", MessageInfo, Any], bool]
 # Called when NORMAL messages have been put in ``Hub.latest`` (once per batch of them);
@@ -208,7 +211,10 @@ class Session:
 
     def _hello(self, msg: object) -> None:
         if not isinstance(msg, Hello):
-            raise ProtocolError("not_authenticated", "the first message must be edgeloop.Hello")
+            name = info(type(msg)).name
+            raise ProtocolError(
+                "not_authenticated", f"the first message must be edgeloop.Hello, not {name}"
+            )
         if msg.protocol_version != protocol.PROTOCOL_VERSION:
             ours = protocol.PROTOCOL_VERSION
             detail = f"version {msg.protocol_version} not spoken (this server: {ours})"
@@ -250,7 +256,11 @@ class Session:
             self._write_shared(msg, encoded)
 
     def refuse(self, error: ProtocolError) -> None:
-        """Answer with an error; close when the stream cannot be trusted any more."""
+        """Answer with an error; close when the stream cannot be trusted any more (or
+        the peer has not said Hello: then the code is ``not_authenticated``)."""
+        if self.role is None and error.code not in BEFORE_HELLO:
+            detail = f"before Hello, {error.code}: {error.detail}"
+            error = ProtocolError("not_authenticated", detail)
         self.hub.count(error.code)
         self.send(Error(error.code, error.detail))
         if error.code in FATAL:
