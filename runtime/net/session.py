@@ -18,7 +18,7 @@ import msgspec
 
 from edgeloop.logs import every_power_of_ten
 from edgeloop.net import protocol
-from edgeloop.net.auth import Authenticator, Role
+from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.protocol import Error, Hello, Welcome
 from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.priority import Priority
@@ -129,6 +129,9 @@ class Session:
         self._role_name = ""  # role.value, looked up once per message
         self.closed = False  # we closed the stream: what is left of it is not read
         self.client_id = ""
+        self.grant: Grant | None = None
+        # Whether the entities messages name must be checked (see Authenticator.may_use).
+        self._checks_entities = False
         self._write = write
         self._close = close
         hub.sessions[self.id] = self
@@ -148,6 +151,7 @@ class Session:
         latest = hub.latest
         local = hub.local
         role = self._role_name
+        checks = self._checks_entities
         room = True
         accepted = 0
         held = False
@@ -158,6 +162,7 @@ class Session:
                 except msgspec.DecodeError:
                     room = self.receive(*protocol.split(body)) and room
                     role = self._role_name  # a Hello may have been accepted
+                    checks = self._checks_entities
                     continue
                 found = envelope.info
                 if (
@@ -168,7 +173,10 @@ class Session:
                 ):
                     room = self.receive(*protocol.split(body)) and room
                     role = self._role_name
+                    checks = self._checks_entities
                     continue
+                if checks and found.key is not None:
+                    self.check_entity(found, envelope.message)
                 accepted += 1
                 if hold is not None and found.priority is NORMAL:
                     # Hub.accept inlined: a call per message is measurable here.
@@ -202,6 +210,8 @@ class Session:
         if self.role.value not in found.info.senders:
             detail = f"role {self.role.value} may not send {found.info.name}"
             raise ProtocolError("forbidden", detail)
+        if self._checks_entities and found.info.key is not None:
+            self.check_entity(found.info, msg)
         self.hub.count("messages")
         local = self.hub.local.get(found.info.type)
         if local is not None:
@@ -219,12 +229,25 @@ class Session:
             ours = protocol.PROTOCOL_VERSION
             detail = f"version {msg.protocol_version} not spoken (this server: {ours})"
             raise ProtocolError("protocol_version", detail)
-        role = self.hub.auth.role_for(msg.token, msg.role)
-        if role is None:
+        auth = self.hub.auth
+        grant = auth.grant_for(msg.token, msg.role)
+        if grant is None or not auth.may_use(grant, msg.client_id):
             failures = self.hub.counters["auth_failed"] + 1  # refuse() counts it
             if every_power_of_ten(failures):
-                log.warning("failed login from %s as %r (%d so far)", self.peer, msg.role, failures)
-            raise ProtocolError("auth_failed", f"the token does not grant role {msg.role!r}")
+                log.warning(
+                    "failed login from %s as %r, %r (%d so far)",
+                    self.peer,
+                    msg.client_id,
+                    msg.role,
+                    failures,
+                )
+            if grant is None:
+                raise ProtocolError("auth_failed", f"the token does not grant role {msg.role!r}")
+            detail = f"the token does not grant client id {msg.client_id!r}"
+            raise ProtocolError("auth_failed", detail)
+        role = grant.role
+        self.grant = grant
+        self._checks_entities = grant.client_ids is not None or bool(auth.bound)
         self.role = role
         self._role_name = role.value
         self.client_id = msg.client_id
@@ -239,6 +262,19 @@ class Session:
         self.send(Welcome(self.id, role.value, protocol.PROTOCOL_VERSION, self.hub.server_name))
         if self.hub.events is not None:
             self.hub.events(self, True, msg.client_id)
+
+    def check_entity(self, found: MessageInfo, msg: Any) -> None:
+        """``not_owner`` if ``msg`` names an entity (its type's ``key``) that this
+        connection's token may not speak for."""
+        entity = getattr(msg, found.key) if found.key is not None else None
+        grant = self.grant
+        if (
+            grant is not None
+            and isinstance(entity, str)
+            and not self.hub.auth.may_use(grant, entity)
+        ):
+            detail = f"{found.name}: this connection's token may not speak for {entity!r}"
+            raise ProtocolError("not_owner", detail)
 
     def hello_overdue(self) -> None:
         if self.role is None:

@@ -108,7 +108,10 @@ class RobotIndex:
 
 
 def robots_from_telemetry(world: World) -> None:
-    """SensorInput: one entity per robot, updated from its latest telemetry."""
+    """SensorInput: one entity per robot, updated from its latest telemetry.
+
+    A robot belongs to the connection that first sent its telemetry, until that one
+    disconnects: telemetry for it from any other connection is refused (``not_owner``)."""
     by_id = world.resource(RobotIndex).by_id
     for data in read_network(world, Telemetry):
         msg = data.message
@@ -116,6 +119,10 @@ def robots_from_telemetry(world: World) -> None:
         if found is None:
             robot = by_id[msg.robot_id] = Robot()
             world.commands.spawn(Name(msg.robot_id), robot)
+        elif found.connection not in (0, data.connection):
+            detail = f"robot {msg.robot_id!r} is another connection's until it disconnects"
+            world.resource(Network).refuse(world, data.connection, "not_owner", detail)
+            continue
         else:
             robot = found
         robot.connection = data.connection
