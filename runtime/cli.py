@@ -19,6 +19,7 @@ from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config
 from edgeloop.demo_devices import start_simulators, stop_simulators
 from edgeloop.logs import setup_logging
+from edgeloop.net import type_table
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.supervisor import Supervisor
 from edgeloop.sim.robots import fleet_clients
@@ -74,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(demo)
     demo.set_defaults(command=_demo)
 
+    types = commands.add_parser(
+        "protocol-types", help="print the table of wire message types (docs/protocol.md)"
+    )
+    types.add_argument("--update", type=Path, metavar="DOC", help="rewrite it in DOC instead")
+    types.set_defaults(command=_protocol_types)
+
     sim = commands.add_parser("sim", help="simulated devices for demos and tests")
     simulators = sim.add_subparsers(required=True, metavar="DEVICE")
     robots = simulators.add_parser("robots", help="a fleet of robot arms over TCP")
@@ -112,6 +119,15 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(f"{args.path}: ok ({', '.join(['runtime', *config.sections])})")
+    return EXIT_OK
+
+
+def _protocol_types(args: argparse.Namespace) -> int:
+    table = type_table.markdown(type_table.shipped_registry())
+    if args.update is None:
+        print(table)
+    else:
+        args.update.write_text(type_table.updated(args.update.read_text(), table))
     return EXIT_OK
 
 

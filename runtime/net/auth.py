@@ -1,8 +1,12 @@
-"""Who may connect and what they may do: tokens mapped to roles.
+"""Who may connect and what they may do: tokens mapped to roles and client ids.
 
 ``viewer`` reads, ``operator`` also sends commands, ``admin`` also changes settings;
 ``device`` is a robot or PLC (sends telemetry, takes commands). Which roles may send a
 message type is declared with the type (``@message(..., senders=...)``).
+
+A token may be bound to client ids: a connection with it must say Hello as one of them
+and may speak only for them (the entities its messages name, e.g. a robot id), and no
+connection with another token may use them.
 Tokens are compared in constant time, so response timing does not leak a token.
 """
 
@@ -24,23 +28,33 @@ class Role(Enum):
 class Grant:
     token: str
     role: Role
+    # The client ids the token is for; None: any not bound to another token.
+    client_ids: frozenset[str] | None = None
 
 
 class Authenticator:
     def __init__(self, grants: list[Grant]) -> None:
-        self._grants = [(g.token.encode(), g.role) for g in grants]
+        self._grants = [(g.token.encode(), g) for g in grants]
+        # Every id some token is bound to: no other token may use them.
+        self.bound = frozenset(i for g in grants if g.client_ids is not None for i in g.client_ids)
 
-    def role_for(self, token: str, asked: str) -> Role | None:
-        """The role ``token`` grants if it allows ``asked``; None otherwise.
+    def grant_for(self, token: str, asked: str) -> Grant | None:
+        """The grant of ``token`` if it allows role ``asked``; None otherwise.
 
         Every grant is compared, matching or not, so the time taken does not say which
         (or whether any) token was close.
         """
         presented = token.encode()
-        found: Role | None = None
-        for secret, role in self._grants:
+        found: Grant | None = None
+        for secret, grant in self._grants:
             if hmac.compare_digest(secret, presented) and found is None:
-                found = role
-        if found is None or found.value != asked:
+                found = grant
+        if found is None or found.role.value != asked:
             return None
         return found
+
+    def may_use(self, grant: Grant, client_id: str) -> bool:
+        """Whether a connection with ``grant`` may say Hello as, or speak for, ``client_id``."""
+        if grant.client_ids is not None:
+            return client_id in grant.client_ids
+        return client_id not in self.bound

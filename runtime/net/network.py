@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
 from edgeloop.clock import Time
+from edgeloop.logs import every_power_of_ten
 from edgeloop.net import protocol
 from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.registry import ProtocolError, Registry, info
@@ -96,6 +98,8 @@ class Network:
         # Inputs that did not fit their type here (a version skew bug), and outputs with
         # no io process to take them (one-process mode).
         self.dropped = 0
+        # Peers' messages a system refused (``refuse``), by error code.
+        self.refused: Counter[str] = Counter()
         self.connections: dict[int, str] = {}  # connected peers: id -> provider
 
     def queue(self, mtype: type[T]) -> type[NetworkData[T]]:
@@ -109,6 +113,17 @@ class Network:
     def send(self, world: World, connection: int, msg: object) -> None:
         """Send ``msg`` to one connection (of any provider: ids are unique) after this tick."""
         self._out(world, "", connection, msg)
+
+    def refuse(self, world: World, connection: int, code: str, detail: str) -> None:
+        """Answer a peer's message with an ``edgeloop.Error`` (the connection stays), and
+        count it: for what only the control side can judge, e.g. who owns an entity."""
+        self.refused[code] += 1
+        if every_power_of_ten(self.refused[code]):
+            count = self.refused[code]
+            log.warning(
+                "refused %s from connection %d (%d so far): %s", code, connection, count, detail
+            )
+        self.send(world, connection, protocol.Error(code, detail))
 
     def request(self, world: World, connection: int, msg: Any, timeout_s: float) -> int:
         """Send ``msg`` (a type with a ``request_id`` field) and await its reply."""

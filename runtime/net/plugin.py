@@ -8,7 +8,7 @@ import ssl
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
@@ -46,6 +46,7 @@ MIN_TOKEN_CHARS = 16
 
 
 Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+ClientIds = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
 
 class Listen(Section):
@@ -91,6 +92,12 @@ class TlsFiles(Section):
 class TokenGrant(Section):
     token: Annotated[str, Field(min_length=1)]
     role: Literal["viewer", "device", "operator", "admin"]
+    # The client ids (and entities, e.g. robot ids) this token is for; see docs/config.md.
+    client_ids: ClientIds | None = None
+
+    def grant(self) -> Grant:
+        ids = None if self.client_ids is None else frozenset(self.client_ids)
+        return Grant(self.token, Role(self.role), ids)
 
 
 class NetworkConfig(Section):
@@ -98,6 +105,20 @@ class NetworkConfig(Section):
     websocket: WebSocketListen | None = WebSocketListen()
     tls: TlsFiles | None = None  # both providers then speak TLS only
     tokens: list[TokenGrant] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _client_ids_bound_once(cls, tokens: list[TokenGrant]) -> list[TokenGrant]:
+        owner: dict[str, int] = {}
+        for index, grant in enumerate(tokens):
+            for client_id in grant.client_ids or ():
+                first = owner.setdefault(client_id, index)
+                if first != index:
+                    raise ValueError(
+                        f"tokens[{index}].client_ids: {client_id!r} is bound to "
+                        f"tokens[{first}] already; a client id belongs to one token"
+                    )
+        return tokens
 
     def warnings(self) -> list[tuple[tuple[Any, ...], str]]:
         found: list[tuple[tuple[Any, ...], str]] = []
@@ -132,7 +153,7 @@ class NetworkIo:
     def __init__(self, config: NetworkConfig, context: IoContext) -> None:
         self.config = config
         self.context = context
-        auth = Authenticator([Grant(t.token, Role(t.role)) for t in config.tokens])
+        auth = Authenticator([t.grant() for t in config.tokens])
         self.tls = None if config.tls is None else config.tls.context()
         self.subscriptions = Subscriptions()
         for message_type in (protocol.Subscribe, protocol.WorldUpdate):

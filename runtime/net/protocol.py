@@ -22,7 +22,10 @@ DEFAULT_MAX_FRAME_BYTES = 1 << 20
 _LENGTH = struct.Struct(">I")
 
 
-@message(name="edgeloop.Hello", priority=Priority.HIGH)
+ALL_ROLES = ("viewer", "device", "operator", "admin")
+
+
+@message(name="edgeloop.Hello", priority=Priority.HIGH, senders=ALL_ROLES)
 @dataclass
 class Hello:
     """The first frame of every connection."""
@@ -33,7 +36,7 @@ class Hello:
     protocol_version: int
 
 
-@message(name="edgeloop.Welcome", priority=Priority.HIGH)
+@message(name="edgeloop.Welcome", priority=Priority.HIGH, senders=())
 @dataclass
 class Welcome:
     connection_id: int
@@ -42,14 +45,11 @@ class Welcome:
     server: str
 
 
-@message(name="edgeloop.Error", priority=Priority.HIGH)
+@message(name="edgeloop.Error", priority=Priority.HIGH, senders=())
 @dataclass
 class Error:
     code: str
     detail: str
-
-
-ALL_ROLES = ("viewer", "device", "operator", "admin")
 
 
 @message(name="edgeloop.Subscribe", priority=Priority.HIGH, senders=ALL_ROLES)

@@ -104,6 +104,12 @@ def canonical_schema(cls: type) -> str:
     return "{" + ",".join(f"{f}:{_canonical_type(hints[f], cls, f)}" for f in fields) + "}"
 
 
+def field_types(cls: type) -> list[tuple[str, str]]:
+    """Each field's name and canonical type, in the order the type declares them."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, _canonical_type(hints[f.name], cls, f.name)) for f in dataclasses.fields(cls)]
+
+
 def _canonical_type(hint: Any, owner: type, field: str) -> str:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

@@ -18,9 +18,9 @@ import msgspec
 
 from edgeloop.logs import every_power_of_ten
 from edgeloop.net import protocol
-from edgeloop.net.auth import Authenticator, Role
+from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.protocol import Error, Hello, Welcome
-from edgeloop.net.registry import MessageInfo, ProtocolError, Registry
+from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.priority import Priority
 
 log = logging.getLogger("edgeloop.net")
@@ -29,6 +29,9 @@ HELLO_TIMEOUT_S = 5.0
 NORMAL = Priority.NORMAL
 # Errors after which the rest of the stream cannot be trusted.
 FATAL = frozenset({"oversize", "bad_frame", "not_authenticated", "auth_failed", "protocol_version"})
+# The errors a peer may get before Hello; any other becomes ``not_authenticated`` (with
+# the first error in its detail): a peer that has not proved who it is gets no dialogue.
+BEFORE_HELLO = frozenset({"not_authenticated", "auth_failed", "protocol_version", "oversize"})
 
 Deliver = Callable[["Session", MessageInfo, Any], bool]
 # Called when NORMAL messages have been put in ``Hub.latest`` (once per batch of them);
@@ -126,6 +129,9 @@ class Session:
         self._role_name = ""  # role.value, looked up once per message
         self.closed = False  # we closed the stream: what is left of it is not read
         self.client_id = ""
+        self.grant: Grant | None = None
+        # Whether the entities messages name must be checked (see Authenticator.may_use).
+        self._checks_entities = False
         self._write = write
         self._close = close
         hub.sessions[self.id] = self
@@ -145,6 +151,7 @@ class Session:
         latest = hub.latest
         local = hub.local
         role = self._role_name
+        checks = self._checks_entities
         room = True
         accepted = 0
         held = False
@@ -155,6 +162,7 @@ class Session:
                 except msgspec.DecodeError:
                     room = self.receive(*protocol.split(body)) and room
                     role = self._role_name  # a Hello may have been accepted
+                    checks = self._checks_entities
                     continue
                 found = envelope.info
                 if (
@@ -165,7 +173,10 @@ class Session:
                 ):
                     room = self.receive(*protocol.split(body)) and room
                     role = self._role_name
+                    checks = self._checks_entities
                     continue
+                if checks and found.key is not None:
+                    self.check_entity(found, envelope.message)
                 accepted += 1
                 if hold is not None and found.priority is NORMAL:
                     # Hub.accept inlined: a call per message is measurable here.
@@ -199,6 +210,8 @@ class Session:
         if self.role.value not in found.info.senders:
             detail = f"role {self.role.value} may not send {found.info.name}"
             raise ProtocolError("forbidden", detail)
+        if self._checks_entities and found.info.key is not None:
+            self.check_entity(found.info, msg)
         self.hub.count("messages")
         local = self.hub.local.get(found.info.type)
         if local is not None:
@@ -208,17 +221,33 @@ class Session:
 
     def _hello(self, msg: object) -> None:
         if not isinstance(msg, Hello):
-            raise ProtocolError("not_authenticated", "the first message must be edgeloop.Hello")
+            name = info(type(msg)).name
+            raise ProtocolError(
+                "not_authenticated", f"the first message must be edgeloop.Hello, not {name}"
+            )
         if msg.protocol_version != protocol.PROTOCOL_VERSION:
             ours = protocol.PROTOCOL_VERSION
             detail = f"version {msg.protocol_version} not spoken (this server: {ours})"
             raise ProtocolError("protocol_version", detail)
-        role = self.hub.auth.role_for(msg.token, msg.role)
-        if role is None:
+        auth = self.hub.auth
+        grant = auth.grant_for(msg.token, msg.role)
+        if grant is None or not auth.may_use(grant, msg.client_id):
             failures = self.hub.counters["auth_failed"] + 1  # refuse() counts it
             if every_power_of_ten(failures):
-                log.warning("failed login from %s as %r (%d so far)", self.peer, msg.role, failures)
-            raise ProtocolError("auth_failed", f"the token does not grant role {msg.role!r}")
+                log.warning(
+                    "failed login from %s as %r, %r (%d so far)",
+                    self.peer,
+                    msg.client_id,
+                    msg.role,
+                    failures,
+                )
+            if grant is None:
+                raise ProtocolError("auth_failed", f"the token does not grant role {msg.role!r}")
+            detail = f"the token does not grant client id {msg.client_id!r}"
+            raise ProtocolError("auth_failed", detail)
+        role = grant.role
+        self.grant = grant
+        self._checks_entities = grant.client_ids is not None or bool(auth.bound)
         self.role = role
         self._role_name = role.value
         self.client_id = msg.client_id
@@ -233,6 +262,19 @@ class Session:
         self.send(Welcome(self.id, role.value, protocol.PROTOCOL_VERSION, self.hub.server_name))
         if self.hub.events is not None:
             self.hub.events(self, True, msg.client_id)
+
+    def check_entity(self, found: MessageInfo, msg: Any) -> None:
+        """``not_owner`` if ``msg`` names an entity (its type's ``key``) that this
+        connection's token may not speak for."""
+        entity = getattr(msg, found.key) if found.key is not None else None
+        grant = self.grant
+        if (
+            grant is not None
+            and isinstance(entity, str)
+            and not self.hub.auth.may_use(grant, entity)
+        ):
+            detail = f"{found.name}: this connection's token may not speak for {entity!r}"
+            raise ProtocolError("not_owner", detail)
 
     def hello_overdue(self) -> None:
         if self.role is None:
@@ -250,7 +292,11 @@ class Session:
             self._write_shared(msg, encoded)
 
     def refuse(self, error: ProtocolError) -> None:
-        """Answer with an error; close when the stream cannot be trusted any more."""
+        """Answer with an error; close when the stream cannot be trusted any more (or
+        the peer has not said Hello: then the code is ``not_authenticated``)."""
+        if self.role is None and error.code not in BEFORE_HELLO:
+            detail = f"before Hello, {error.code}: {error.detail}"
+            error = ProtocolError("not_authenticated", detail)
         self.hub.count(error.code)
         self.send(Error(error.code, error.detail))
         if error.code in FATAL:

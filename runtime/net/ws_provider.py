@@ -147,6 +147,8 @@ class WsConnection:
     async def reader(self) -> None:
         session = self.session
         async for message in self.ws:
+            if session.closed:
+                continue  # refused: what the peer sent after it is not read (nor obeyed)
             await self.room.wait()  # backpressure: no room downstream, stop reading
             try:
                 if isinstance(message, str):

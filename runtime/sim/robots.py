@@ -1,22 +1,26 @@
 """Robot arms on the network: their messages, their entities, and a simulated fleet.
 
 - ``robot.Telemetry`` (device -> appliance, NORMAL): position, velocity, temperature,
-  status. Each robot becomes an entity named by its client id, with a ``Robot``
+  status. Each robot becomes an entity named by its robot id, with a ``Robot``
   component the dashboard and control logic read.
 - ``robot.Command`` (operator -> appliance -> robot, HIGH): routed to the connection of
-  the robot it names; refused (``robot.CommandResult``) when that robot is not connected.
-- ``edgeloop sim robots`` runs a fleet of simulated arms that stream telemetry and obey
-  commands (``SimRobot``).
+  the robot it names. The operator is answered at once (``robot.CommandResult`` from the
+  appliance: ``sent``, or refused when that robot is not connected), and again with the
+  robot's own ``CommandResult`` when the robot answers. Both carry the operator's
+  ``command_id``.
+- ``edgeloop sim robots`` runs a fleet of simulated arms that stream telemetry, obey
+  commands and answer them (``SimRobot``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from edgeloop.app import App
+from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.config import ConfigSection, Section
 from edgeloop.names import Name
@@ -48,14 +52,24 @@ class Command:
     robot_id: str
     action: Literal["move", "stop"]
     target: float = 0.0
+    # The sender's, echoed in the CommandResults it gets back. The robot gets the
+    # command with an id the appliance chose, and answers with that one.
+    command_id: int = 0
 
 
-@message(name="robot.CommandResult", priority=Priority.HIGH, senders=())
+Origin = Literal["appliance", "robot"]
+
+
+@message(name="robot.CommandResult", priority=Priority.HIGH, senders=("device",))
 @dataclass
 class CommandResult:
     robot_id: str
     accepted: bool
     reason: str
+    command_id: int = 0
+    # Who decided: the appliance (``sent``, or why not) or the robot (its own outcome).
+    # Set by the appliance when it passes a robot's answer on.
+    origin: Origin = "appliance"
 
 
 class Robot(Component):
@@ -79,8 +93,10 @@ class RobotsPlugin:
 
     def build(self, app: App) -> None:
         app.insert_resource(RobotIndex())
+        app.insert_resource(CommandsInFlight())
         app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
+        app.add_systems(FixedUpdate, route_command_results, in_set=ControlLogic)
 
 
 class RobotIndex:
@@ -92,7 +108,10 @@ class RobotIndex:
 
 
 def robots_from_telemetry(world: World) -> None:
-    """SensorInput: one entity per robot, updated from its latest telemetry."""
+    """SensorInput: one entity per robot, updated from its latest telemetry.
+
+    A robot belongs to the connection that first sent its telemetry, until that one
+    disconnects: telemetry for it from any other connection is refused (``not_owner``)."""
     by_id = world.resource(RobotIndex).by_id
     for data in read_network(world, Telemetry):
         msg = data.message
@@ -100,6 +119,10 @@ def robots_from_telemetry(world: World) -> None:
         if found is None:
             robot = by_id[msg.robot_id] = Robot()
             world.commands.spawn(Name(msg.robot_id), robot)
+        elif found.connection not in (0, data.connection):
+            detail = f"robot {msg.robot_id!r} is another connection's until it disconnects"
+            world.resource(Network).refuse(world, data.connection, "not_owner", detail)
+            continue
         else:
             robot = found
         robot.connection = data.connection
@@ -118,19 +141,86 @@ def robots_from_telemetry(world: World) -> None:
                     robot.status = "fault"
 
 
+# How long a robot has to answer a command before the appliance forgets it.
+COMMAND_ANSWER_S = 10.0
+FORGET_EVERY_TICKS = 100  # a scan of the commands in flight, not one every tick
+
+
+@dataclass(slots=True)
+class _InFlight:
+    robot_id: str
+    robot_connection: int
+    operator_connection: int
+    operator_command_id: int
+    deadline_tick: int
+
+
+class CommandsInFlight:
+    """Resource: commands sent to robots and not answered yet, by the id the appliance
+    gave them (operators choose their own ids, which may clash between operators)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, _InFlight] = {}
+        self.next_id = 1
+
+
 def route_robot_commands(world: World) -> None:
-    """ControlLogic: an operator's command goes to the robot it names, if connected."""
+    """ControlLogic: an operator's command goes to the robot it names, if connected; the
+    operator is told at once (``sent``), and later what the robot made of it."""
     network = world.resource(Network)
     by_id = world.resource(RobotIndex).by_id
+    in_flight = world.resource(CommandsInFlight)
     for data in read_network(world, Command):
-        robot = by_id.get(data.message.robot_id)
+        command = data.message
+        robot = by_id.get(command.robot_id)
         target = 0 if robot is None else robot.connection
         if target:
-            network.send(world, target, data.message)
-            result = CommandResult(data.message.robot_id, True, "sent")
+            ours = in_flight.next_id
+            in_flight.next_id += 1
+            time = world.resource(Time)
+            deadline = time.tick + math.ceil(COMMAND_ANSWER_S / time.delta)
+            in_flight.by_id[ours] = _InFlight(
+                command.robot_id, target, data.connection, command.command_id, deadline
+            )
+            network.send(world, target, replace(command, command_id=ours))
+            result = CommandResult(command.robot_id, True, "sent", command.command_id)
         else:
-            result = CommandResult(data.message.robot_id, False, "robot not connected")
+            result = CommandResult(
+                command.robot_id, False, "robot not connected", command.command_id
+            )
         network.send(world, data.connection, result)
+
+
+def route_command_results(world: World) -> None:
+    """ControlLogic: a robot's answer to a command goes to the operator who sent it, with
+    the operator's id; an answer to no command in flight is refused."""
+    network = world.resource(Network)
+    in_flight = world.resource(CommandsInFlight).by_id
+    for data in read_network(world, CommandResult):
+        answer = data.message
+        sent = in_flight.get(answer.command_id)
+        if (
+            sent is None
+            or sent.robot_connection != data.connection
+            or sent.robot_id != answer.robot_id
+        ):
+            detail = f"no command {answer.command_id} for {answer.robot_id!r} awaits an answer here"
+            network.refuse(world, data.connection, "unknown_command", detail)
+            continue
+        del in_flight[answer.command_id]
+        passed_on = replace(answer, command_id=sent.operator_command_id, origin="robot")
+        network.send(world, sent.operator_connection, passed_on)
+    # Forgotten when they can no longer be answered: the robot went, or took too long
+    # (its answer is then refused, as one to a command never sent).
+    gone = {e.connection for e in world.read(ConnectionEvent) if not e.connected}
+    if in_flight and (gone or world.resource(Time).tick % FORGET_EVERY_TICKS == 0):
+        tick = world.resource(Time).tick
+        for ours in [
+            ours
+            for ours, sent in in_flight.items()
+            if sent.robot_connection in gone or sent.deadline_tick <= tick
+        ]:
+            del in_flight[ours]
 
 
 SECTION = ConfigSection(
@@ -139,12 +229,16 @@ SECTION = ConfigSection(
 
 
 class SimRobot:
-    """A simulated arm: moves toward its target at ``speed`` units/s, streams telemetry."""
+    """A simulated arm: moves toward its target at ``speed`` units/s within ``reach`` of
+    0, streams telemetry, and answers every command it gets for itself."""
 
-    def __init__(self, robot_id: str, rate_hz: float, speed: float = 1.0) -> None:
+    def __init__(
+        self, robot_id: str, rate_hz: float, speed: float = 1.0, reach: float = 10.0
+    ) -> None:
         self.robot_id = robot_id
         self.period_s = 1.0 / rate_hz
         self.speed = speed
+        self.reach = reach
         self.position = 0.0
         self.target = 0.0
         self.commands_obeyed = 0
@@ -156,9 +250,14 @@ class SimRobot:
         status: Status = "moving" if abs(error) > 1e-9 else "idle"
         return Telemetry(self.robot_id, self.position, move / dt, 35.0 + abs(move), status)
 
-    def obey(self, command: Command) -> None:
+    def obey(self, command: Command) -> CommandResult:
+        """Carry out ``command`` if it can be; the answer to send back either way."""
+        if command.action == "move" and abs(command.target) > self.reach:
+            reason = f"target {command.target:g} is out of reach (±{self.reach:g})"
+            return CommandResult(self.robot_id, False, reason, command.command_id)
         self.target = command.target if command.action == "move" else self.position
         self.commands_obeyed += 1
+        return CommandResult(self.robot_id, True, "obeyed", command.command_id)
 
     async def session(self, client: Client) -> None:
         """Stream telemetry at the robot's rate and obey commands, until disconnected."""
@@ -167,7 +266,7 @@ class SimRobot:
             while True:
                 msg = await client.receive()
                 if isinstance(msg, Command) and msg.robot_id == self.robot_id:
-                    self.obey(msg)
+                    await client.send(self.obey(msg))
 
         listener = asyncio.create_task(listen())
         try:

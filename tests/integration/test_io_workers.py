@@ -131,7 +131,8 @@ async def _command_each(operator: Client, robots: dict[str, Client]) -> None:
     results = [await _receive(operator, CommandResult) for _ in robots]
     assert all(r.accepted for r in results), results  # type: ignore[attr-defined]
     for name, robot in robots.items():
-        assert await _receive(robot, Command) == Command(name, "move", 1.5)
+        command = await _receive(robot, Command)
+        assert command == Command(name, "move", 1.5, command.command_id)  # type: ignore[attr-defined]
 
 
 async def test_two_io_workers_share_the_robots_and_survive_each_other(

@@ -99,7 +99,7 @@ async def test_operator_command_reaches_the_robot_through_the_control_loop(
         await operator.send(Command("arm-1", "move", 2.5))
         result = await _receive(operator, CommandResult)
     command = await _receive(robot, Command)
-    assert command == Command("arm-1", "move", 2.5)
+    assert command == Command("arm-1", "move", 2.5, command.command_id)  # type: ignore[attr-defined]
     await robot.close()
     await operator.close()
 
@@ -128,7 +128,8 @@ async def test_a_websocket_operator_commands_a_tcp_robot(
             await hmi.send(encode(Command("arm-3", "stop")))
             name, _, payload = split(await asyncio.wait_for(hmi.recv(), 10))
             accepted = name == "robot.CommandResult" and payload["accepted"]
-        assert await _receive(robot, Command) == Command("arm-3", "stop")
+        command = await _receive(robot, Command)
+        assert command == Command("arm-3", "stop", command_id=command.command_id)  # type: ignore[attr-defined]
     await robot.close()
 
 
