@@ -1,4 +1,5 @@
-# The two commands of the quick start are `make demo` and `make test`; both install first.
+# The two commands of the quick start are `make demo` and `make test`; both install first,
+# and `make test` installs the system packages it needs (deps/debian-packages.txt) too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 DURATION ?=
 BENCH_DURATION ?= 5
 
-.PHONY: install test demo bench lint typecheck clean
+.PHONY: install deps test demo bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -16,7 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# As root: installs what is missing; otherwise prints the apt-get line and fails.
+deps:
+	deps/install
+
+test: deps $(STAMP)
 	$(BIN)/pytest
 
 demo: $(STAMP)

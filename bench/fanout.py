@@ -35,18 +35,13 @@ from websockets.asyncio.client import connect
 
 from edgeloop.net import protocol
 from edgeloop.net.client import Client
+from edgeloop.sim.ports import free_port
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
 
 TOKEN_VIEWER = "bench-viewer-0123456789"
 TOKEN_ROBOT = "bench-robot-0123456789"
 SUBSCRIBE_HZ = 30.0
 STARTUP_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- the pieces that run in child processes -----------------------------------------------
@@ -195,7 +190,7 @@ def _case(ws_port: int, io_pid: int, clients: int, procs: int, seconds: float) -
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    tcp_port, ws_port = _free_port(), _free_port()
+    tcp_port, ws_port = free_port(), free_port()
     cases = [int(c) for c in args.clients.split(",")]
     seconds = max(3.0, args.duration / len(cases))
     with tempfile.TemporaryDirectory() as folder:

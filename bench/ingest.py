@@ -102,7 +102,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -122,6 +121,7 @@ from edgeloop.net import protocol
 from edgeloop.net.client import Client
 from edgeloop.net.protocol import Subscribe, WorldUpdate
 from edgeloop.realtime.rt_setup import cpu_list, die_with_parent, pin_to, plan_cpus
+from edgeloop.sim.ports import free_port
 from edgeloop.sim.robots import Telemetry
 
 T = TypeVar("T")
@@ -752,12 +752,6 @@ network:
 robots: {{}}
 """
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Appliance:

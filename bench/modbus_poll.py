@@ -49,6 +49,7 @@ from edgeloop.realtime.io_link import IoInput, IoLink, IoLinkPlugin
 from edgeloop.realtime.io_process import IoService
 from edgeloop.realtime.ipc import Channel, socketpair
 from edgeloop.schedule import FixedUpdate
+from edgeloop.sim.ports import free_port
 from edgeloop.world import World
 
 UNITS = 10
@@ -58,12 +59,6 @@ TICK_S = 0.01
 WARMUP_S = 1.0
 POLL_S = 0.001  # as fast as the PLC answers: the next poll is due before this one ends
 READ_LIMIT = 125  # registers per read request
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _start_plc(port: int) -> subprocess.Popen[bytes]:
@@ -251,7 +246,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(duration: float) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     plc = _start_plc(port)
     try:
         ours = _ours(port, duration)

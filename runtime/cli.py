@@ -17,6 +17,13 @@ from types import FrameType
 from edgeloop import __version__
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config
+from edgeloop.demo_config import (
+    DEFAULT_RUN_DIR,
+    HIGHEST_PORT_BASE,
+    LOWEST_PORT_BASE,
+    demo_ports,
+    place_demo_config,
+)
 from edgeloop.demo_devices import start_simulators, stop_simulators
 from edgeloop.logs import setup_logging
 from edgeloop.net import type_table
@@ -71,8 +78,30 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.set_defaults(command=_run)
 
-    demo = commands.add_parser("demo", help="run the demo plant (no hardware needed)")
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo plant (no hardware needed)",
+        description="Run config/demo.yaml with its simulated robots and field devices. "
+        "--port-base and --run-dir let several demos (or test runs) share a machine.",
+    )
     _add_run_options(demo)
+    demo.add_argument(
+        "--port-base",
+        type=_port_base,
+        metavar="N",
+        help="listen and simulate on ports N (robots, TCP), N+1 (dashboard, HTTP and "
+        "WebSocket), N+2 (the simulated Modbus PLC), N+3 (the Modbus server), N+4 (CAN "
+        "over UDP multicast, on a group made from N) instead of "
+        f"{', '.join(str(port) for port in _demo_ports())}",
+    )
+    demo.add_argument(
+        "--run-dir",
+        type=Path,
+        default=DEFAULT_RUN_DIR,
+        metavar="DIR",
+        help="where the demo writes the config it runs (DIR/config.yaml) and its "
+        "simulated serial devices appear (default: %(default)s)",
+    )
     demo.set_defaults(command=_demo)
 
     types = commands.add_parser(
@@ -138,12 +167,27 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    with as_file(files("edgeloop.examples") / "demo.yaml") as path:
-        simulators = [] if args.single_process else start_simulators(load_config(path))
-        try:
-            return _run_config(path, args)
-        finally:
-            stop_simulators(simulators)
+    with as_file(files("edgeloop.examples") / "demo.yaml") as source:
+        path = place_demo_config(source, args.run_dir, args.port_base)
+    simulators = [] if args.single_process else start_simulators(load_config(path))
+    try:
+        return _run_config(path, args)
+    finally:
+        stop_simulators(simulators)
+
+
+def _port_base(text: str) -> int:
+    port = int(text)
+    if not LOWEST_PORT_BASE <= port <= HIGHEST_PORT_BASE:
+        raise argparse.ArgumentTypeError(
+            f"{port}: must be from {LOWEST_PORT_BASE} to {HIGHEST_PORT_BASE}"
+        )
+    return port
+
+
+def _demo_ports() -> list[int]:
+    with as_file(files("edgeloop.examples") / "demo.yaml") as source:
+        return demo_ports(source)
 
 
 def _run_config(path: Path, args: argparse.Namespace) -> int:

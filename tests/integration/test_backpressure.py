@@ -14,14 +14,9 @@ from pathlib import Path
 from edgeloop.net import protocol
 from edgeloop.net.client import Client
 from edgeloop.sim.robots import Command, CommandResult
+from tests.listening import TCP, logged_port
 
 COMMANDS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _flood(port: int) -> int:
@@ -62,37 +57,39 @@ async def _flood(port: int) -> int:
 def test_flooding_high_messages_are_all_delivered_while_the_loop_keeps_its_rate(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"""
-runtime: {{name: flood, io_records_per_tick: 50}}  # 5 000 records/s: the flood backs up
+        """
+runtime: {name: flood, io_records_per_tick: 50}  # 5 000 records/s: the flood backs up
 network:
-  tcp: {{host: 127.0.0.1, port: {port}}}
+  tcp: {host: 127.0.0.1, port: 0}
   websocket: null
-  tokens: [{{token: operator-token, role: operator}}]
-robots: {{}}
+  tokens: [{token: operator-token, role: operator}]
+robots: {}
 """
     )
     notify = tmp_path / "notify.sock"
     status = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     status.bind(str(notify))
     status.setblocking(False)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
-        env={**os.environ, "NOTIFY_SOCKET": str(notify)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "appliance.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
+            env={**os.environ, "NOTIFY_SOCKET": str(notify)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
+        port = logged_port(log, TCP, proc)  # port 0: it binds what is free and says which
         assert asyncio.run(_flood(port)) == COMMANDS, "every HIGH command answered"
         rates = _status_rates(status)
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(30)
     finally:
         proc.kill()
         status.close()
+    stderr = log.read_text(errors="replace")
     paused = re.search(r"tcp provider stopped: .*paused (\d+)", stderr)
     assert paused and int(paused[1]) > 0, "the flooding peer was paused"
     # STATUS gives the tick rate over each second: the flood never slowed the loop.

@@ -37,8 +37,8 @@ KEYS = {
 
 
 def test_control_loop_bench_reports_ours_next_to_cyclictest(tmp_path: Path) -> None:
-    # Not skipped when missing: .ci/run installs rt-tests, and a skip would hide that.
-    assert shutil.which("cyclictest"), "cyclictest missing: apt-get install rt-tests"
+    # Not skipped when missing: make test installs rt-tests, and a skip would hide that.
+    assert shutil.which("cyclictest"), "cyclictest missing: make deps installs rt-tests"
     out = tmp_path / "control_loop.json"
     result = subprocess.run(
         [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import subprocess
 import sys
 import textwrap
@@ -34,6 +33,7 @@ from edgeloop.drivers.can_bus import (
 )
 from edgeloop.drivers.can_sim import DriveSim, Fault
 from edgeloop.drivers.points import Quality
+from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
 
 _channels = itertools.count()
@@ -406,7 +406,7 @@ def test_an_unknown_signal_is_reported_with_a_suggestion(tmp_path: Path) -> None
 async def test_the_simulator_process_over_udp_multicast(tmp_path: Path) -> None:
     # udp_multicast sockets listen on a port for every group: a port of its own keeps
     # this test apart from another run of it.
-    port = random.randrange(40000, 60000)
+    port = free_port()
     group = "239.74.163.2"
     sim = subprocess.Popen(
         [sys.executable, "-m", "edgeloop.drivers.can_sim", "--interface", "udp_multicast",

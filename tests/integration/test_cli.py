@@ -13,6 +13,7 @@ import pytest
 
 from edgeloop import __version__
 from tests.conftest import REPO
+from tests.demo_place import demo_place
 
 EDGELOOP = [sys.executable, "-m", "edgeloop.cli"]
 CONFIG_FILES = sorted((REPO / "config").rglob("*.yaml"))
@@ -90,9 +91,9 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, deadline_s: float) 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int) -> None:
+def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*EDGELOOP, "run", "-c", str(REPO / "config" / "demo.yaml")],
+        [*EDGELOOP, "run", "-c", str(demo_place(tmp_path).config())],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,9 +109,9 @@ def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int) -> None:
     assert "stopped after" in rest
 
 
-def test_demo_runs_supervised_for_its_duration_and_reports_the_plant() -> None:
+def test_demo_runs_supervised_for_its_duration_and_reports_the_plant(tmp_path: Path) -> None:
     # Long enough for the 1 s plant log even when start-up is slow on a loaded machine.
-    result = edgeloop("demo", "--duration", "4", timeout=60)
+    result = edgeloop("demo", "--duration", "4", *demo_place(tmp_path).options, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "tank1: level" in result.stderr
     assert "control loop stopped after" in result.stderr
@@ -118,11 +119,34 @@ def test_demo_runs_supervised_for_its_duration_and_reports_the_plant() -> None:
     assert "robot-1 as device" in result.stderr, "the demo's simulated robots connected"
 
 
-def test_single_process_demo_runs_exactly_its_duration_in_ticks() -> None:
-    result = edgeloop("demo", "--single-process", "--duration", "1.2", timeout=60)
+def test_single_process_demo_runs_exactly_its_duration_in_ticks(tmp_path: Path) -> None:
+    options = demo_place(tmp_path).options
+    result = edgeloop("demo", "--single-process", "--duration", "1.2", *options, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "tank1: level" in result.stderr
     assert "stopped after 120 ticks" in result.stderr
+
+
+def test_demo_runs_the_config_it_placed_in_its_run_dir(tmp_path: Path) -> None:
+    place = demo_place(tmp_path)
+    result = edgeloop("demo", "--single-process", "--duration", "0.1", *place.options)
+    assert result.returncode == 0, result.stderr
+    assert f"running {tmp_path / 'config.yaml'}" in result.stderr
+    assert f"port: {place.port_base}" in (tmp_path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("base", ["80", "65534", "many"])
+def test_demo_refuses_a_port_base_without_room_for_its_ports(base: str) -> None:
+    result = edgeloop("demo", "--port-base", base, "--duration", "0")
+    assert result.returncode == 2
+    assert "--port-base" in result.stderr
+
+
+def test_demo_help_says_which_port_is_which() -> None:
+    said = " ".join(edgeloop("demo", "--help").stdout.split())
+    assert "N+1 (dashboard, HTTP and WebSocket)" in said
+    assert "instead of 7700, 8080, 5020, 5502, 47111" in said
+    assert "--run-dir DIR" in said
 
 
 def test_check_config_warns_about_weak_and_demo_tokens_with_their_line(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from edgeloop.net.client import Client
 from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
+from edgeloop.sim.ports import free_port
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
-from tests.integration.test_network_e2e import _connect, _free_ports, _receive
+from tests.integration.test_network_e2e import _connect, _receive
 from tests.process_tree import child_named
 
 ROBOTS = 24  # all on one worker by chance: 2 * 2**-24
@@ -46,7 +47,8 @@ class Appliance:
 
 @pytest.fixture
 def appliance(tmp_path: Path) -> Iterator[Appliance]:
-    tcp_port, ws_port = _free_ports()
+    # Told in advance: the workers share each port (SO_REUSEPORT), port 0 would not be.
+    tcp_port, ws_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
         f"""

@@ -5,7 +5,6 @@ on a shared line not slowing the healthy one."""
 from __future__ import annotations
 
 import math
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from edgeloop.drivers.modbus import SECTION, ModbusConfig, RtuLine
 from edgeloop.drivers.modbus_codec import encode
 from edgeloop.drivers.modbus_sim import Faults, PlcSimulator
 from edgeloop.drivers.points import Quality
+from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
 
 DEADLINE_S = 15.0  # generous: other test runs share this machine
@@ -436,14 +436,8 @@ def test_rtu_needs_eight_data_bits_and_a_written_string_fits_one_write() -> None
         _config(line, {"name": "plc1", "points": [{**label, "direction": "output"}]})
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_a_device_down_at_start_is_offline_then_connects(plc: PlcSimulator) -> None:
-    port = _free_port()
+    port = free_port()  # nothing listens there until the PLC starts
     device = {"name": "plc1", "poll_s": 0.05, "points": [_point("level", 0)]}
     config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device, **FAST_FAULTS)
     async with running_field(SECTION, config) as field:

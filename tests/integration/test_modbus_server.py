@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,6 +24,7 @@ from edgeloop.drivers.modbus_server import (
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import Record
+from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
 
 
@@ -46,12 +46,6 @@ POINTS: list[dict[str, Any]] = [
     {"entity": "boiler1", "component": "Boiler", "field": "running", "table": "coil",
      "address": 0, "writable": True},
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def config(points: list[dict[str, Any]] = POINTS, **more: Any) -> ModbusServerConfig:

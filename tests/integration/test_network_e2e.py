@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,44 +16,40 @@ from edgeloop.net.client import Client
 from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.net.registry import ProtocolError
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
+from tests.listening import TCP, WEBSOCKET, logged_port
 
 TYPES = (Telemetry, Command, CommandResult)
-
-
-def _free_ports() -> tuple[int, int]:
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        return int(first.getsockname()[1]), int(second.getsockname()[1])
 
 
 @pytest.fixture
 def appliance_port(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """The TCP and the WebSocket port of a running appliance."""
-    port, ws_port = _free_ports()
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"""
-runtime: {{name: e2e}}
+        """
+runtime: {name: e2e}
 network:
-  tcp: {{host: 127.0.0.1, port: {port}}}
-  websocket: {{host: 127.0.0.1, port: {ws_port}}}
+  tcp: {host: 127.0.0.1, port: 0}
+  websocket: {host: 127.0.0.1, port: 0}
   tokens:
-    - {{token: robot-token, role: device}}
-    - {{token: operator-token, role: operator}}
-    - {{token: viewer-token, role: viewer}}
-robots: {{}}
+    - {token: robot-token, role: device}
+    - {token: operator-token, role: operator}
+    - {token: viewer-token, role: viewer}
+robots: {}
 tank_plant:
-  tanks: [{{name: t1, initial_level_m: 0.2, setpoint_m: 1.5}}]
+  tanks: [{name: t1, initial_level_m: 0.2, setpoint_m: 1.5}]
 """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "appliance.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
-        yield port, ws_port
+        # Port 0: the appliance binds what is free and says which.
+        yield logged_port(log, TCP, proc), logged_port(log, WEBSOCKET, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

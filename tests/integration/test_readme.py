@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from edgeloop.config import load_config
+from edgeloop.demo_config import demo_ports
 from tests.conftest import REPO
 
 
@@ -26,3 +27,10 @@ def test_readme_config_examples_are_valid(tmp_path: Path) -> None:
         path = tmp_path / f"example{index}.yaml"
         path.write_text(block)
         load_config(path)  # ConfigError, naming the line, if an example went stale
+
+
+def test_readme_names_the_demo_ports_that_port_base_moves() -> None:
+    text = " ".join((REPO / "README.md").read_text().split())
+    ports = demo_ports(REPO / "config" / "demo.yaml")
+    said = f"instead of {', '.join(map(str, ports[:-1]))} and {ports[-1]}"
+    assert said in text

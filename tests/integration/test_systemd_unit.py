@@ -19,7 +19,7 @@ INSTALLED_EXECUTABLE = "/usr/bin/edgeloop"
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} not found: install the 'systemd' package (.ci/run installs it)")
+        pytest.fail(f"{name} not found: install the 'systemd' package (make deps installs it)")
     return path
 
 
