@@ -17,6 +17,7 @@ import msgspec
 from edgeloop.clock import Time
 from edgeloop.net import protocol
 from edgeloop.net.connection_ids import worker_of
+from edgeloop.net.listener_health import apply_listener_report
 from edgeloop.net.registry import ProtocolError, Registry, info
 from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink
 from edgeloop.schedule import SystemSet
@@ -31,6 +32,8 @@ NetworkReceive = SystemSet("NetworkReceive")  # after IoReceive, before SensorIn
 # Record topics between the io process and the control process.
 NET_MESSAGE = "net.message"  # io -> control: [provider, connection, name, payload]
 NET_EVENT = "net.event"  # io -> control: [provider, connection, connected, detail]
+# io -> control: [provider, worker, address, listening, error] (edgeloop.net.listener)
+NET_LISTENER = "net.listener"
 # control -> io: [provider ("": any), connection (0: all), name, hash, payload]
 NET_SEND = "net.send"
 
@@ -165,6 +168,8 @@ def route_network_inputs(world: World) -> None:
             else:
                 network.connections.pop(connection, None)
             world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
+        elif record.topic == NET_LISTENER:
+            apply_listener_report(world, record.payload, record.tick)
         elif record.topic == IO_LOST:
             _lose_worker(world, network, record.payload, record.tick)
     if network._pending:

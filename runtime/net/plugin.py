@@ -14,8 +14,11 @@ from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
+from edgeloop.net.listener import Listener
+from edgeloop.net.listener_health import Listeners
 from edgeloop.net.network import (
     NET_EVENT,
+    NET_LISTENER,
     NET_MESSAGE,
     NET_SEND,
     Network,
@@ -37,7 +40,7 @@ from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
-from edgeloop.schedule import FixedUpdate, SensorInput, Update, WebUIUpdates
+from edgeloop.schedule import FixedUpdate, SensorInput, Startup, Update, WebUIUpdates
 
 log = logging.getLogger("edgeloop.net")
 
@@ -119,6 +122,11 @@ class NetworkPlugin:
 
     def build(self, app: App) -> None:
         app.insert_resource(Network(app.world.resource(Registry)))
+        listeners = Listeners()
+        app.insert_resource(listeners)
+        configured = (("tcp", self.config.tcp), ("websocket", self.config.websocket))
+        providers = [(name, f"{c.host}:{c.port}") for name, c in configured if c is not None]
+        app.add_systems(Startup, listeners.spawner(providers))
         app.insert_resource(WorldFeed())
         app.add_systems(Update, publish_world_changes, in_set=WebUIUpdates)
         # After the io link hands over this tick's records, before sensors are read.
@@ -157,6 +165,7 @@ class NetworkIo:
             made.local[protocol.Subscribe] = self.subscriptions.subscribe
             return made
 
+        self.listeners: dict[str, Listener] = {}  # by provider: "tcp", "websocket"
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
         if config.tcp is not None:
@@ -180,21 +189,46 @@ class NetworkIo:
 
     async def start(self) -> None:
         reuse = self.reuse_port
-        for name, listen in (("tcp", self.config.tcp), ("websocket", self.config.websocket)):
-            if reuse and listen is not None and listen.port == 0:
+        configured = (
+            ("tcp", self.tcp, self.config.tcp),
+            ("websocket", self.ws, self.config.websocket),
+        )
+        for name, provider, listen in configured:
+            if provider is None or listen is None:
+                continue
+            if reuse and listen.port == 0:
                 log.warning(
                     "network.%s.port 0 with runtime.io_workers > 1: each io worker "
                     "listens on a port of its own",
                     name,
                 )
-        if self.tcp is not None and self.config.tcp is not None:
-            tcp = self.config.tcp
-            await self.tcp.start(tcp.host, tcp.port, tls=self.tls, reuse_port=reuse)
-        if self.ws is not None and self.config.websocket is not None:
-            ws = self.config.websocket
-            await self.ws.start(ws.host, ws.port, tls=self.tls, reuse_port=reuse)
+            listener = Listener(
+                name,
+                provider,
+                listen.host,
+                listen.port,
+                self._listener_changed,
+                tls=self.tls,
+                reuse_port=reuse,
+            )
+            self.listeners[name] = listener
+            await listener.start()
+
+    def _listener_changed(self, listener: Listener) -> None:
+        source = f"network.{listener.name}"
+        self.context.degraded(source, None if listener.listening else listener.problem)
+        payload = [
+            listener.name,
+            self.context.worker,
+            listener.address,
+            listener.listening,
+            listener.error,
+        ]
+        self.context.send(Record(NET_LISTENER, listener.name, int(Priority.HIGH), payload))
 
     async def stop(self) -> None:
+        for listener in self.listeners.values():
+            await listener.stop()
         self.subscriptions.close()
         for provider in (self.tcp, self.ws):
             if provider is not None:
