@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
@@ -25,7 +26,7 @@ from edgeloop.net.network import (
     NetworkReceive,
     route_network_inputs,
 )
-from edgeloop.net.registry import MessageInfo, Registry, info
+from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.net.session import Hub, Session, conflation_key
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.world_feed import (
@@ -46,6 +47,7 @@ log = logging.getLogger("edgeloop.net")
 
 
 MIN_TOKEN_CHARS = 16
+MAX_PLAIN_KEY_CHARS = 64  # longer conflation keys travel as a digest
 
 
 Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
@@ -55,10 +57,18 @@ class Listen(Section):
     """What both providers' listening sockets take."""
 
     host: str = "127.0.0.1"
-    max_frame_bytes: Annotated[int, Field(ge=64, le=64 << 20, strict=True)] = (
-        protocol.DEFAULT_MAX_FRAME_BYTES
-    )
+    max_frame_bytes: Annotated[int, Field(ge=64, strict=True)] = protocol.DEFAULT_MAX_FRAME_BYTES
     hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+
+    @field_validator("max_frame_bytes")
+    @classmethod
+    def _fits_the_io_channel(cls, value: int) -> int:
+        if value > protocol.MAX_FRAME_BYTES:
+            raise ValueError(
+                f"{value} is above {protocol.MAX_FRAME_BYTES}: a peer's message goes to the "
+                "control process as one record of the io channel, which carries no more"
+            )
+        return value
 
 
 class TcpListen(Listen):
@@ -237,17 +247,24 @@ class NetworkIo:
                 log.info("%s provider stopped: %s", provider.hub.name, counts or "no traffic")
 
     def _deliver(self, session: Session, found: MessageInfo, msg: Any) -> bool:
-        return self.context.send(_record(session, found, msg))
+        try:
+            return self.context.send(_record(session, found, msg))
+        except ValueError as error:  # over the channel's record size: nothing was sent
+            raise _oversize(found, error) from None
 
     def _hand_over(self) -> None:
         for provider in (self.tcp, self.ws):
             if provider is None:
                 continue
             for (session, _, _), msg in provider.hub.take_latest().items():
+                if session.closed:
+                    continue
                 found = info(type(msg))
                 try:
                     self.context.send(_record(session, found, msg))
-                except (TypeError, ValueError):  # a record over the channel's size limit
+                except ValueError as error:
+                    session.refuse(_oversize(found, error))
+                except Exception:
                     session.failed()
 
     def _event(self, session: Session, connected: bool, detail: str) -> None:
@@ -277,8 +294,17 @@ def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
     # The key the outbox conflates NORMAL records by, as Hub.latest does.
     key = f"{session.id}:{found.name}"
     if found.key is not None:
-        key = f"{key}:{conflation_key(found, msg)}"
+        entity = str(conflation_key(found, msg))
+        if len(entity) > MAX_PLAIN_KEY_CHARS:
+            # Only its identity matters here: a 30 KB robot id must not travel twice.
+            entity = hashlib.blake2b(entity.encode(), digest_size=16).hexdigest()
+        key = f"{key}:{entity}"
     return Record(NET_MESSAGE, key, int(found.priority), payload)
+
+
+def _oversize(found: MessageInfo, error: ValueError) -> ProtocolError:
+    detail = f"{found.name} does not fit the appliance's io channel ({error})"
+    return ProtocolError("oversize", detail)
 
 
 SECTION = ConfigSection(

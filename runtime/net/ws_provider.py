@@ -39,6 +39,9 @@ WS_PATH = "/ws"
 MAX_LAG_S = 5.0
 CONGESTED_MESSAGES = 8  # queued messages to a client before periodic updates wait
 CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server ends
+# Messages up to this size are read, so one over ``max_frame_bytes`` is answered with an
+# ``oversize`` error; a bigger one the library refuses unread (close code 1009).
+READ_LIMIT_BYTES = 1 << 20
 
 # (path) -> a response for plain HTTP requests on the port, or None for 404.
 HttpHandler = Callable[[str], Response | None]
@@ -148,18 +151,20 @@ class WsConnection:
         session = self.session
         async for message in self.ws:
             await self.room.wait()  # backpressure: no room downstream, stop reading
+            self.binary = isinstance(message, bytes)  # answers go in the client's format
             try:
+                _check_size(message, self.provider.max_frame_bytes)
                 if isinstance(message, str):
-                    self.binary = False
                     name, schema_hash, payload = decode_json(message)
                 else:
-                    self.binary = True
                     name, schema_hash, payload = protocol.split(message)
                 if not session.receive(name, schema_hash, payload):
                     self.provider.hub.count("paused")
                     self.room.clear()
             except ProtocolError as error:
                 session.refuse(error)
+            if session.closed:
+                return  # what the peer sends after we refused it is not read
 
 
 class WebSocketProvider:
@@ -192,7 +197,7 @@ class WebSocketProvider:
             host,
             port,
             process_request=self._process_request,
-            max_size=self.max_frame_bytes,
+            max_size=max(READ_LIMIT_BYTES, self.max_frame_bytes),
             compression=None,  # CPU on a Pi is dearer than bytes on a LAN
             # A dashboard that vanished without a close frame must not hold up a stop
             # past the supervisor's patience (5 s) with the default 10 s.
@@ -227,6 +232,11 @@ class WebSocketProvider:
             reason = "reset"
         except Exception:
             session.failed()
+        try:
+            if session.closed:
+                # We end it: the error frame is queued, the writer sends it and closes.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_S)
         finally:
             hello_timer.cancel()
             writer.cancel()
@@ -258,6 +268,17 @@ class WebSocketProvider:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+def _check_size(message: str | bytes, most: int) -> None:
+    if isinstance(message, bytes):
+        size = len(message)
+    elif len(message) * 4 <= most:  # UTF-8 takes at most 4 bytes a character
+        return
+    else:
+        size = len(message.encode())
+    if size > most:
+        raise ProtocolError("oversize", f"message of {size} bytes exceeds the limit of {most}")
 
 
 def _peer(ws: ServerConnection) -> str:
