@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
+from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -26,6 +27,7 @@ from edgeloop.net.network import (
     NetworkReceive,
     route_network_inputs,
 )
+from edgeloop.net.output_queue import DEFAULT_MAX_BYTES
 from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.net.session import Hub, Session, conflation_key
 from edgeloop.net.tcp_provider import TcpProvider
@@ -59,6 +61,10 @@ class Listen(Section):
     host: str = "127.0.0.1"
     max_frame_bytes: Annotated[int, Field(ge=64, strict=True)] = protocol.DEFAULT_MAX_FRAME_BYTES
     hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+    max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
+    max_output_bytes: Annotated[int, Field(ge=64 << 10, le=1 << 30, strict=True)] = (
+        DEFAULT_MAX_BYTES
+    )
 
     @field_validator("max_frame_bytes")
     @classmethod
@@ -77,7 +83,6 @@ class TcpListen(Listen):
 
 class WebSocketListen(Listen):
     port: Port = 8080
-    max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
 
 
 class TlsFiles(Section):
@@ -179,8 +184,12 @@ class NetworkIo:
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
         if config.tcp is not None:
+            tcp = config.tcp
             self.tcp = TcpProvider(
-                hub("tcp", config.tcp.hello_timeout_s), max_frame_bytes=config.tcp.max_frame_bytes
+                hub("tcp", tcp.hello_timeout_s),
+                max_frame_bytes=tcp.max_frame_bytes,
+                max_lag_s=tcp.max_lag_s,
+                max_output_bytes=tcp.max_output_bytes,
             )
             context.on_room(self.tcp.resume_all)
         if config.websocket is not None:
@@ -189,6 +198,7 @@ class NetworkIo:
                 hub("ws", ws.hello_timeout_s),
                 max_frame_bytes=ws.max_frame_bytes,
                 max_lag_s=ws.max_lag_s,
+                max_output_bytes=ws.max_output_bytes,
             )
             context.on_room(self.ws.resume_all)
         # NORMAL messages wait in their hub until the next flush to the control process.
@@ -276,17 +286,35 @@ class NetworkIo:
 
     def _send(self, record: Record) -> None:
         provider, connection, name, schema_hash, payload = record.payload
+        priority = record.priority
+        key = self._output_key(name, priority, payload)
         if self.tcp is not None and provider in ("", "tcp"):
             body = protocol.encode_parts(name, schema_hash, payload)
             if connection == 0:
-                self.tcp.broadcast_body(body)
-            elif self.tcp.send_body(connection, body):
+                self.tcp.broadcast_body(body, priority, key)
+            elif self.tcp.send_body(connection, body, priority, key):
                 return
         if self.ws is not None and provider in ("", "ws"):
             if connection == 0:
-                self.ws.broadcast_parts(name, schema_hash, payload)
+                self.ws.broadcast_parts(name, schema_hash, payload, priority=priority, key=key)
             else:
-                self.ws.send_parts(connection, name, schema_hash, payload)
+                self.ws.send_parts(
+                    connection, name, schema_hash, payload, priority=priority, key=key
+                )
+
+    def _output_key(self, name: str, priority: int, payload: Any) -> Hashable | None:
+        """What a NORMAL message waiting for a slow peer is conflated by: its type and
+        the entity its ``key`` field names, as on the way in."""
+        if priority != Priority.NORMAL:
+            return None
+        try:
+            found = self.context.registry.named(name)
+        except ProtocolError:  # a type only control knows: conflated per type
+            return name
+        if found.key is None or not isinstance(payload, dict):
+            return name
+        entity = payload.get(found.key)
+        return (name, entity if isinstance(entity, Hashable) else repr(entity))
 
 
 def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
