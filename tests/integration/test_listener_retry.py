@@ -37,33 +37,38 @@ def _port(holder: socket.socket) -> int:
     return int(holder.getsockname()[1])
 
 
-def _health(net: Net) -> ListenerHealth:
-    entity = find_entity(net.world, "network.tcp")
+def _health(net: Net, provider: str = "tcp") -> ListenerHealth:
+    entity = find_entity(net.world, f"network.{provider}")
     assert entity is not None
     return net.world.get(entity, ListenerHealth)
 
 
+@pytest.mark.parametrize("provider", ["tcp", "websocket"])
 async def test_a_taken_port_is_an_alarm_and_health_until_it_frees(
-    taken_port: socket.socket,
+    taken_port: socket.socket, provider: str
 ) -> None:
     port = _port(taken_port)
-    config = NetworkConfig.model_validate({"tcp": {"port": port}, "websocket": None})
+    other = "websocket" if provider == "tcp" else "tcp"
+    config = NetworkConfig.model_validate({provider: {"port": port}, other: None})
     async with running_network(config, ()) as net:
-        expected = f"tcp 127.0.0.1:{port} not listening (address in use)"
-        alarm = await net.until(lambda n: n.world.resource(Alarms).get("network.tcp"))
+        expected = f"{provider} 127.0.0.1:{port} not listening (address in use)"
+        source = f"network.{provider}"
+        alarm = await net.until(lambda n: n.world.resource(Alarms).get(source))
         assert alarm.active
         assert alarm.text == expected
-        health = await net.until(lambda n: _health(n).state == "not_listening" and _health(n))
+        health = await net.until(
+            lambda n: _health(n, provider).state == "not_listening" and _health(n, provider)
+        )
         assert health.last_error == "address in use"
         assert health.address == f"127.0.0.1:{port}"
         assert net.heartbeats.io_fault(0) == expected
 
         taken_port.close()
-        await net.until(lambda n: _health(n).state == "listening", timeout_s=15)
+        await net.until(lambda n: _health(n, provider).state == "listening", timeout_s=15)
         alarms = net.world.resource(Alarms)
         assert not alarms.active(), "the alarm clears once the port is bound"
         assert net.heartbeats.io_fault(0) == ""
-        assert net.part.listeners["tcp"].failures >= 1
+        assert net.part.listeners[provider].failures >= 1
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
 
