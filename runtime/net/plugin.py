@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import ssl
 from collections.abc import Hashable
@@ -25,6 +24,7 @@ from edgeloop.net.network import (
     NET_SEND,
     Network,
     NetworkReceive,
+    entity_key,
     route_network_inputs,
 )
 from edgeloop.net.output_queue import DEFAULT_MAX_BYTES
@@ -49,7 +49,6 @@ log = logging.getLogger("edgeloop.net")
 
 
 MIN_TOKEN_CHARS = 16
-MAX_PLAIN_KEY_CHARS = 64  # longer conflation keys travel as a digest
 
 
 Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
@@ -322,11 +321,7 @@ def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
     # The key the outbox conflates NORMAL records by, as Hub.latest does.
     key = f"{session.id}:{found.name}"
     if found.key is not None:
-        entity = str(conflation_key(found, msg))
-        if len(entity) > MAX_PLAIN_KEY_CHARS:
-            # Only its identity matters here: a 30 KB robot id must not travel twice.
-            entity = hashlib.blake2b(entity.encode(), digest_size=16).hexdigest()
-        key = f"{key}:{entity}"
+        key = f"{key}:{entity_key(conflation_key(found, msg))}"
     return Record(NET_MESSAGE, key, int(found.priority), payload)
 
 
