@@ -47,7 +47,7 @@ class Client:
         self.connection_id = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._frames = protocol.FrameReader()
+        self._frames = protocol.FrameReader(protocol.CLIENT_MAX_FRAME_BYTES)
         self._pending: list[memoryview] = []
 
     async def __aenter__(self) -> Client:
@@ -67,7 +67,7 @@ class Client:
         self._reader, self._writer = await asyncio.open_connection(
             self.host, self.port, ssl=self.tls
         )
-        self._frames = protocol.FrameReader()
+        self._frames = protocol.FrameReader(protocol.CLIENT_MAX_FRAME_BYTES)
         self._pending = []
         await self.send(self.hello)
         answer = await self.receive()

@@ -7,6 +7,7 @@ turned into typed ``NetworkData`` messages (one queue per message type) and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -19,6 +20,7 @@ from edgeloop.clock import Time
 from edgeloop.logs import every_power_of_ten
 from edgeloop.net import protocol
 from edgeloop.net.connection_ids import worker_of
+from edgeloop.net.listener_health import apply_listener_report
 from edgeloop.net.registry import ProtocolError, Registry, info
 from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink
 from edgeloop.schedule import SystemSet
@@ -33,8 +35,11 @@ NetworkReceive = SystemSet("NetworkReceive")  # after IoReceive, before SensorIn
 # Record topics between the io process and the control process.
 NET_MESSAGE = "net.message"  # io -> control: [provider, connection, name, payload]
 NET_EVENT = "net.event"  # io -> control: [provider, connection, connected, detail]
+# io -> control: [provider, worker, address, listening, error] (edgeloop.net.listener)
+NET_LISTENER = "net.listener"
 # control -> io: [provider ("": any), connection (0: all), name, hash, payload]
 NET_SEND = "net.send"
+MAX_PLAIN_KEY_CHARS = 64  # longer entity keys travel as a digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +157,27 @@ class Network:
             # One-process mode (no io process, no providers), or no such connection.
             self.dropped += 1
             return
+        # The key the outbox conflates NORMAL records by: per entity, when the type
+        # names one (as the providers do), so a broadcast for each robot loses none.
+        key = f"{provider}:{connection}:{found.name}"
+        if found.key is not None:
+            key = f"{key}:{entity_key(getattr(msg, found.key))}"
         link.send(
             NET_SEND,
-            f"{provider}:{connection}:{found.name}",
+            key,
             [provider, connection, found.name, found.schema_hash, payload],
             found.priority,
             worker,
         )
+
+
+def entity_key(value: object) -> str:
+    """The entity a NORMAL message is about, as part of a record key: long ones (a 30 KB
+    robot id) as a digest, so a record that carries the message does not carry it twice."""
+    text = str(value)
+    if len(text) <= MAX_PLAIN_KEY_CHARS:
+        return text
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def read_network(world: World, mtype: type[T]) -> list[NetworkData[T]]:
@@ -180,6 +199,8 @@ def route_network_inputs(world: World) -> None:
             else:
                 network.connections.pop(connection, None)
             world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
+        elif record.topic == NET_LISTENER:
+            apply_listener_report(world, record.payload, record.tick)
         elif record.topic == IO_LOST:
             _lose_worker(world, network, record.payload, record.tick)
     if network._pending:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -14,15 +15,20 @@ from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
+from edgeloop.net.listener import Listener
+from edgeloop.net.listener_health import Listeners
 from edgeloop.net.network import (
     NET_EVENT,
+    NET_LISTENER,
     NET_MESSAGE,
     NET_SEND,
     Network,
     NetworkReceive,
+    entity_key,
     route_network_inputs,
 )
-from edgeloop.net.registry import MessageInfo, Registry, info
+from edgeloop.net.output_queue import DEFAULT_MAX_BYTES
+from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.net.session import Hub, Session, conflation_key
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.net.world_feed import (
@@ -37,7 +43,7 @@ from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
-from edgeloop.schedule import FixedUpdate, SensorInput, Update, WebUIUpdates
+from edgeloop.schedule import FixedUpdate, SensorInput, Startup, Update, WebUIUpdates
 
 log = logging.getLogger("edgeloop.net")
 
@@ -53,10 +59,22 @@ class Listen(Section):
     """What both providers' listening sockets take."""
 
     host: str = "127.0.0.1"
-    max_frame_bytes: Annotated[int, Field(ge=64, le=64 << 20, strict=True)] = (
-        protocol.DEFAULT_MAX_FRAME_BYTES
-    )
+    max_frame_bytes: Annotated[int, Field(ge=64, strict=True)] = protocol.DEFAULT_MAX_FRAME_BYTES
     hello_timeout_s: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+    max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
+    max_output_bytes: Annotated[int, Field(ge=64 << 10, le=1 << 30, strict=True)] = (
+        DEFAULT_MAX_BYTES
+    )
+
+    @field_validator("max_frame_bytes")
+    @classmethod
+    def _fits_the_io_channel(cls, value: int) -> int:
+        if value > protocol.MAX_FRAME_BYTES:
+            raise ValueError(
+                f"{value} is above {protocol.MAX_FRAME_BYTES}: a peer's message goes to the "
+                "control process as one record of the io channel, which carries no more"
+            )
+        return value
 
 
 class TcpListen(Listen):
@@ -65,7 +83,6 @@ class TcpListen(Listen):
 
 class WebSocketListen(Listen):
     port: Port = 8080
-    max_lag_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 5.0
 
 
 class TlsFiles(Section):
@@ -140,6 +157,11 @@ class NetworkPlugin:
 
     def build(self, app: App) -> None:
         app.insert_resource(Network(app.world.resource(Registry)))
+        listeners = Listeners()
+        app.insert_resource(listeners)
+        configured = (("tcp", self.config.tcp), ("websocket", self.config.websocket))
+        providers = [(name, f"{c.host}:{c.port}") for name, c in configured if c is not None]
+        app.add_systems(Startup, listeners.spawner(providers))
         app.insert_resource(WorldFeed())
         app.add_systems(Update, publish_world_changes, in_set=WebUIUpdates)
         # After the io link hands over this tick's records, before sensors are read.
@@ -178,11 +200,16 @@ class NetworkIo:
             made.local[protocol.Subscribe] = self.subscriptions.subscribe
             return made
 
+        self.listeners: dict[str, Listener] = {}  # by provider: "tcp", "websocket"
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
         if config.tcp is not None:
+            tcp = config.tcp
             self.tcp = TcpProvider(
-                hub("tcp", config.tcp.hello_timeout_s), max_frame_bytes=config.tcp.max_frame_bytes
+                hub("tcp", tcp.hello_timeout_s),
+                max_frame_bytes=tcp.max_frame_bytes,
+                max_lag_s=tcp.max_lag_s,
+                max_output_bytes=tcp.max_output_bytes,
             )
             context.on_room(self.tcp.resume_all)
         if config.websocket is not None:
@@ -191,6 +218,7 @@ class NetworkIo:
                 hub("ws", ws.hello_timeout_s),
                 max_frame_bytes=ws.max_frame_bytes,
                 max_lag_s=ws.max_lag_s,
+                max_output_bytes=ws.max_output_bytes,
             )
             context.on_room(self.ws.resume_all)
         # NORMAL messages wait in their hub until the next flush to the control process.
@@ -201,21 +229,46 @@ class NetworkIo:
 
     async def start(self) -> None:
         reuse = self.reuse_port
-        for name, listen in (("tcp", self.config.tcp), ("websocket", self.config.websocket)):
-            if reuse and listen is not None and listen.port == 0:
+        configured = (
+            ("tcp", self.tcp, self.config.tcp),
+            ("websocket", self.ws, self.config.websocket),
+        )
+        for name, provider, listen in configured:
+            if provider is None or listen is None:
+                continue
+            if reuse and listen.port == 0:
                 log.warning(
                     "network.%s.port 0 with runtime.io_workers > 1: each io worker "
                     "listens on a port of its own",
                     name,
                 )
-        if self.tcp is not None and self.config.tcp is not None:
-            tcp = self.config.tcp
-            await self.tcp.start(tcp.host, tcp.port, tls=self.tls, reuse_port=reuse)
-        if self.ws is not None and self.config.websocket is not None:
-            ws = self.config.websocket
-            await self.ws.start(ws.host, ws.port, tls=self.tls, reuse_port=reuse)
+            listener = Listener(
+                name,
+                provider,
+                listen.host,
+                listen.port,
+                self._listener_changed,
+                tls=self.tls,
+                reuse_port=reuse,
+            )
+            self.listeners[name] = listener
+            await listener.start()
+
+    def _listener_changed(self, listener: Listener) -> None:
+        source = f"network.{listener.name}"
+        self.context.degraded(source, None if listener.listening else listener.problem)
+        payload = [
+            listener.name,
+            self.context.worker,
+            listener.address,
+            listener.listening,
+            listener.error,
+        ]
+        self.context.send(Record(NET_LISTENER, listener.name, int(Priority.HIGH), payload))
 
     async def stop(self) -> None:
+        for listener in self.listeners.values():
+            await listener.stop()
         self.subscriptions.close()
         for provider in (self.tcp, self.ws):
             if provider is not None:
@@ -224,17 +277,24 @@ class NetworkIo:
                 log.info("%s provider stopped: %s", provider.hub.name, counts or "no traffic")
 
     def _deliver(self, session: Session, found: MessageInfo, msg: Any) -> bool:
-        return self.context.send(_record(session, found, msg))
+        try:
+            return self.context.send(_record(session, found, msg))
+        except ValueError as error:  # over the channel's record size: nothing was sent
+            raise _oversize(found, error) from None
 
     def _hand_over(self) -> None:
         for provider in (self.tcp, self.ws):
             if provider is None:
                 continue
             for (session, _, _), msg in provider.hub.take_latest().items():
+                if session.closed:
+                    continue
                 found = info(type(msg))
                 try:
                     self.context.send(_record(session, found, msg))
-                except (TypeError, ValueError):  # a record over the channel's size limit
+                except ValueError as error:
+                    session.refuse(_oversize(found, error))
+                except Exception:
                     session.failed()
 
     def _event(self, session: Session, connected: bool, detail: str) -> None:
@@ -246,17 +306,35 @@ class NetworkIo:
 
     def _send(self, record: Record) -> None:
         provider, connection, name, schema_hash, payload = record.payload
+        priority = record.priority
+        key = self._output_key(name, priority, payload)
         if self.tcp is not None and provider in ("", "tcp"):
             body = protocol.encode_parts(name, schema_hash, payload)
             if connection == 0:
-                self.tcp.broadcast_body(body)
-            elif self.tcp.send_body(connection, body):
+                self.tcp.broadcast_body(body, priority, key)
+            elif self.tcp.send_body(connection, body, priority, key):
                 return
         if self.ws is not None and provider in ("", "ws"):
             if connection == 0:
-                self.ws.broadcast_parts(name, schema_hash, payload)
+                self.ws.broadcast_parts(name, schema_hash, payload, priority=priority, key=key)
             else:
-                self.ws.send_parts(connection, name, schema_hash, payload)
+                self.ws.send_parts(
+                    connection, name, schema_hash, payload, priority=priority, key=key
+                )
+
+    def _output_key(self, name: str, priority: int, payload: Any) -> Hashable | None:
+        """What a NORMAL message waiting for a slow peer is conflated by: its type and
+        the entity its ``key`` field names, as on the way in."""
+        if priority != Priority.NORMAL:
+            return None
+        try:
+            found = self.context.registry.named(name)
+        except ProtocolError:  # a type only control knows: conflated per type
+            return name
+        if found.key is None or not isinstance(payload, dict):
+            return name
+        entity = payload.get(found.key)
+        return (name, entity if isinstance(entity, Hashable) else repr(entity))
 
 
 def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
@@ -264,8 +342,13 @@ def _record(session: Session, found: MessageInfo, msg: Any) -> Record:
     # The key the outbox conflates NORMAL records by, as Hub.latest does.
     key = f"{session.id}:{found.name}"
     if found.key is not None:
-        key = f"{key}:{conflation_key(found, msg)}"
+        key = f"{key}:{entity_key(conflation_key(found, msg))}"
     return Record(NET_MESSAGE, key, int(found.priority), payload)
+
+
+def _oversize(found: MessageInfo, error: ValueError) -> ProtocolError:
+    detail = f"{found.name} does not fit the appliance's io channel ({error})"
+    return ProtocolError("oversize", detail)
 
 
 SECTION = ConfigSection(

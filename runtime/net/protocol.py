@@ -16,9 +16,18 @@ import msgspec
 
 from edgeloop.net.registry import MessageInfo, ProtocolError, info, message
 from edgeloop.priority import Priority
+from edgeloop.realtime.ipc import MAX_RECORD_BYTES
 
 PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME_BYTES = 1 << 20
+# A peer's message goes on to the control process as one record of the io channel, its
+# payload re-encoded next to the topic, the connection and a conflation key: a frame up
+# to this size always fits one (``network.*.max_frame_bytes`` may not be set above it).
+RECORD_ENVELOPE_BYTES = 1024
+MAX_FRAME_BYTES = MAX_RECORD_BYTES - RECORD_ENVELOPE_BYTES
+DEFAULT_MAX_FRAME_BYTES = MAX_FRAME_BYTES
+# What a client reads from a server: a WorldUpdate of a whole world is not bound by the
+# limit on what peers send the server.
+CLIENT_MAX_FRAME_BYTES = 64 << 20
 _LENGTH = struct.Struct(">I")
 
 

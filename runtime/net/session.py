@@ -304,11 +304,17 @@ class Session:
             self._close()
 
     def failed(self) -> None:
-        """A bug of ours while handling this peer: it costs this connection only."""
+        """A bug of ours while handling this peer: it costs this connection only, and
+        the peer is told so (an ``internal`` error) rather than seeing a silent close."""
         log.exception("%s connection %d from %s: internal error", self.hub.name, self.id, self.peer)
         self.hub.count("internal")
+        if self.closed:
+            return
         self.closed = True
-        self._close()
+        try:
+            self.send(Error("internal", "the server failed handling this connection; see its log"))
+        finally:
+            self._close()
 
     def ended(self, reason: str) -> None:
         self.hub.sessions.pop(self.id, None)

@@ -3,6 +3,13 @@
 Runs in the io process. The protocol itself (Hello, roles, errors) is the ``Session``'s;
 this module is the transport: framing, and backpressure — when ``deliver`` reports no
 room (CRITICAL/HIGH backed up), reading from that peer pauses until ``resume_all``.
+
+Output is bounded per peer: frames go straight to the transport until its buffer passes
+``WRITE_HIGH_BYTES`` (the kernel's send buffer is full: the peer is not reading), then
+wait in the peer's ``OutputQueue`` (NORMAL conflated, LOW dropped first) until the
+transport drains. A peer whose queue would pass ``max_output_bytes``, or whose oldest
+queued frame is older than ``max_lag_s``, is cut off, counted and logged, as on the
+WebSocket side.
 """
 
 from __future__ import annotations
@@ -10,17 +17,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import Counter
+from collections.abc import Hashable
 from typing import Any, cast
 
 from edgeloop.net import protocol
+from edgeloop.net.output_queue import DEFAULT_MAX_BYTES, SLOW, OutputQueue, count_cut_off
 from edgeloop.net.registry import ProtocolError
 from edgeloop.net.session import Hub, Session
+from edgeloop.priority import Priority
 
 log = logging.getLogger("edgeloop.net.tcp")
 
-CONGESTED_BYTES = 256 * 1024  # unsent bytes to a peer before periodic updates wait
+# Unsent bytes in a peer's transport before frames queue (and periodic updates wait).
+WRITE_HIGH_BYTES = 256 * 1024
 FRAMES_PER_PASS = 64  # ~0.5 ms of work per peer per event-loop pass
+MAX_LAG_S = 5.0
+HIGH = int(Priority.HIGH)
+NORMAL = int(Priority.NORMAL)
 
 
 class TcpConnection(asyncio.Protocol):
@@ -32,6 +47,12 @@ class TcpConnection(asyncio.Protocol):
         self._reader = protocol.FrameReader(provider.max_frame_bytes)
         self._transport: asyncio.Transport | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        self.output: OutputQueue[bytes] = OutputQueue(
+            provider.max_output_bytes, provider.hub.counters
+        )
+        self._write_paused = False  # the transport's buffer is full: frames queue
+        self._lag_timer: asyncio.TimerHandle | None = None
+        self._cut_reason = ""
 
     @property
     def id(self) -> int:
@@ -40,6 +61,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports are not asyncio classes.
         self._transport = cast("asyncio.Transport", transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.session = Session(
@@ -99,18 +121,17 @@ class TcpConnection(asyncio.Protocol):
                 self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
+        for timer in (self._hello_timer, self._lag_timer):
+            if timer is not None:
+                timer.cancel()
         self._transport = None
+        self.output.clear()
         if self.session is not None:
             self.provider.connections.pop(self.session.id, None)
-            self.session.ended("reset" if exc else "closed")
+            self.session.ended(self._cut_reason or ("reset" if exc else "closed"))
 
     def _congested(self) -> bool:
-        return (
-            self._transport is not None
-            and self._transport.get_write_buffer_size() > CONGESTED_BYTES
-        )
+        return self._write_paused
 
     def _send(self, msg: object) -> None:
         self.write(protocol.frame(protocol.encode(msg)))
@@ -119,11 +140,61 @@ class TcpConnection(asyncio.Protocol):
         data = encoded.get("tcp")
         if data is None:
             data = encoded["tcp"] = protocol.frame(protocol.encode(msg))
-        self.write(data)
+        self.write(data, NORMAL)  # a WorldUpdate: a delta, so never conflated here
 
-    def write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+    def write(self, data: bytes, priority: int = HIGH, key: Hashable | None = None) -> None:
+        """Send a frame, or queue it while the peer is not reading (``key``: what a
+        NORMAL frame is conflated by; None: it is not)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._write_paused and not self.output:
+            transport.write(data)
+            return
+        reason = self.output.put(data, priority, key, time.monotonic())
+        if reason is not None:
+            size = self.output.bytes + len(data)
+            self.cut_off(reason, f"{size} bytes unsent, over {self.output.max_bytes}")
+        elif self._lag_timer is None:
+            self._check_lag()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        transport = self._transport
+        output = self.output
+        # Until the buffer fills again (pause_writing is called from inside write).
+        if transport is None or transport.is_closing():
+            return
+        while output and not self._write_paused:
+            transport.write(output.popleft()[1])
+
+    def _check_lag(self) -> None:
+        """Cut off the peer once its oldest queued frame is ``max_lag_s`` old; until
+        then look again when it would be."""
+        self._lag_timer = None
+        oldest = self.output.oldest
+        if oldest is None or self._transport is None:
+            return
+        max_lag_s = self.provider.max_lag_s
+        waited = time.monotonic() - oldest
+        if waited >= max_lag_s:
+            self.cut_off(SLOW, f"more than {max_lag_s:g} s behind")
+            return
+        loop = asyncio.get_running_loop()
+        self._lag_timer = loop.call_later(max_lag_s - waited, self._check_lag)
+
+    def cut_off(self, reason: str, detail: str) -> None:
+        """Drop the peer and what waits for it: it cannot hold memory or slow anyone."""
+        if self._transport is None or self._cut_reason:
+            return
+        self._cut_reason = reason
+        assert self.session is not None
+        count_cut_off(self.session, reason, detail)
+        self.output.clear()
+        self._transport.abort()
 
     def pause(self) -> None:
         if self._transport is not None and not self.paused:
@@ -142,6 +213,9 @@ class TcpConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            # What waits (the error frame that made us close) goes out first: bounded.
+            while self.output:
+                self._transport.write(self.output.popleft()[1])
             self._transport.close()
 
 
@@ -149,10 +223,17 @@ class TcpProvider:
     """Listens for robots/PLCs; ``deliver`` gets every accepted message."""
 
     def __init__(
-        self, hub: Hub, *, max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES
+        self,
+        hub: Hub,
+        *,
+        max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
+        max_lag_s: float = MAX_LAG_S,
+        max_output_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.hub = hub
         self.max_frame_bytes = max_frame_bytes
+        self.max_lag_s = max_lag_s
+        self.max_output_bytes = max_output_bytes
         self.connections: dict[int, TcpConnection] = {}
         self._server: asyncio.Server | None = None
 
@@ -179,21 +260,24 @@ class TcpProvider:
         log.info("listening for robots and PLCs on %s:%d (%s)", host, bound, scheme)
         return bound
 
-    def send_body(self, connection_id: int, body: bytes) -> bool:
-        """Send an encoded triple to one authenticated connection; False if there is none."""
+    def send_body(
+        self, connection_id: int, body: bytes, priority: int = HIGH, key: Hashable | None = None
+    ) -> bool:
+        """Send an encoded triple to one authenticated connection; False if there is
+        none. ``key``: what a NORMAL message is conflated by while the peer is behind."""
         connection = self.connections.get(connection_id)
         if connection is None or connection.session is None or connection.session.role is None:
             return False
-        connection.write(protocol.frame(body))
+        connection.write(protocol.frame(body), priority, key)
         return True
 
-    def broadcast_body(self, body: bytes) -> int:
+    def broadcast_body(self, body: bytes, priority: int = HIGH, key: Hashable | None = None) -> int:
         """Send an encoded triple to every authenticated connection; how many."""
         data = protocol.frame(body)
         sent = 0
         for connection in list(self.connections.values()):
             if connection.session is not None and connection.session.role is not None:
-                connection.write(data)
+                connection.write(data, priority, key)
                 sent += 1
         return sent
 

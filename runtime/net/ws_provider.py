@@ -5,9 +5,10 @@ triple as JSON, a binary frame as msgpack; the server answers in the format the 
 last used. In JSON the schema hash is a 16-digit hex string (JavaScript numbers lose
 precision above 2**53); a number is accepted too.
 
-Every connection has its own send queue and writer task, so a slow client never slows
-the others or the io loop: when its oldest unsent message is older than ``max_lag_s``
-it is disconnected (and counted).
+Every connection has its own send queue (an ``OutputQueue``, as on the TCP side: NORMAL
+conflated, bounded in bytes) and writer task, so a slow client never slows the others
+or the io loop: when its oldest unsent message is older than ``max_lag_s``, or its
+queue would pass ``max_output_bytes``, it is disconnected (counted and logged).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import json
 import logging
 import ssl
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import msgspec
@@ -30,15 +31,22 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgeloop.net import protocol
+from edgeloop.net.output_queue import DEFAULT_MAX_BYTES, SLOW, OutputQueue, count_cut_off
 from edgeloop.net.registry import ProtocolError, info
 from edgeloop.net.session import Hub, Session
+from edgeloop.priority import Priority
 
 log = logging.getLogger("edgeloop.net.ws")
 
 WS_PATH = "/ws"
 MAX_LAG_S = 5.0
+HIGH = int(Priority.HIGH)
+NORMAL = int(Priority.NORMAL)
 CONGESTED_MESSAGES = 8  # queued messages to a client before periodic updates wait
 CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server ends
+# Messages up to this size are read, so one over ``max_frame_bytes`` is answered with an
+# ``oversize`` error; a bigger one the library refuses unread (close code 1009).
+READ_LIMIT_BYTES = 1 << 20
 
 # (path) -> a response for plain HTTP requests on the port, or None for 404.
 HttpHandler = Callable[[str], Response | None]
@@ -73,10 +81,14 @@ class WsConnection:
             _peer(ws),
             self._send,
             self._close,
-            congested=lambda: len(self._queue) > CONGESTED_MESSAGES,
+            congested=lambda: len(self.output) > CONGESTED_MESSAGES,
             write_shared=self._send_shared,
         )
-        self._queue: deque[tuple[float, str | bytes]] = deque()
+        self.output: OutputQueue[str | bytes] = OutputQueue(
+            provider.max_output_bytes, provider.hub.counters
+        )
+        self._closing = False  # once the queue is sent, close (an error frame went last)
+        self.cut_reason = ""  # why we dropped it, if we did
         self._ready = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
@@ -98,49 +110,67 @@ class WsConnection:
             else:
                 data = encode_json(found.name, found.schema_hash, payload)
             encoded[key] = data
-        self._queue.append((time.monotonic(), data))
-        self._ready.set()
+        self._queue(data, NORMAL, None)  # a WorldUpdate: a delta, so never conflated
 
-    def write_parts(self, name: str, schema_hash: int, payload: Any) -> None:
+    def write_parts(
+        self,
+        name: str,
+        schema_hash: int,
+        payload: Any,
+        priority: int = HIGH,
+        key: Hashable | None = None,
+    ) -> None:
+        """Queue a message (``key``: what a NORMAL one is conflated by; None: it is not)."""
         data: str | bytes
         if self.binary:
             data = protocol.encode_parts(name, schema_hash, payload)
         else:
             data = encode_json(name, schema_hash, payload)
-        self._queue.append((time.monotonic(), data))
+        self._queue(data, priority, key)
+
+    def _queue(self, data: str | bytes, priority: int, key: Hashable | None) -> None:
+        if self.cut_reason:
+            return
+        reason = self.output.put(data, priority, key, time.monotonic())
+        if reason is not None:
+            detail = f"{self.output.bytes + len(data)} bytes unsent, over {self.output.max_bytes}"
+            self.cut_off(reason, detail)
         self._ready.set()
+
+    def cut_off(self, reason: str, detail: str) -> None:
+        """Drop the client and what waits for it: it cannot hold memory or slow anyone."""
+        if self.cut_reason:
+            return
+        self.cut_reason = reason
+        count_cut_off(self.session, reason, detail)
+        self.output.clear()
+        self.ws.transport.abort()
 
     def _close(self) -> None:
         # Let the error frame queued just before go out first: close from the writer.
-        self._queue.append((time.monotonic(), b""))
+        self._closing = True
         self._ready.set()
 
     async def writer(self) -> None:
         """Send the queue in order; a client that lets a message wait longer than
         ``max_lag_s`` is cut off, so it cannot hold memory or slow anyone else."""
-        queue = self._queue
+        output = self.output
+        max_lag_s = self.provider.max_lag_s
         try:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
-                while queue:
-                    queued_at, data = queue.popleft()
-                    if data == b"":
-                        await self.ws.close()
-                        return
-                    budget = self.provider.max_lag_s - (time.monotonic() - queued_at)
+                while output:
+                    queued_at, data = output.popleft()
+                    budget = max_lag_s - (time.monotonic() - queued_at)
                     if budget <= 0:
                         raise TimeoutError
                     await asyncio.wait_for(self.ws.send(data), budget)
+                if self._closing:
+                    await self.ws.close()
+                    return
         except TimeoutError:
-            self.provider.hub.count("slow_consumer")
-            log.warning(
-                "ws connection %d from %s: more than %g s behind; cut off",
-                self.session.id,
-                self.session.peer,
-                self.provider.max_lag_s,
-            )
-            self.ws.transport.abort()
+            self.cut_off(SLOW, f"more than {max_lag_s:g} s behind")
         except ConnectionClosed:
             pass
 
@@ -150,18 +180,20 @@ class WsConnection:
             if session.closed:
                 continue  # refused: what the peer sent after it is not read (nor obeyed)
             await self.room.wait()  # backpressure: no room downstream, stop reading
+            self.binary = isinstance(message, bytes)  # answers go in the client's format
             try:
+                _check_size(message, self.provider.max_frame_bytes)
                 if isinstance(message, str):
-                    self.binary = False
                     name, schema_hash, payload = decode_json(message)
                 else:
-                    self.binary = True
                     name, schema_hash, payload = protocol.split(message)
                 if not session.receive(name, schema_hash, payload):
                     self.provider.hub.count("paused")
                     self.room.clear()
             except ProtocolError as error:
                 session.refuse(error)
+            if session.closed:
+                return  # what the peer sends after we refused it is not read
 
 
 class WebSocketProvider:
@@ -171,11 +203,13 @@ class WebSocketProvider:
         *,
         max_frame_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
         max_lag_s: float = MAX_LAG_S,
+        max_output_bytes: int = DEFAULT_MAX_BYTES,
         http_handler: HttpHandler | None = None,
     ) -> None:
         self.hub = hub
         self.max_frame_bytes = max_frame_bytes
         self.max_lag_s = max_lag_s
+        self.max_output_bytes = max_output_bytes
         self.http_handler = http_handler
         self.connections: dict[int, WsConnection] = {}
         self._server: Server | None = None
@@ -194,7 +228,7 @@ class WebSocketProvider:
             host,
             port,
             process_request=self._process_request,
-            max_size=self.max_frame_bytes,
+            max_size=max(READ_LIMIT_BYTES, self.max_frame_bytes),
             compression=None,  # CPU on a Pi is dearer than bytes on a LAN
             # A dashboard that vanished without a close frame must not hold up a stop
             # past the supervisor's patience (5 s) with the default 10 s.
@@ -229,26 +263,48 @@ class WebSocketProvider:
             reason = "reset"
         except Exception:
             session.failed()
+        try:
+            if session.closed:
+                # We end it: the error frame is queued, the writer sends it and closes.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_S)
         finally:
             hello_timer.cancel()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             self.connections.pop(session.id, None)
-            session.ended(reason)
+            session.ended(connection.cut_reason or reason)
 
-    def send_parts(self, connection_id: int, name: str, schema_hash: int, payload: Any) -> bool:
+    def send_parts(
+        self,
+        connection_id: int,
+        name: str,
+        schema_hash: int,
+        payload: Any,
+        *,
+        priority: int = HIGH,
+        key: Hashable | None = None,
+    ) -> bool:
         connection = self.connections.get(connection_id)
         if connection is None or connection.session.role is None:
             return False
-        connection.write_parts(name, schema_hash, payload)
+        connection.write_parts(name, schema_hash, payload, priority, key)
         return True
 
-    def broadcast_parts(self, name: str, schema_hash: int, payload: Any) -> int:
+    def broadcast_parts(
+        self,
+        name: str,
+        schema_hash: int,
+        payload: Any,
+        *,
+        priority: int = HIGH,
+        key: Hashable | None = None,
+    ) -> int:
         sent = 0
         for connection in list(self.connections.values()):
             if connection.session.role is not None:
-                connection.write_parts(name, schema_hash, payload)
+                connection.write_parts(name, schema_hash, payload, priority, key)
                 sent += 1
         return sent
 
@@ -260,6 +316,17 @@ class WebSocketProvider:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+def _check_size(message: str | bytes, most: int) -> None:
+    if isinstance(message, bytes):
+        size = len(message)
+    elif len(message) * 4 <= most:  # UTF-8 takes at most 4 bytes a character
+        return
+    else:
+        size = len(message.encode())
+    if size > most:
+        raise ProtocolError("oversize", f"message of {size} bytes exceeds the limit of {most}")
 
 
 def _peer(ws: ServerConnection) -> str:

@@ -5,6 +5,13 @@ the control process's slots, then one block per io worker. Each process writes o
 own slots; the supervisor only reads. A torn read of a counter is harmless (the next
 read is whole), which is why counters may live here while records go through the kernel
 (see DESIGN.md).
+
+An io worker's block ends with a short text, why it is degraded (a listener that cannot
+bind), for the supervisor's status line. It is written between two bumps of
+``IoSlot.FAULT_SEQ`` and read only when the sequence is even and did not move, so a
+read that overlapped a write is skipped; at worst (stores reordered on a weakly ordered
+CPU) a status line shows garbled text once. Alarms and health, which matter, go
+through the io channel.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ class IoSlot(IntEnum):
     CONNECTIONS = 2  # network peers connected to this worker
     LAST_CONNECTION_ID = 3  # outlives the worker: its next process goes on from here
     CONFIG_CHANGED = 4  # 1: the config file differs from the appliance's; running nothing
+    FAULT_SEQ = 5  # odd while the fault text after the slots is being written
+
+
+FAULT_TEXT_BYTES = 256  # UTF-8, NUL-padded; longer texts are cut
+_IO_BLOCK_SLOTS = len(IoSlot) + FAULT_TEXT_BYTES // 8
 
 
 class Heartbeats:
@@ -40,23 +52,47 @@ class Heartbeats:
     def __init__(self, fd: int | None = None, io_workers: int = 1) -> None:
         if fd is None:
             fd = os.memfd_create("edgeloop-heartbeats", 0)  # not CLOEXEC: children inherit it
-            os.ftruncate(fd, (len(Slot) + io_workers * len(IoSlot)) * 8)
+            os.ftruncate(fd, (len(Slot) + io_workers * _IO_BLOCK_SLOTS) * 8)
         self.fd = fd
         size = os.fstat(fd).st_size
-        self.io_workers = (size // 8 - len(Slot)) // len(IoSlot)
+        self.io_workers = (size // 8 - len(Slot)) // _IO_BLOCK_SLOTS
         self._map = mmap.mmap(fd, size)
-        self.slots = memoryview(self._map).cast("Q")
+        self._bytes = memoryview(self._map)
+        self.slots = self._bytes.cast("Q")
 
     @staticmethod
     def io_slot(worker: int, slot: IoSlot) -> int:
         """The index in ``slots`` of one io worker's slot."""
-        return len(Slot) + worker * len(IoSlot) + slot
+        return len(Slot) + worker * _IO_BLOCK_SLOTS + slot
 
     def io(self, worker: int, slot: IoSlot) -> int:
         return int(self.slots[self.io_slot(worker, slot)])
 
     def set_io(self, worker: int, slot: IoSlot, value: int) -> None:
         self.slots[self.io_slot(worker, slot)] = value
+
+    def set_io_fault(self, worker: int, text: str) -> None:
+        """Say why an io worker is degraded (``""``: it is not)."""
+        data = text.encode()[:FAULT_TEXT_BYTES]
+        start = self._fault_text_offset(worker)
+        seq = self.io_slot(worker, IoSlot.FAULT_SEQ)
+        self.slots[seq] += 1
+        self._bytes[start : start + FAULT_TEXT_BYTES] = data.ljust(FAULT_TEXT_BYTES, b"\0")
+        self.slots[seq] += 1
+
+    def io_fault(self, worker: int) -> str | None:
+        """Why an io worker is degraded (``""``: it is not), or None if it was being
+        written just then (ask again)."""
+        seq = self.io_slot(worker, IoSlot.FAULT_SEQ)
+        before = int(self.slots[seq])
+        start = self._fault_text_offset(worker)
+        data = bytes(self._bytes[start : start + FAULT_TEXT_BYTES])
+        if before % 2 or int(self.slots[seq]) != before:
+            return None
+        return data.rstrip(b"\0").decode(errors="ignore")
+
+    def _fault_text_offset(self, worker: int) -> int:
+        return (len(Slot) + worker * _IO_BLOCK_SLOTS + len(IoSlot)) * 8
 
     def io_total(self, slot: IoSlot) -> int:
         """The slot summed over every io worker."""
@@ -70,5 +106,6 @@ class Heartbeats:
 
     def close(self) -> None:
         self.slots.release()
+        self._bytes.release()
         self._map.close()
         os.close(self.fd)

@@ -38,6 +38,11 @@ class IoContext(Protocol):
         that holds NORMAL records back (conflating them until then) sends them there."""
         ...
 
+    def degraded(self, source: str, reason: str | None) -> None:
+        """Say that ``source`` (``"network.tcp"``) does not work, and why (None: it works
+        again): the supervisor's status line shows it until then."""
+        ...
+
     def flush_soon(self) -> bool:
         """Make sure a flush (and so the ``on_flush`` callbacks) comes within a couple
         of ms; False while senders are told to pause, as ``send`` answers."""

@@ -88,6 +88,7 @@ class IoService:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
         self._refused = False  # a sender was told to pause: tell it when there is room
+        self._degraded: dict[str, str] = {}  # source -> why, for the supervisor's status
 
     # -- IoContext ------------------------------------------------------------------------
 
@@ -125,6 +126,13 @@ class IoService:
 
     def on_flush(self, callback: Callable[[], None]) -> None:
         self._flush_callbacks.append(callback)
+
+    def degraded(self, source: str, reason: str | None) -> None:
+        if reason is None:
+            self._degraded.pop(source, None)
+        else:
+            self._degraded[source] = reason
+        self.heartbeats.set_io_fault(self.worker, "; ".join(self._degraded.values()))
 
     def flush_soon(self) -> bool:
         if not self._flush_scheduled and self._flush_timer is None:
@@ -287,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.io_worker,
         )
     heartbeats.set_io(args.io_worker, IoSlot.CONFIG_CHANGED, bool(changed))
+    heartbeats.set_io_fault(args.io_worker, "")  # what a previous process of it said
     sections = installed_sections(config.sections)
     report = apply_io_settings(child_args.cpu_plan(args))
     heartbeats.set_io(args.io_worker, IoSlot.DEGRADED, len(report.degraded))

@@ -16,6 +16,10 @@ speaks for the appliance to systemd.
 - An io worker (``runtime.io_workers`` of them, usually one) that dies or stops beating
   for ``runtime.io_timeout_s`` is killed and restarted with a new channel, handed to
   the control process, which keeps ticking; the other workers are left alone.
+- An io part that cannot do its job (a listener whose port is taken) does not hold back
+  READY=1 nor the watchdog pings: the control loop and its safe state run, and a
+  restart would not free the port. It is shown instead: the status line says
+  ``io degraded`` and ``DEGRADED: <why>`` (and the part raises an alarm) until it works.
 - SIGTERM/SIGINT: STOPPING=1, stop control first (it runs Shutdown and sends its last
   outputs), then io, each within ``STOP_TIMEOUT_S`` or killed and reported; exit 0.
 """
@@ -77,6 +81,7 @@ class _IoWorker:
     watch: _Watch
     restarts: int = 0  # in a row, for the back-off; reset once it has run a while
     restart_at: float | None = None  # killed, to be started again then
+    fault: str = ""  # why it is degraded, as last read (see Heartbeats.io_fault)
 
 
 class Supervisor:
@@ -304,6 +309,7 @@ class Supervisor:
         connections = sum(
             hb.io(io.index, IoSlot.CONNECTIONS) for io in self._io if io.restart_at is None
         )
+        problems = self._io_faults()  # first: the io part of the line shows them too
         parts = [
             f"{rate:.1f} Hz",
             f"tick {ticks}",
@@ -317,16 +323,31 @@ class Supervisor:
             parts.append(
                 f"CONFIG CHANGED on disk: io worker {', '.join(changed)} idle until restart"
             )
-        degraded = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
-        if degraded:
-            parts.append(f"DEGRADED: {degraded} real-time setting(s) not applied, see log")
+        settings = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
+        if settings:
+            problems.append(f"{settings} real-time setting(s) not applied, see log")
+        if problems:
+            parts.append(f"DEGRADED: {'; '.join(problems)}")
         return ", ".join(parts)
+
+    def _io_faults(self) -> list[str]:
+        """What the running io workers say does not work (a listener that cannot bind)."""
+        faults: list[str] = []
+        for io in self._io:
+            text = self.heartbeats.io_fault(io.index)
+            if text is None:  # being written just then: what it said a moment ago
+                text = io.fault
+            io.fault = text
+            if text and io.restart_at is None and text not in faults:
+                faults.append(text)
+        return faults
 
     def _io_status(self) -> str:
         up = self.heartbeats[Slot.IO_LINKS_UP]
+        degraded = any(io.fault and io.restart_at is None for io in self._io)
         if len(self._io) == 1:
-            return f"io {'up' if up else 'down'}"
-        return f"io {up}/{len(self._io)} up"
+            return f"io {'down' if not up else 'degraded' if degraded else 'up'}"
+        return f"io {up}/{len(self._io)} up{', degraded' if degraded else ''}"
 
     # -- stopping -------------------------------------------------------------------------
 

@@ -44,7 +44,10 @@ async def server() -> AsyncIterator[Server]:
         return True
 
     hub = Hub("ws", Registry([Setpoint]), Authenticator(GRANTS), deliver)
-    provider = WebSocketProvider(hub, max_frame_bytes=4096, max_lag_s=0.5)
+    # Bytes unbounded enough that the lag is what cuts a slow client off here.
+    provider = WebSocketProvider(
+        hub, max_frame_bytes=4096, max_lag_s=0.5, max_output_bytes=64 << 20
+    )
     port = await provider.start("127.0.0.1", 0)
     yield Server(provider, f"ws://127.0.0.1:{port}/ws", delivered)
     await provider.close()
