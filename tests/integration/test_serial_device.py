@@ -16,8 +16,9 @@ import pytest
 
 from edgeloop.config import ConfigError, load_config
 from edgeloop.drivers.points import Quality
-from edgeloop.drivers.serial_device import SECTION, SerialConfig
-from edgeloop.drivers.serial_sim import FRAME, READ_COMMAND, Fault, SensorSim
+from edgeloop.drivers.serial.config import SerialConfig
+from edgeloop.drivers.serial.plugin import SECTION
+from edgeloop.drivers.serial.sim import FRAME, READ_COMMAND, Fault, SensorSim
 from tests.field_harness import Field, running_field
 
 FAST = {"reopen_initial_s": 0.05, "reopen_max_s": 0.2}

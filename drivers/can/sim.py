@@ -29,15 +29,15 @@ import can
 from cantools.database.can import Database
 from cantools.database.errors import DecodeError
 
-from edgeloop.drivers.can_bus import (
+from edgeloop.drivers.can.codec import (
     CAN_ERR_BUSOFF,
     CAN_ERR_CRTL,
     CAN_ERR_CRTL_ACTIVE,
     CAN_ERR_CRTL_RX_PASSIVE,
     CAN_ERR_CRTL_TX_PASSIVE,
     CAN_ERR_RESTARTED,
-    load_dbc,
 )
+from edgeloop.drivers.can.config import load_dbc
 from edgeloop.drivers.sim_faults import commands_from_stdin, stdin_takes_commands
 from edgeloop.logs import setup_logging
 

@@ -54,7 +54,7 @@ from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.config import ConfigSection, Section
 from edgeloop.drivers.health import Backoff
-from edgeloop.drivers.modbus_codec import (
+from edgeloop.drivers.modbus.codec import (
     TABLE_OF_FUNCTION,
     ByteOrder,
     Table,

@@ -39,9 +39,10 @@ from pymodbus.pdu.register_message import (
 
 from edgeloop.drivers.field_link import DeviceChannel, on_writes
 from edgeloop.drivers.health import ErrorKind
-from edgeloop.drivers.modbus_codec import BitDecoder, RegisterDecoder, Slot, Table, encode
-from edgeloop.drivers.modbus_config import (
+from edgeloop.drivers.modbus.codec import BitDecoder, RegisterDecoder, Slot, Table, encode
+from edgeloop.drivers.modbus.config import (
     BIT_TABLES,
+    DRIVER,
     WRITE_BIT_LIMIT,
     WRITE_REGISTER_LIMIT,
     ModbusConfig,
@@ -49,13 +50,12 @@ from edgeloop.drivers.modbus_config import (
     ModbusLine,
     ModbusPoint,
 )
-from edgeloop.drivers.modbus_plan import plan_reads
+from edgeloop.drivers.modbus.plan import plan_reads
 from edgeloop.drivers.points import Quality
 from edgeloop.realtime.io_part import IoContext
 
 log = logging.getLogger("edgeloop.modbus")
 
-DRIVER = "modbus"
 LOG_EVERY_S = 10.0  # at most one state-change line per device this often
 # A group not read within 2 periods (or 2 polls of it, when a poll takes longer) plus a
 # timeout is overdue; the watch for that looks twice within the shortest such window.

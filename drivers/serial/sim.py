@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeloop.drivers.serial_framing import (
+from edgeloop.drivers.serial.codec import (
     FrameField,
     FrameFields,
     FrameFormat,
