@@ -9,11 +9,11 @@ import logging
 import math
 import os
 import termios
-import time
 from typing import Any
 
 import serial  # type: ignore[import-untyped]
 
+from edgeloop.drivers.base import DriverIo, FaultLog, Link, finish
 from edgeloop.drivers.field_link import DeviceChannel, on_writes
 from edgeloop.drivers.health import Backoff
 from edgeloop.drivers.points import Quality
@@ -45,20 +45,22 @@ _PARITIES = {
     "space": serial.PARITY_SPACE,
 }
 
-
 Values = list[list[Any]]
 
 
-# -- io process -----------------------------------------------------------------------------
-
-
-class SerialLink:
+class SerialLink(Link):
     """One device on its port: open (again, with backoff), read, poll, write."""
 
     def __init__(self, config: SerialDevice, context: IoContext) -> None:
         self.config = config
         self.channel = DeviceChannel(
             context, config.name, DRIVER, config.points, config.offline_after
+        )
+        super().__init__(
+            f"serial {config.name}",
+            [self.channel],
+            Backoff(config.reopen_initial_s, config.reopen_max_s),
+            FaultLog(log, LOG_EVERY_S),
         )
         self.reads = [i for i, p in enumerate(config.points) if p.reads]
         points = [config.points[i] for i in self.reads]
@@ -72,8 +74,6 @@ class SerialLink:
             self.splitter = LineSplitter(config.eol.encode(ENCODING), config.max_line_bytes)
             self.decode = line_decoder(config, points)
         self._last: list[Any] = [_DEFAULTS.get(p.type, 0.0) for p in points]
-        self._backoff = Backoff(config.reopen_initial_s, config.reopen_max_s)
-        self._task: asyncio.Task[None] | None = None
         self._fd = -1  # of the open port, -1 while closed
         self._failure: asyncio.Future[str] | None = None
         self._reply: asyncio.Future[None] | None = None  # a poll waiting for its answer
@@ -84,27 +84,13 @@ class SerialLink:
         self._unsent: dict[int, bytes] = {}
         self._pending = b""  # the rest of a message partly written: goes out before anything
         self._writing = False  # waiting for the port to take more (add_writer)
-        self._logged: dict[str, float] = {}
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"serial {self.config.name}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                port = self._open()
-            except (OSError, ValueError) as err:  # SerialException is an OSError
-                self._down(str(err))  # pyserial's: "could not open port <path>: <why>"
-            else:
-                reason = await self._session(port, loop)
-                self._down(reason)
-            await asyncio.sleep(self._backoff.next_delay())
+    async def session(self) -> str:
+        try:
+            port = self._open()
+        except (OSError, ValueError) as err:  # SerialException is an OSError
+            return str(err)  # pyserial's: "could not open port <path>: <why>"
+        return await self._serve(port, asyncio.get_running_loop())
 
     def _open(self) -> serial.Serial:
         # Non-blocking open and termios calls only: quick enough for the event loop.
@@ -120,7 +106,7 @@ class SerialLink:
             exclusive=True,
         )
 
-    async def _session(self, port: serial.Serial, loop: asyncio.AbstractEventLoop) -> str:
+    async def _serve(self, port: serial.Serial, loop: asyncio.AbstractEventLoop) -> str:
         """Read (and poll) the open port until it fails; why it failed."""
         fd = port.fileno()
         failure: asyncio.Future[str] = loop.create_future()
@@ -130,7 +116,7 @@ class SerialLink:
         try:
             self.splitter.reset()
             loop.add_reader(fd, self._on_readable, fd)
-            self._log("open", "serial %s: %s open", self.config.port, level=logging.INFO)
+            self.faults.log("open", "%s: %s open", self.name, self.config.port, level=logging.INFO)
             self._pending = b""  # a message cut by the old session is sent whole again
             self._unsent = dict(self._written)
             self._send_unsent()
@@ -138,8 +124,7 @@ class SerialLink:
             return await failure
         finally:
             if worker is not None:
-                worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
+                await finish(worker)
             loop.remove_reader(fd)
             self._stop_writing()
             self._fd = -1
@@ -152,10 +137,6 @@ class SerialLink:
             asyncio.get_running_loop().remove_reader(self._fd)  # a dead fd stays readable
             self._stop_writing()
             self._failure.set_result(reason)
-
-    def _down(self, reason: str) -> None:
-        self._log("down", "serial %s: %s; reopening with backoff", reason)
-        self.channel.error("disconnect", reason)
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -200,7 +181,7 @@ class SerialLink:
             rtt = now - self._asked_at
             self._reply.set_result(None)
         self.channel.good(rtt)
-        self._backoff.reset()
+        self.backoff.reset()
 
     def _garbage(self, detail: str) -> None:
         self.channel.error("garbage", detail)
@@ -212,7 +193,7 @@ class SerialLink:
     async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         timeout = self._silence_s
         self._deadline = loop.time() + timeout
-        while True:
+        while self.running:
             await asyncio.sleep(max(0.0, self._deadline - loop.time()))
             if loop.time() >= self._deadline:
                 self._deadline = loop.time() + timeout
@@ -225,7 +206,7 @@ class SerialLink:
         request = self.config.request
         period = poll.period_ms / 1000.0
         due = loop.time()
-        while True:
+        while self.running:
             await self._ask(request, poll.timeout_ms, loop)
             self._send_unsent()
             # Absolute deadlines keep the rate; a late answer skips polls, never bunches them.
@@ -252,7 +233,9 @@ class SerialLink:
                 return
             self._pending = request
             self._send_unsent()
-            await asyncio.wait_for(reply, timeout_ms / 1000.0)
+            # not wait_for: on Python 3.11 it swallows a cancel that meets the answer
+            async with asyncio.timeout(timeout_ms / 1000.0):
+                await reply
         except TimeoutError:
             self.channel.mark_stale(self.group)
             self.channel.error("timeout", f"no answer to {preview(request)} in {timeout_ms:g} ms")
@@ -309,26 +292,11 @@ class SerialLink:
             asyncio.get_running_loop().remove_writer(self._fd)
             self._writing = False
 
-    # -- reporting ------------------------------------------------------------------------------
 
-    def _log(self, kind: str, text: str, detail: object, level: int = logging.WARNING) -> None:
-        now = time.monotonic()
-        if now - self._logged.get(kind, -math.inf) >= LOG_EVERY_S:
-            self._logged[kind] = now
-            log.log(level, text, self.config.name, detail)
-
-
-class SerialIo:
+class SerialIo(DriverIo):
     """The io part: a ``SerialLink`` per device."""
 
     def __init__(self, config: SerialConfig, context: IoContext) -> None:
         self.links = {device.name: SerialLink(device, context) for device in config.devices}
+        super().__init__(list(self.links.values()))
         on_writes(context, {name: link.write for name, link in self.links.items()})
-
-    async def start(self) -> None:
-        for link in self.links.values():
-            link.start()
-
-    async def stop(self) -> None:
-        for link in self.links.values():
-            await link.stop()
