@@ -10,7 +10,6 @@ import functools
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from cantools.database.can import Message
 from cantools.database.errors import DecodeError
 from cantools.database.errors import Error as CantoolsError
 
+from edgeloop.drivers.base import DriverIo, FaultLog, Link, finish
 from edgeloop.drivers.can.codec import (
     EXTENDED,
     BusHealth,
@@ -136,11 +136,17 @@ class _Device:
             self.channel.publish_health()
 
 
-class _BusLink:
+class _BusLink(Link):
     """One python-can bus and the devices on it: open (again, with backoff), receive,
     transmit, watch timeouts and the bus state."""
 
     def __init__(self, config: CanBusConfig, devices: list[_Device]) -> None:
+        super().__init__(
+            f"can bus {config.name}",
+            [device.channel for device in devices],
+            Backoff(config.reopen_initial_s, config.reopen_max_s),
+            FaultLog(log, LOG_EVERY_S),
+        )
         self.config = config
         self.devices = devices
         self.rx = {rx.key: rx for device in devices for rx in device.rx}
@@ -153,51 +159,31 @@ class _BusLink:
         self.foreign = 0  # frames no device reads
         self.garbage = 0
         self.bus_errors = 0  # error frames other than state changes
-        self._backoff = Backoff(config.reopen_initial_s, config.reopen_max_s)
-        self._task: asyncio.Task[None] | None = None
         self._failure: asyncio.Future[str] | None = None
         self._reader_stop = threading.Event()
         self._reader: threading.Thread | int | None = None
-        self._logged: dict[str, float] = {}
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"can {self.config.name}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
+    async def session(self) -> str:
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                bus = await self._opened()
-            except Exception as err:  # each interface raises its own (driver missing, no device)
-                self._log("open", "%s: cannot open: %s", err)
-                self._all_devices("disconnect", f"bus {self.config.name}: cannot open: {err}")
-                await asyncio.sleep(self._backoff.next_delay())
-                continue
-            self._backoff.reset()
-            self._failure = loop.create_future()
-            self.bus = bus
-            self.state = BusHealth.ACTIVE
-            tasks: list[asyncio.Task[None]] = []
-            try:
-                await self._start_reading(bus, loop)
-                self._send_dirty()
-                tasks = [loop.create_task(self._supervise()), loop.create_task(self._transmit())]
-                reason = await self._failure
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await self._stop_reading(loop)
-                self.bus = None
-                bus.shutdown()
-            self._log("fail", "%s: %s; reopening", reason)
-            self._all_devices("disconnect", f"bus {self.config.name}: {reason}")
-            await asyncio.sleep(self._backoff.next_delay())
+        try:
+            bus = await self._opened()
+        except Exception as err:  # each interface raises its own (driver missing, no device)
+            return f"cannot open: {err}"
+        self.backoff.reset()
+        self._failure = loop.create_future()
+        self.bus = bus
+        self.state = BusHealth.ACTIVE
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._start_reading(bus, loop)
+            self._send_dirty()
+            tasks = [loop.create_task(self._supervise()), loop.create_task(self._transmit())]
+            return await self._failure
+        finally:
+            await finish(*tasks)
+            await self._stop_reading(loop)
+            self.bus = None
+            bus.shutdown()
 
     async def _opened(self) -> can.BusABC:
         """The bus, opened in a thread (interfaces block in open); a stop meanwhile waits
@@ -206,8 +192,11 @@ class _BusLink:
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
+            while not opening.done():  # however often stop cancels meanwhile
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({opening})
             with contextlib.suppress(Exception):
-                (await opening).shutdown()
+                opening.result().shutdown()
             raise
 
     def _open(self) -> can.BusABC:
@@ -347,7 +336,8 @@ class _BusLink:
     def _set_state(self, state: BusHealth, why: str) -> None:
         if state is self.state:
             return
-        self._log(f"state {state.value}", "%s: %s", f"{self.state.value} -> {state.value} ({why})")
+        change = f"{self.state.value} -> {state.value} ({why})"
+        self.faults.log(f"state {state.value}", "%s: %s", self.name, change)
         self.state = state
         if state is BusHealth.ACTIVE:
             self._send_dirty()
@@ -363,7 +353,7 @@ class _BusLink:
         loop = asyncio.get_running_loop()
         bus = self.bus
         polls_state = bus is not None and type(bus).state is not can.BusABC.state
-        while True:
+        while self.running:
             now = loop.time()
             for rx in self.rx.values():
                 if now >= rx.deadline:
@@ -397,7 +387,7 @@ class _BusLink:
         start = loop.time()
         for tx in periodic:
             tx.due = start
-        while True:
+        while self.running:
             now = loop.time()
             for tx in periodic:
                 if now >= tx.due:
@@ -466,14 +456,8 @@ class _BusLink:
         for device in self.devices:
             device.channel.error(kind, detail)
 
-    def _log(self, kind: str, text: str, detail: object) -> None:
-        now = time.monotonic()
-        if now - self._logged.get(kind, -math.inf) >= LOG_EVERY_S:
-            self._logged[kind] = now
-            log.warning(text, self.config.name, detail)
 
-
-class CanIo:
+class CanIo(DriverIo):
     """The io part: one ``_BusLink`` per configured bus."""
 
     def __init__(self, config: CanConfig, context: IoContext) -> None:
@@ -490,6 +474,7 @@ class CanIo:
             for device in devices:
                 handlers[device.config.name] = functools.partial(link.write, device)
         on_writes(context, handlers)
+        super().__init__(self.links)
 
     @property
     def frames(self) -> int:
@@ -502,11 +487,3 @@ class CanIo:
     @property
     def garbage(self) -> int:
         return sum(link.garbage for link in self.links)
-
-    async def start(self) -> None:
-        for link in self.links:
-            link.start()
-
-    async def stop(self) -> None:
-        for link in self.links:
-            await link.stop()
