@@ -52,7 +52,7 @@ from edgeloop.drivers.modbus.config import (
     ModbusPoint,
 )
 from edgeloop.drivers.modbus.plan import plan_reads
-from edgeloop.drivers.points import Quality
+from edgeloop.drivers.points import Quality, default_value
 from edgeloop.realtime.io_part import IoContext
 
 log = logging.getLogger("edgeloop.modbus")
@@ -65,7 +65,6 @@ OVERDUE_CHECKS_PER_WINDOW = 2.0
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
-_DEFAULTS: dict[str, Any] = {"bool": False, "string": ""}
 
 
 class _RegistersAnswer(ModbusPDU):
@@ -137,7 +136,7 @@ class _Block:
         )
         types = {i: p.type for i, p in points}
         # what a block never read shows, BAD, when the device refuses to read it
-        self.last: list[Any] = [_DEFAULTS.get(types[i], 0.0) for i in order]
+        self.last: list[Any] = [default_value(types[i]) for i in order]
 
     def decode(self, response: ModbusPDU) -> tuple[list[Any], list[int] | int]:
         """The values of the block's points (in ``indices`` order) and their quality."""

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgeloop.drivers.points import STRUCT_CODES
+
 if TYPE_CHECKING:
     from edgeloop.drivers.serial.config import SerialDevice, SerialPoint
 
@@ -250,20 +252,6 @@ class FrameSplitter:
         self._drop(1, out, before_start=False)
 
 
-_STRUCT_CODES = {
-    "int8": "b",
-    "uint8": "B",
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "int64": "q",
-    "uint64": "Q",
-    "float32": "f",
-    "float64": "d",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class FrameField:
     offset: int  # in the payload
@@ -273,7 +261,7 @@ class FrameField:
 
     @property
     def end(self) -> int:
-        return self.offset + struct.calcsize(_STRUCT_CODES[self.type])
+        return self.offset + struct.calcsize(STRUCT_CODES[self.type])
 
 
 class FrameFields:
@@ -283,7 +271,7 @@ class FrameFields:
         self.fields = tuple(fields)
         self.needed = max((f.end for f in fields), default=0)
         self._unpack = [
-            (struct.Struct((">" if f.byte_order == "big" else "<") + _STRUCT_CODES[f.type]), f)
+            (struct.Struct((">" if f.byte_order == "big" else "<") + STRUCT_CODES[f.type]), f)
             for f in fields
         ]
 

@@ -16,7 +16,7 @@ import serial  # type: ignore[import-untyped]
 from edgeloop.drivers.base import DriverIo, FaultLog, Link, finish
 from edgeloop.drivers.field_link import DeviceChannel, on_writes
 from edgeloop.drivers.health import Backoff
-from edgeloop.drivers.points import Quality
+from edgeloop.drivers.points import Quality, default_value
 from edgeloop.drivers.serial.codec import (
     ENCODING,
     FrameSplitter,
@@ -36,7 +36,6 @@ LOG_EVERY_S = 5.0  # one log line per device and kind of event in this time, at 
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
-_DEFAULTS: dict[str, Any] = {"bool": False, "string": ""}
 _PARITIES = {
     "none": serial.PARITY_NONE,
     "even": serial.PARITY_EVEN,
@@ -73,7 +72,7 @@ class SerialLink(Link):
             self.group = "line"
             self.splitter = LineSplitter(config.eol.encode(ENCODING), config.max_line_bytes)
             self.decode = line_decoder(config, points)
-        self._last: list[Any] = [_DEFAULTS.get(p.type, 0.0) for p in points]
+        self._last: list[Any] = [default_value(p.type) for p in points]
         self._fd = -1  # of the open port, -1 while closed
         self._failure: asyncio.Future[str] | None = None
         self._reply: asyncio.Future[None] | None = None  # a poll waiting for its answer
