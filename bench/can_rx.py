@@ -5,7 +5,7 @@ CPU cost, and what does that cost next to the least python-can and cantools can 
 Two phases of ``--duration`` seconds each, on python-can's virtual bus (this machine
 has no SocketCAN):
 
-1. **Ours**: the ``can`` io part (``edgeloop.drivers.can_bus.CanIo``) on a real
+1. **Ours**: the ``can`` io part (``edgeloop.drivers.can.io.CanIo``) on a real
    ``IoService``, sending its values over the real io channel to a control process (a
    child of this script: an App with the ``can`` plugin, ticking at 100 Hz). One device
    with MESSAGES inline messages of SIGNALS signals each, every signal a point.
@@ -48,7 +48,9 @@ import can
 from report import emit, machine_description
 
 from edgeloop.app import App
-from edgeloop.drivers.can_bus import CanConfig, CanIo, CanPlugin
+from edgeloop.drivers.can.config import CanConfig
+from edgeloop.drivers.can.io import CanIo
+from edgeloop.drivers.can.plugin import CanPlugin
 from edgeloop.drivers.field_bridge import FieldModel
 from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin

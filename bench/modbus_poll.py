@@ -43,7 +43,8 @@ from report import emit, machine_description
 from edgeloop.app import App
 from edgeloop.drivers.field_bridge import FieldInput, FieldModel
 from edgeloop.drivers.field_link import TOPIC_VALUES
-from edgeloop.drivers.modbus import SECTION, ModbusConfig
+from edgeloop.drivers.modbus.config import ModbusConfig
+from edgeloop.drivers.modbus.plugin import SECTION
 from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.realtime.io_link import IoInput, IoLink, IoLinkPlugin
 from edgeloop.realtime.io_process import IoService

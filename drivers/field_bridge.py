@@ -27,7 +27,7 @@ from edgeloop.app import App
 from edgeloop.component import Component, assign_unmarked, mark_changed
 from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
 from edgeloop.drivers.health import DeviceHealth
-from edgeloop.drivers.points import PointMap, Quality
+from edgeloop.drivers.points import FIELD_DEFAULTS, PointMap, Quality
 from edgeloop.logs import every_power_of_ten
 from edgeloop.names import Name
 from edgeloop.priority import Priority
@@ -47,7 +47,6 @@ log = logging.getLogger("edgeloop.field")
 FieldInput = SystemSet("FieldInput")  # first in SensorInput: the values of this tick
 FieldOutput = SystemSet("FieldOutput")  # after ActuatorOutput: the writes of this tick
 
-_DEFAULTS: dict[type, Any] = {float: 0.0, bool: False, str: ""}
 _QUALITIES = tuple(Quality)
 
 
@@ -118,7 +117,7 @@ class FieldModel:
         for cname, fields in self._fields.items():
             ns: dict[str, Any] = {"__module__": __name__, "__annotations__": dict(fields)}
             for fname, ftype in fields.items():
-                ns[fname] = Quality.STALE if ftype is Quality else _DEFAULTS[ftype]
+                ns[fname] = Quality.STALE if ftype is Quality else FIELD_DEFAULTS[ftype]
             metaclass: Any = type(Component)
             self._classes[cname] = metaclass(cname, (Component,), ns)
         instances: dict[tuple[str, str], Component] = {}

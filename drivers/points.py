@@ -48,6 +48,29 @@ FIELD_TYPES: dict[str, builtins.type] = {
     "string": str,
 }
 
+# What a field holds before anything was read, by its Python type.
+FIELD_DEFAULTS: dict[builtins.type, Any] = {float: 0.0, bool: False, str: ""}
+
+# The ``struct`` code of each fixed-size number type on a wire (Modbus registers,
+# serial frames); the byte order is the caller's.
+STRUCT_CODES: dict[str, str] = {
+    "int8": "b",
+    "uint8": "B",
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "int64": "q",
+    "uint64": "Q",
+    "float32": "f",
+    "float64": "d",
+}
+
+
+def default_value(point_type: str) -> Any:
+    """What a point of ``point_type`` shows before anything was read."""
+    return FIELD_DEFAULTS[FIELD_TYPES[point_type]]
+
 
 class PointMap(Section):
     """Where a point lands and how its raw value becomes an engineering value:

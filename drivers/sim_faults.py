@@ -1,5 +1,6 @@
-"""Fault commands for the simulators, typed on their stdin: ``silence 5``, ``delay 0.2
-10``, ``clear``. Each simulator names its faults in an Enum with a ``delay`` member."""
+"""Faults of the simulators: when each is on (``FaultSchedule``), and the commands typed
+on their stdin: ``silence 5``, ``delay 0.2 10``, ``clear``. Each simulator names its
+faults in an Enum with a ``delay`` member."""
 
 from __future__ import annotations
 
@@ -9,9 +10,45 @@ import logging
 import os
 import stat
 import sys
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger("edgeloop.sim")
+
+F = TypeVar("F", bound=enum.Enum)
+
+
+class FaultSchedule(Generic[F]):
+    """The faults a simulator has on, each until the loop time it ends; ``delay_s`` is
+    what the ``delay`` fault delays by."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.delay_s = 0.0
+        self._ends: dict[F, float] = {}
+
+    def start(self, fault: F, duration_s: float, delay_s: float = 0.0) -> None:
+        """``fault`` on from now, for ``duration_s`` seconds."""
+        self._ends[fault] = asyncio.get_running_loop().time() + duration_s
+        if fault.value == "delay":
+            self.delay_s = delay_s
+        self.log.info("fault %s for %g s", fault.value, duration_s)
+
+    def clear(self) -> None:
+        """Every fault ends at the simulator's next look (``ended``)."""
+        now = asyncio.get_running_loop().time()
+        for fault in self._ends:
+            self._ends[fault] = now
+
+    def active(self, fault: F) -> bool:
+        return fault in self._ends
+
+    def ended(self, now: float) -> list[F]:
+        """The faults whose time is up at ``now``, taken off."""
+        over = [fault for fault, ends in self._ends.items() if now >= ends]
+        for fault in over:
+            del self._ends[fault]
+            self.log.info("fault %s over", fault.value)
+        return over
 
 
 class FaultTarget(Protocol):

@@ -39,9 +39,9 @@ log = logging.getLogger("edgeloop")
 
 # `edgeloop sim <bus> ...`: each simulator parses its own arguments (`--help` lists them).
 FIELD_SIMULATORS = (
-    ("modbus", "edgeloop.drivers.modbus_sim", "a Modbus PLC (TCP, or RTU on a pty)"),
-    ("can", "edgeloop.drivers.can_sim", "a CAN motor drive"),
-    ("serial", "edgeloop.drivers.serial_sim", "a serial sensor on a pty"),
+    ("modbus", "edgeloop.drivers.modbus.sim", "a Modbus PLC (TCP, or RTU on a pty)"),
+    ("can", "edgeloop.drivers.can.sim", "a CAN motor drive"),
+    ("serial", "edgeloop.drivers.serial.sim", "a serial sensor on a pty"),
 )
 SIMULATOR_MODULES = {bus: module for bus, module, _ in FIELD_SIMULATORS}
 

@@ -93,7 +93,7 @@ def _robots(config: Config) -> Planned:
 
 
 def _modbus(config: Config) -> Planned:
-    from edgeloop.drivers.modbus import ModbusConfig  # noqa: PLC0415
+    from edgeloop.drivers.modbus.config import ModbusConfig  # noqa: PLC0415
 
     modbus = config.sections.get("modbus")
     if not isinstance(modbus, ModbusConfig):
@@ -111,7 +111,7 @@ def _modbus(config: Config) -> Planned:
 
 
 def _can(config: Config) -> Planned:
-    from edgeloop.drivers.can_bus import CanConfig  # noqa: PLC0415
+    from edgeloop.drivers.can.config import CanConfig  # noqa: PLC0415
 
     can = config.sections.get("can")
     if not isinstance(can, CanConfig):
@@ -126,7 +126,7 @@ def _can(config: Config) -> Planned:
 
 
 def _serial(config: Config) -> Planned:
-    from edgeloop.drivers.serial_device import SerialConfig  # noqa: PLC0415
+    from edgeloop.drivers.serial.config import SerialConfig  # noqa: PLC0415
 
     serial = config.sections.get("serial")
     if not isinstance(serial, SerialConfig):

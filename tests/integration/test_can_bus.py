@@ -22,16 +22,11 @@ import pydantic
 import pytest
 
 from edgeloop.config import ConfigError, load_config
-from edgeloop.drivers.can_bus import (
-    CAN_ERR_BUSOFF,
-    CAN_ERR_RESTARTED,
-    SECTION,
-    CanConfig,
-    _BusLink,
-    load_dbc,
-    receive_filters,
-)
-from edgeloop.drivers.can_sim import DriveSim, Fault
+from edgeloop.drivers.can.codec import CAN_ERR_BUSOFF, CAN_ERR_RESTARTED, receive_filters
+from edgeloop.drivers.can.config import CanConfig, load_dbc
+from edgeloop.drivers.can.io import _BusLink
+from edgeloop.drivers.can.plugin import SECTION
+from edgeloop.drivers.can.sim import DriveSim, Fault
 from edgeloop.drivers.points import Quality
 from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
@@ -409,7 +404,7 @@ async def test_the_simulator_process_over_udp_multicast(tmp_path: Path) -> None:
     port = free_port()
     group = "239.74.163.2"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "edgeloop.drivers.can_sim", "--interface", "udp_multicast",
+        [sys.executable, "-m", "edgeloop.drivers.can.sim", "--interface", "udp_multicast",
          "--channel", group, "--port", str(port), "--duration", "60"],
         stdin=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

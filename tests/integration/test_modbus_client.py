@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from edgeloop.config import ConfigError, load_config
-from edgeloop.drivers.modbus import SECTION, ModbusConfig, RtuLine
-from edgeloop.drivers.modbus_codec import encode
-from edgeloop.drivers.modbus_sim import Faults, PlcSimulator
+from edgeloop.drivers.modbus.codec import encode
+from edgeloop.drivers.modbus.config import ModbusConfig, RtuLine
+from edgeloop.drivers.modbus.plugin import SECTION
+from edgeloop.drivers.modbus.sim import Faults, PlcSimulator
 from edgeloop.drivers.points import Quality
 from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field

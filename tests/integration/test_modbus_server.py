@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from pymodbus.client import AsyncModbusTcpClient
 
 from edgeloop.component import Component
-from edgeloop.drivers.modbus_codec import decode, encode
-from edgeloop.drivers.modbus_server import (
+from edgeloop.drivers.modbus.codec import decode, encode
+from edgeloop.drivers.modbus.server import (
     SECTION,
     TOPIC_WRITE,
     ModbusServerConfig,

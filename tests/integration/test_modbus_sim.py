@@ -16,7 +16,7 @@ import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from edgeloop.drivers.modbus_sim import CHANGE_PERIOD_S, Faults, PlcSimulator, main
+from edgeloop.drivers.modbus.sim import CHANGE_PERIOD_S, Faults, PlcSimulator, main
 
 # Read 4 holding registers at 10 from unit 1, transaction 7, as bytes on the wire.
 READ_REQUEST = struct.pack(">HHHBBHH", 7, 0, 6, 1, 3, 10, 4)
@@ -207,7 +207,7 @@ async def test_stop_frees_the_port() -> None:
 
 
 def test_cli_serves_until_sigterm() -> None:
-    code = "import sys; from edgeloop.drivers.modbus_sim import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from edgeloop.drivers.modbus.sim import main; sys.exit(main(sys.argv[1:]))"
     process = subprocess.Popen(
         [sys.executable, "-c", code, "--port", "0", "--units", "1,2", "--size", "10"],
         stdout=subprocess.PIPE,

@@ -16,8 +16,9 @@ import pytest
 
 from edgeloop.config import ConfigError, load_config
 from edgeloop.drivers.points import Quality
-from edgeloop.drivers.serial_device import SECTION, SerialConfig
-from edgeloop.drivers.serial_sim import FRAME, READ_COMMAND, Fault, SensorSim
+from edgeloop.drivers.serial.config import SerialConfig
+from edgeloop.drivers.serial.plugin import SECTION
+from edgeloop.drivers.serial.sim import FRAME, READ_COMMAND, Fault, SensorSim
 from tests.field_harness import Field, running_field
 
 FAST = {"reopen_initial_s": 0.05, "reopen_max_s": 0.2}
@@ -547,3 +548,25 @@ async def test_a_command_longer_than_the_port_buffer_goes_out_whole(tmp_path: Pa
             assert end == b"" and 1 <= len(commands) <= 2
             assert all(len(c) == 99_994 and c.startswith(b"SET  ") for c in commands)
             assert field.health("sensor1").error_count("write") == 0
+
+
+async def test_stop_ends_a_poll_whose_answer_arrives_with_the_stop(tmp_path: Path) -> None:
+    # The answer and the stop in one pass of the event loop: Python 3.11's wait_for
+    # returned the answer and dropped the cancel, and the poll loop ran on for ever.
+    with bare_pty() as (_master, slave):
+        device = {
+            "name": "sensor1",
+            "port": os.ttyname(slave),
+            "key_value": {},
+            "poll": {"request": "READ\r\n", "period_ms": 1000, "timeout_ms": 60_000},
+            "points": CLIMATE_POINTS,
+        }
+        async with running_field(SECTION, config(device)) as field:
+            link = field.part.links["sensor1"]
+            await field.until(lambda f: link._reply is not None, what="a poll waiting")
+            assert link._reply is not None
+            link._reply.set_result(None)
+            # well inside RECANCEL_S: the first cancel ends it, not the base's second one
+            async with asyncio.timeout(0.5):
+                await link.stop()
+            assert link._task is None

@@ -370,8 +370,8 @@ def test_only_the_plugins_a_config_names_are_imported(tmp_path: Path) -> None:
         f"    load_config({str(config)!r})\n"
         "except ConfigError as error:\n"
         "    print(error.problems[0].message)\n"
-        "wanted = {'can', 'cantools', 'edgeloop.drivers.can_bus',\n"
-        "          'edgeloop.drivers.serial_device'}\n"
+        "wanted = {'can', 'cantools', 'edgeloop.drivers.can.io',\n"
+        "          'edgeloop.drivers.serial.io'}\n"
         "print(sorted(wanted & set(sys.modules)))\n"
         "print('pymodbus' in sys.modules)\n"
     )

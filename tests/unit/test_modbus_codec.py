@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.drivers.modbus_codec import (
+from edgeloop.drivers.modbus.codec import (
     BitDecoder,
     ByteOrder,
     RegisterDecoder,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.drivers.modbus_plan import REGISTER_LIMIT, Request, plan_reads
+from edgeloop.drivers.modbus.plan import REGISTER_LIMIT, Request, plan_reads
 
 
 def _valid(spans: list[tuple[int, int]], start: int, end: int, limit: int, max_gap: int) -> bool:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edgeloop.drivers.serial_framing import (
+from edgeloop.drivers.serial.codec import (
     CsvFields,
     FrameField,
     FrameFields,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
 from typing import Any
 
-from edgeloop.drivers.sim_faults import apply_command
+from edgeloop.drivers.sim_faults import FaultSchedule, apply_command
 
 
 class Fault(enum.Enum):
@@ -41,3 +43,17 @@ def test_a_wrong_command_answers_with_the_usage_and_changes_nothing() -> None:
     )
     assert apply_command(sim, Fault, "   ") == ""
     assert sim.injected == [] and not sim.cleared
+
+
+async def test_a_scheduled_fault_is_on_until_its_end_and_clear_ends_all() -> None:
+    faults: FaultSchedule[Fault] = FaultSchedule(logging.getLogger("tests.sim_faults"))
+    now = asyncio.get_running_loop().time()
+    faults.start(Fault.DELAY, 10.0, delay_s=0.2)
+    faults.start(Fault.SILENCE, 1.0)
+    assert faults.active(Fault.DELAY) and faults.delay_s == 0.2
+    assert faults.ended(now) == []
+    assert faults.ended(now + 2.0) == [Fault.SILENCE]
+    assert not faults.active(Fault.SILENCE) and faults.active(Fault.DELAY)
+    faults.clear()
+    assert faults.ended(asyncio.get_running_loop().time()) == [Fault.DELAY]
+    assert not faults.active(Fault.DELAY)

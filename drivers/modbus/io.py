@@ -37,11 +37,13 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
+from edgeloop.drivers.base import DriverIo, FaultLog, Link, finish
 from edgeloop.drivers.field_link import DeviceChannel, on_writes
 from edgeloop.drivers.health import ErrorKind
-from edgeloop.drivers.modbus_codec import BitDecoder, RegisterDecoder, Slot, Table, encode
-from edgeloop.drivers.modbus_config import (
+from edgeloop.drivers.modbus.codec import BitDecoder, RegisterDecoder, Slot, Table, encode
+from edgeloop.drivers.modbus.config import (
     BIT_TABLES,
+    DRIVER,
     WRITE_BIT_LIMIT,
     WRITE_REGISTER_LIMIT,
     ModbusConfig,
@@ -49,13 +51,12 @@ from edgeloop.drivers.modbus_config import (
     ModbusLine,
     ModbusPoint,
 )
-from edgeloop.drivers.modbus_plan import plan_reads
-from edgeloop.drivers.points import Quality
+from edgeloop.drivers.modbus.plan import plan_reads
+from edgeloop.drivers.points import Quality, default_value
 from edgeloop.realtime.io_part import IoContext
 
 log = logging.getLogger("edgeloop.modbus")
 
-DRIVER = "modbus"
 LOG_EVERY_S = 10.0  # at most one state-change line per device this often
 # A group not read within 2 periods (or 2 polls of it, when a poll takes longer) plus a
 # timeout is overdue; the watch for that looks twice within the shortest such window.
@@ -64,7 +65,6 @@ OVERDUE_CHECKS_PER_WINDOW = 2.0
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
-_DEFAULTS: dict[str, Any] = {"bool": False, "string": ""}
 
 
 class _RegistersAnswer(ModbusPDU):
@@ -136,7 +136,7 @@ class _Block:
         )
         types = {i: p.type for i, p in points}
         # what a block never read shows, BAD, when the device refuses to read it
-        self.last: list[Any] = [_DEFAULTS.get(types[i], 0.0) for i in order]
+        self.last: list[Any] = [default_value(types[i]) for i in order]
 
     def decode(self, response: ModbusPDU) -> tuple[list[Any], list[int] | int]:
         """The values of the block's points (in ``indices`` order) and their quality."""
@@ -214,7 +214,7 @@ class _Device:
         self.written: dict[int, Any] = {}
         self.good_reads = 0  # blocks read and published, for tests and benchmarks
         self._logged_state = "connecting"
-        self._logged_at = -math.inf
+        self._faults = FaultLog(log, LOG_EVERY_S)
 
     @property
     def retries(self) -> int:
@@ -265,12 +265,9 @@ class _Device:
 
     def log_state(self) -> None:
         state = self.channel.health.state
-        if state in (self._logged_state, "degraded"):
+        if state in (self._logged_state, "degraded") or not self._faults.due("state"):
             return
-        now = time.monotonic()
-        if now - self._logged_at < LOG_EVERY_S:
-            return
-        self._logged_state, self._logged_at = state, now
+        self._logged_state = state
         if state == "online":
             log.info("modbus device %s (unit %d): online", self.name, self.unit)
         else:
@@ -336,20 +333,28 @@ def _write_requests(
     return requests, problems
 
 
-class _Link:
-    """One connection and the devices it serves, one request at a time."""
+class _Link(Link):
+    """One connection and the devices it serves, one request at a time.
+
+    A session is one job (a poll or a write), connecting first when the connection is
+    down: a dead device is backed off on its own, so the link itself only backs off
+    when it cannot connect. Polling back to back, a stop is likely to meet an answer
+    inside pymodbus's wait_for; the base's stop holds all the same.
+    """
 
     def __init__(self, line: ModbusLine, devices: list[_Device]) -> None:
+        super().__init__(
+            f"modbus {line.label}",
+            [device.channel for device in devices],
+            line.backoff.make(),
+            FaultLog(log, LOG_EVERY_S),
+        )
         self.line = line
-        self.name = line.label
+        self.label = line.label
         self.devices = devices
         self.gap_s = line.rtu.gap_s() if line.rtu is not None else 0.0
-        self.reconnect = line.backoff.make()
-        self.wake = asyncio.Event()
+        self.wakeup = asyncio.Event()  # set when a write is queued, and to stop
         self.client: ModbusBaseClient | None = None
-        # Python 3.11's wait_for (inside pymodbus) loses a cancel that meets an arriving
-        # answer; polling back to back, that is likely, so stopping is also a flag.
-        self.stopping = False
         self._quiet_until = 0.0
         self._heard = False  # bytes arrived since the last request went out
 
@@ -390,44 +395,39 @@ class _Link:
             self._heard = True
         return data
 
-    async def run(self) -> None:
-        """Serve the devices until stopped; every error ends up in their health."""
-        while not self.stopping:
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # a surprise from the library must not stop polling
-                log.exception("modbus line %s: unexpected error", self.name)
-                for device in self.devices:
-                    device.channel.error("bus", f"unexpected: {err!r}")
-                await asyncio.sleep(self.reconnect.next_delay())
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.wake.set()
+    def wake(self) -> None:
+        self.wakeup.set()
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
 
-    async def _step(self) -> None:
+    def down(self, reason: str) -> None:
+        for device in self.devices:
+            device.channel.error("disconnect", reason)
+            device.channel.mark_stale()
+            device.log_state()
+
+    async def session(self) -> str | None:
         job = self._next_job(time.monotonic())
         if isinstance(job, float):
-            self.wake.clear()
+            self.wakeup.clear()
             try:
                 async with asyncio.timeout(job):
-                    await self.wake.wait()
+                    await self.wakeup.wait()
             except TimeoutError:
                 pass
-            return
-        if (self.client is None or not self.client.connected) and not await self._connect():
-            return
+            return None
+        if self.client is None or not self.client.connected:
+            failure = await self._connect()
+            if failure is not None:
+                return failure
         device, group = job
         if group is None:
             await self._write(device)
         else:
             await self._poll(device, group)
+        return None
 
     def _next_job(self, now: float) -> tuple[_Device, _Group | None] | float:
         """The device and group to poll next (group None: its writes), or the seconds
@@ -452,7 +452,8 @@ class _Link:
             return best
         return min(min(soonest, best_due) - now, 3600.0)
 
-    async def _connect(self) -> bool:
+    async def _connect(self) -> str | None:
+        """Connect; why it failed, or None."""
         if self.client is None:
             self.client = self.make_client()
         try:
@@ -461,14 +462,9 @@ class _Link:
         except (OSError, ModbusException) as err:
             connected, detail = False, str(err)
         if connected:
-            self.reconnect.reset()
-            return True
-        for device in self.devices:
-            device.channel.error("disconnect", f"cannot connect to {self.name}: {detail}")
-            device.channel.mark_stale()
-            device.log_state()
-        await asyncio.sleep(self.reconnect.next_delay())
-        return False
+            self.backoff.reset()
+            return None
+        return f"cannot connect to {self.label}: {detail}"
 
     async def _exchange(
         self, call: Callable[[], Awaitable[ModbusPDU]], retries: int
@@ -498,7 +494,7 @@ class _Link:
 
     def _failure(self, err: Exception) -> _Failure:
         if self.client is None or not self.client.connected:
-            return _Failure("disconnect", f"connection to {self.name} lost")
+            return _Failure("disconnect", f"connection to {self.label} lost")
         if self._heard:
             return _Failure("garbage", f"no valid answer ({err})")
         return _Failure("timeout", f"no answer within {self.line.timeout_s} s")
@@ -605,7 +601,7 @@ class _Link:
             device.channel.error("write", f"read-back of {request.describe()} differs")
 
 
-class ModbusIo:
+class ModbusIo(DriverIo):
     """The io side: a task per connection, polling and writing its devices."""
 
     def __init__(self, config: ModbusConfig, context: IoContext) -> None:
@@ -619,7 +615,8 @@ class ModbusIo:
                 self.links.append(_Link(line, devices))
             else:
                 self.links += [_Link(line, [device]) for device in devices]
-        self._tasks: list[asyncio.Task[None]] = []
+        super().__init__(self.links)
+        self._overdue: asyncio.Task[None] | None = None
         link_of = {device.name: link for link in self.links for device in link.devices}
         on_writes(
             context,
@@ -627,12 +624,8 @@ class ModbusIo:
         )
 
     async def start(self) -> None:
-        for device in self.devices.values():
-            device.channel.publish_health()
-        self._tasks = [
-            asyncio.create_task(link.run(), name=f"modbus {link.name}") for link in self.links
-        ]
-        self._tasks.append(asyncio.create_task(self._expire_overdue(), name="modbus overdue"))
+        await super().start()
+        self._overdue = asyncio.create_task(self._expire_overdue(), name="modbus overdue")
 
     async def _expire_overdue(self) -> None:
         """Turn STALE the values of groups whose poll is overdue, even while their line
@@ -650,19 +643,15 @@ class ModbusIo:
             await asyncio.sleep(min(soonest - now, check_s))
 
     async def stop(self) -> None:
-        for link in self.links:
-            link.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for link in self.links:
-            link.close()
+        await super().stop()
+        if self._overdue is not None:
+            await finish(self._overdue)
+            self._overdue = None
 
 
 def _write_handler(device: _Device, link: _Link) -> Callable[[list[tuple[int, Any]]], None]:
     def queue(writes: list[tuple[int, Any]]) -> None:
         device.queue_writes(writes)
-        link.wake.set()
+        link.wakeup.set()
 
     return queue

@@ -29,16 +29,16 @@ import can
 from cantools.database.can import Database
 from cantools.database.errors import DecodeError
 
-from edgeloop.drivers.can_bus import (
+from edgeloop.drivers.can.codec import (
     CAN_ERR_BUSOFF,
     CAN_ERR_CRTL,
     CAN_ERR_CRTL_ACTIVE,
     CAN_ERR_CRTL_RX_PASSIVE,
     CAN_ERR_CRTL_TX_PASSIVE,
     CAN_ERR_RESTARTED,
-    load_dbc,
 )
-from edgeloop.drivers.sim_faults import commands_from_stdin, stdin_takes_commands
+from edgeloop.drivers.can.config import load_dbc
+from edgeloop.drivers.sim_faults import FaultSchedule, commands_from_stdin, stdin_takes_commands
 from edgeloop.logs import setup_logging
 
 log = logging.getLogger("edgeloop.sim.can")
@@ -122,29 +122,22 @@ class DriveSim:
         self._status = self.database.get_message_by_name(STATUS)
         self._command = self.database.get_message_by_name(COMMAND)
         self._rng = rng or random.Random()
-        self._faults: dict[Fault, float] = {}  # fault -> loop time it ends
-        self._delay_s = 0.0
+        self._faults: FaultSchedule[Fault] = FaultSchedule(log)
 
     def inject(self, fault: Fault, duration_s: float, delay_s: float = 0.0) -> None:
         """Start ``fault`` now, for ``duration_s`` seconds."""
-        loop = asyncio.get_running_loop()
-        self._faults[fault] = loop.time() + duration_s
-        if fault is Fault.DELAY:
-            self._delay_s = delay_s
-        elif fault is Fault.BUS_OFF:
+        self._faults.start(fault, duration_s, delay_s)
+        if fault is Fault.BUS_OFF:
             self._send_error(CAN_ERR_BUSOFF, 0)
         elif fault is Fault.ERROR_PASSIVE:
             self._send_error(CAN_ERR_CRTL, CAN_ERR_CRTL_RX_PASSIVE | CAN_ERR_CRTL_TX_PASSIVE)
-        log.info("fault %s for %g s", fault.value, duration_s)
 
     def clear(self) -> None:
         """End every fault now."""
-        loop = asyncio.get_running_loop()
-        for fault in self._faults:
-            self._faults[fault] = loop.time()
+        self._faults.clear()
 
     def active(self, fault: Fault) -> bool:
-        return fault in self._faults
+        return self._faults.active(fault)
 
     async def run(self) -> None:
         """Stream status and obey commands until cancelled."""
@@ -173,7 +166,7 @@ class DriveSim:
             if self.active(Fault.SILENCE) or self.active(Fault.BUS_OFF):
                 continue
             if self.active(Fault.DELAY):
-                loop.call_later(self._delay_s, self._send_status)
+                loop.call_later(self._faults.delay_s, self._send_status)
             else:
                 self._send_status()
 
@@ -206,14 +199,11 @@ class DriveSim:
             self.commands += 1
 
     def _end_faults(self, now: float) -> None:
-        for fault, ends in list(self._faults.items()):
-            if now >= ends:
-                del self._faults[fault]
-                log.info("fault %s over", fault.value)
-                if fault is Fault.BUS_OFF:
-                    self._send_error(CAN_ERR_RESTARTED, 0)
-                elif fault is Fault.ERROR_PASSIVE:
-                    self._send_error(CAN_ERR_CRTL, CAN_ERR_CRTL_ACTIVE)
+        for fault in self._faults.ended(now):
+            if fault is Fault.BUS_OFF:
+                self._send_error(CAN_ERR_RESTARTED, 0)
+            elif fault is Fault.ERROR_PASSIVE:
+                self._send_error(CAN_ERR_CRTL, CAN_ERR_CRTL_ACTIVE)
 
     def _send_error(self, kind: int, controller: int) -> None:
         data = bytes([0, controller, 0, 0, 0, 0, 0, 0])

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
-from edgeloop.drivers.points import Quality
+from edgeloop.drivers.points import STRUCT_CODES, Quality
 
 ByteOrder = Literal["big", "little"]
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -51,17 +51,7 @@ TABLE_OF_FUNCTION: dict[int, Table] = {
     4: "input",
 }
 
-_CODES = {
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "int64": "q",
-    "uint64": "Q",
-    "float32": "f",
-    "float64": "d",
-    "bool": "H",
-}
+_CODES = {**STRUCT_CODES, "bool": "H"}  # a bool in a register is a word
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
 

@@ -21,12 +21,18 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from edgeloop.drivers.points import STRUCT_CODES
+
+if TYPE_CHECKING:
+    from edgeloop.drivers.serial.config import SerialDevice, SerialPoint
 
 ByteOrder = Literal["big", "little"]
 LengthCounts = Literal["payload", "rest", "frame"]
 ChecksumKind = Literal["sum8", "xor8", "crc16-modbus"]
 
+ENCODING = "utf-8"
 PREVIEW_BYTES = 24  # of a dropped message, shown in its report
 _TRUE = frozenset({"1", "true", "on", "yes"})
 _FALSE = frozenset({"0", "false", "off", "no"})
@@ -246,20 +252,6 @@ class FrameSplitter:
         self._drop(1, out, before_start=False)
 
 
-_STRUCT_CODES = {
-    "int8": "b",
-    "uint8": "B",
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "int64": "q",
-    "uint64": "Q",
-    "float32": "f",
-    "float64": "d",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class FrameField:
     offset: int  # in the payload
@@ -269,7 +261,7 @@ class FrameField:
 
     @property
     def end(self) -> int:
-        return self.offset + struct.calcsize(_STRUCT_CODES[self.type])
+        return self.offset + struct.calcsize(STRUCT_CODES[self.type])
 
 
 class FrameFields:
@@ -279,7 +271,7 @@ class FrameFields:
         self.fields = tuple(fields)
         self.needed = max((f.end for f in fields), default=0)
         self._unpack = [
-            (struct.Struct((">" if f.byte_order == "big" else "<") + _STRUCT_CODES[f.type]), f)
+            (struct.Struct((">" if f.byte_order == "big" else "<") + STRUCT_CODES[f.type]), f)
             for f in fields
         ]
 
@@ -383,3 +375,68 @@ def parse_text(text: str, type_: str) -> float | bool | str:
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite number")
     return value
+
+
+def hex_bytes(text: str) -> bytes:
+    """``"AA 01 FF"`` as bytes; ``ValueError`` saying what is wrong."""
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f'{text!r} is not hex bytes (write them like "AA 01 FF")') from None
+    if not data:
+        raise ValueError("no bytes given")
+    return data
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+# A message's point values (None for a BAD one); None for a message to pass over.
+Decoder = Callable[[bytes], list[Any] | None]
+
+
+def line_decoder(device: SerialDevice, points: Sequence[SerialPoint]) -> Decoder:
+    """Values of ``points`` from a line; ``ValueError`` for a line that is not the device's."""
+    ignore = re.compile(device.ignore) if device.ignore is not None else None
+    rule: Callable[[str], Texts | None]
+    if device.regex is not None:
+        rule = RegexFields(device.regex, [str(p.key) for p in points]).texts
+    elif device.key_value is not None:
+        kv = device.key_value
+        rule = KeyValueFields(kv.separator, kv.pair_separator, [str(p.key) for p in points]).texts
+    else:
+        assert device.csv is not None
+        rule = CsvFields(device.csv.separator, [int(p.key or 0) for p in points]).texts
+
+    def decode(line: bytes) -> list[Any] | None:
+        text = line.decode(ENCODING, "replace").strip()
+        if not text or (ignore is not None and ignore.search(text)):
+            return None
+        texts = rule(text)
+        if texts is None:
+            raise ValueError(f"unparsable line {preview(line)}")
+        values: list[Any] = []
+        for point, found in zip(points, texts, strict=True):
+            try:
+                values.append(
+                    None if found is None else point.to_value(parse_text(found, point.type))
+                )
+            except ValueError:
+                values.append(None)
+        return values
+
+    return decode
+
+
+def frame_decoder(device: SerialDevice, points: Sequence[SerialPoint]) -> Decoder:
+    """Values of ``points`` from a frame; ``ValueError`` for a payload too short."""
+    assert device.frame is not None
+    fmt = device.frame.format
+    by_name = {field.name: field.to_field() for field in device.frame.fields}
+    fields = FrameFields([by_name[str(p.key)] for p in points])
+    convert = [bool if p.type == "bool" else p.to_value for p in points]
+
+    def decode(frame: bytes) -> list[Any] | None:
+        raw = fields.values(fmt.payload(frame))
+        return [to_value(value) for to_value, value in zip(convert, raw, strict=True)]
+
+    return decode

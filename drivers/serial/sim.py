@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeloop.drivers.serial_framing import (
+from edgeloop.drivers.serial.codec import (
     FrameField,
     FrameFields,
     FrameFormat,
@@ -45,7 +45,7 @@ from edgeloop.drivers.serial_framing import (
     Junk,
     LineSplitter,
 )
-from edgeloop.drivers.sim_faults import commands_from_stdin, stdin_takes_commands
+from edgeloop.drivers.sim_faults import FaultSchedule, commands_from_stdin, stdin_takes_commands
 from edgeloop.logs import setup_logging
 
 log = logging.getLogger("edgeloop.sim.serial")
@@ -170,8 +170,7 @@ class SensorSim:
             FrameSplitter(frame) if mode == "binary" else LineSplitter(b"\n", 256)
         )
         self._rng = rng or random.Random()
-        self._faults: dict[Fault, float] = {}  # fault -> loop time it ends
-        self._delay_s = 0.0
+        self._faults: FaultSchedule[Fault] = FaultSchedule(log)
 
     @property
     def path(self) -> str:
@@ -191,22 +190,16 @@ class SensorSim:
 
     def inject(self, fault: Fault, duration_s: float, delay_s: float = 0.0) -> None:
         """Start ``fault`` now, for ``duration_s`` seconds."""
-        loop = asyncio.get_running_loop()
-        self._faults[fault] = loop.time() + duration_s
-        if fault is Fault.DELAY:
-            self._delay_s = delay_s
-        elif fault is Fault.UNPLUG:
+        self._faults.start(fault, duration_s, delay_s)
+        if fault is Fault.UNPLUG:
             self.close()
-        log.info("fault %s for %g s", fault.value, duration_s)
 
     def clear(self) -> None:
         """End every fault at the next tick."""
-        loop = asyncio.get_running_loop()
-        for fault in self._faults:
-            self._faults[fault] = loop.time()
+        self._faults.clear()
 
     def active(self, fault: Fault) -> bool:
-        return fault in self._faults
+        return self._faults.active(fault)
 
     async def run(self) -> None:
         """Stream (or just answer) until cancelled; opens the pty unless ``open()`` did."""
@@ -259,7 +252,7 @@ class SensorSim:
 
     def _send(self, data: bytes) -> None:
         if self.active(Fault.DELAY):
-            asyncio.get_running_loop().call_later(self._delay_s, self.port.write, data)
+            asyncio.get_running_loop().call_later(self._faults.delay_s, self.port.write, data)
         else:
             self.port.write(data)
 
@@ -303,13 +296,10 @@ class SensorSim:
             self._send(self.reading())
 
     def _end_faults(self, now: float) -> None:
-        for fault, ends in list(self._faults.items()):
-            if now >= ends:
-                del self._faults[fault]
-                log.info("fault %s over", fault.value)
-                if fault is Fault.UNPLUG:
-                    path = self.open()
-                    log.info("plugged in again at %s", path)
+        for fault in self._faults.ended(now):
+            if fault is Fault.UNPLUG:
+                path = self.open()
+                log.info("plugged in again at %s", path)
 
 
 def main(argv: list[str] | None = None) -> int:

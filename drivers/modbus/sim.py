@@ -45,7 +45,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 from pymodbus.transport import ModbusProtocol
 
-from edgeloop.drivers.modbus_codec import TABLE_OF_FUNCTION, Table
+from edgeloop.drivers.modbus.codec import TABLE_OF_FUNCTION, Table
 
 TABLES: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 CHANGE_PERIOD_S = 0.1  # changing registers count up by one this often

@@ -54,7 +54,7 @@ from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.config import ConfigSection, Section
 from edgeloop.drivers.health import Backoff
-from edgeloop.drivers.modbus_codec import (
+from edgeloop.drivers.modbus.codec import (
     TABLE_OF_FUNCTION,
     ByteOrder,
     Table,
@@ -397,7 +397,6 @@ class ServedRegisters(SimCore):
         self.unit_id = config.unit_id
         self.points = config.points
         self.context = context
-        self.peer = ""  # of the request being handled
         self.registers: list[list[int] | None] = [None] * len(self.points)
         self.cells: dict[Table, dict[int, tuple[int, int]]] = {t: {} for t in _TABLES}
         for index, point in enumerate(self.points):
@@ -447,10 +446,17 @@ class ServedRegisters(SimCore):
             return [value != 0 for value in values]
         return values
 
-    async def async_setValues(  # noqa: N802 (pymodbus's name)
-        self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
+    def write(
+        self,
+        peer: str,
+        device_id: int,
+        func_code: int,
+        address: int,
+        values: list[int] | list[bool],
     ) -> ExcCodes | None:
-        if not self.config.may_write(self.peer):
+        """A write from the client at ``peer`` (``host:port``): refused, or sent to the
+        control process."""
+        if not self.config.may_write(peer):
             return ExcCodes.ILLEGAL_FUNCTION
         table = self._table(device_id, func_code)
         cells = self.cells[table]
@@ -469,7 +475,7 @@ class ServedRegisters(SimCore):
             if value is None or point.refusal(value) is not None:
                 return ExcCodes.ILLEGAL_VALUE
             writes.append([index, value])
-        self.context.send(Record(TOPIC_WRITE, self.peer, Priority.HIGH, writes))
+        self.context.send(Record(TOPIC_WRITE, peer, Priority.HIGH, writes))
         # The answer echoes the registers (FC5, FC6, FC23): they hold the written value
         # until the World's comes back, the same if the control process applied it.
         for index, registers in written.items():
@@ -491,18 +497,56 @@ class ServedRegisters(SimCore):
         return TABLE_OF_FUNCTION[func_code]
 
 
+class _ConnectionRegisters(SimCore):
+    """The registers as one connection's requests see them: its writes carry its own
+    peer address, whatever other connections do meanwhile."""
+
+    def __init__(self, registers: ServedRegisters, connection: _PeerHandler) -> None:
+        self.registers = registers
+        self.connection = connection
+
+    @property
+    def peer(self) -> str:
+        transport = self.connection.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else ""
+
+    def device_ids(self) -> list[int]:
+        return self.registers.device_ids()
+
+    async def async_getValues(  # noqa: N802 (pymodbus's name)
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        return await self.registers.async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(  # noqa: N802 (pymodbus's name)
+        self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
+    ) -> ExcCodes | None:
+        return self.registers.write(self.peer, device_id, func_code, address, values)
+
+
+@dataclass(frozen=True)
+class _ConnectionServer:
+    """What pymodbus's request handler reads of its ``server`` (``handle_request``
+    passes ``server.context`` to the datastore), with this connection's registers."""
+
+    context: _ConnectionRegisters
+    broadcast_enable: bool
+    ignore_missing_devices: bool
+
+
 class _PeerHandler(ServerRequestHandler):
-    """pymodbus's handler of one connection, telling the registers who is asking."""
+    """pymodbus's handler of one connection: its requests reach the registers through a
+    view of its own, so each write is authorised by its own connection's address (not a
+    peer attribute shared by every connection)."""
 
     def __init__(self, owner: _Server) -> None:
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
-        self.registers = owner.registers
-
-    async def handle_request(self) -> None:
-        # The datastore calls below do not suspend, so no other request runs in between.
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        self.registers.peer = f"{peer[0]}:{peer[1]}" if peer else ""
-        await super().handle_request()  # type: ignore[no-untyped-call]
+        self.server = _ConnectionServer(
+            _ConnectionRegisters(owner.registers, self),
+            owner.broadcast_enable,
+            owner.ignore_missing_devices,
+        )
 
 
 class _Server(ModbusTcpServer):

@@ -12,10 +12,11 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeloop.config import Section
 from edgeloop.drivers.health import Backoff
-from edgeloop.drivers.modbus_codec import ByteOrder, Table, register_count
-from edgeloop.drivers.modbus_plan import BIT_LIMIT, REGISTER_LIMIT
+from edgeloop.drivers.modbus.codec import ByteOrder, Table, register_count
+from edgeloop.drivers.modbus.plan import BIT_LIMIT, REGISTER_LIMIT
 from edgeloop.drivers.points import EntityName, Identifier, PointMap
 
+DRIVER = "modbus"
 DEFAULT_GROUP = "default"
 RTU_FAST_GAP_S = 0.00175  # the fixed inter-frame gap above 19200 baud (Modbus over serial line)
 BIT_TABLES = ("coil", "discrete")

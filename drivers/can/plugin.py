@@ -1,0 +1,21 @@
+"""The ``can`` section: the control side (every device an entity) and its io part."""
+
+from __future__ import annotations
+
+from edgeloop.app import App
+from edgeloop.config import ConfigSection
+from edgeloop.drivers.can.config import DRIVER, CanConfig
+from edgeloop.drivers.can.io import CanIo
+from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
+
+
+class CanPlugin:
+    def __init__(self, config: CanConfig) -> None:
+        self.config = config
+
+    def build(self, app: App) -> None:
+        specs = [DeviceSpec(device.name, DRIVER, device.points) for device in self.config.devices]
+        add_field_devices(app, DRIVER, specs)
+
+
+SECTION = ConfigSection(DRIVER, CanConfig, CanPlugin, io=CanIo)

@@ -1,0 +1,23 @@
+"""The ``modbus`` section: the control side (every device an entity) and its io part."""
+
+from __future__ import annotations
+
+from edgeloop.app import App
+from edgeloop.config import ConfigSection
+from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
+from edgeloop.drivers.modbus.config import DRIVER, ModbusConfig
+from edgeloop.drivers.modbus.io import ModbusIo
+
+
+class ModbusPlugin:
+    """The control side: every device an entity, every point a component field."""
+
+    def __init__(self, config: ModbusConfig) -> None:
+        self.config = config
+
+    def build(self, app: App) -> None:
+        specs = [DeviceSpec(d.name, DRIVER, d.points) for d in self.config.devices()]
+        add_field_devices(app, DRIVER, specs)
+
+
+SECTION = ConfigSection(DRIVER, ModbusConfig, ModbusPlugin, io=ModbusIo)

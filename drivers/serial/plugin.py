@@ -1,0 +1,21 @@
+"""The ``serial`` section: the control side (every device an entity) and its io part."""
+
+from __future__ import annotations
+
+from edgeloop.app import App
+from edgeloop.config import ConfigSection
+from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
+from edgeloop.drivers.serial.config import DRIVER, SerialConfig
+from edgeloop.drivers.serial.io import SerialIo
+
+
+class SerialPlugin:
+    def __init__(self, config: SerialConfig) -> None:
+        self.config = config
+
+    def build(self, app: App) -> None:
+        specs = [DeviceSpec(device.name, DRIVER, device.points) for device in self.config.devices]
+        add_field_devices(app, DRIVER, specs)
+
+
+SECTION = ConfigSection(DRIVER, SerialConfig, SerialPlugin, io=SerialIo)
