@@ -125,14 +125,28 @@ def _bench_module(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("ratio", "foreign", "verdict"),
-    [(0.3, 0.0, "FAIL"), (None, 0.0, "FAIL"), (0.62, 0.0, "ok"), (0.3, 80.0, "not judged")],
+    ("ratio", "foreign", "reached", "verdict"),
+    [
+        (0.3, 0.0, True, "FAIL"),
+        (None, 0.0, True, "FAIL"),
+        (0.62, 0.0, True, "ok"),
+        (0.3, 80.0, True, "not judged"),
+        (0.3, 0.0, False, "not judged"),
+    ],
 )
 def test_ratio_verdict(
-    monkeypatch: pytest.MonkeyPatch, ratio: float | None, foreign: float, verdict: str
+    monkeypatch: pytest.MonkeyPatch,
+    ratio: float | None,
+    foreign: float,
+    reached: bool,
+    verdict: str,
 ) -> None:
     bench = _bench_module(monkeypatch)
-    figures = {"ratio_to_baseline": ratio, "max_foreign_cpu_pct": foreign}
+    figures = {
+        "ratio_to_baseline": ratio,
+        "max_foreign_cpu_pct": foreign,
+        "ours_reached_limit": reached,
+    }
     assert bench.judge(figures, 0.5).startswith(verdict)
 
 
