@@ -16,8 +16,7 @@ target failed to respond) over TCP and not at all over RTU, as a real line would
 The server is stock pymodbus 3.16, with its limits: it decodes one request per read
 from the connection and answers only that one, so of several requests that arrive
 together (pipelined, in one TCP segment) the others wait unanswered in its buffer until
-more bytes arrive, and an answer under a ``delay_s`` fault is lost when the next request
-comes in first. By default the simulator does not hide that. With ``pipelined`` (``edgeloop
+more bytes arrive. By default the simulator does not hide that. With ``pipelined`` (``edgeloop
 sim modbus --pipelined``) it answers honestly what a gateway that accepts several
 outstanding Modbus TCP transactions does: every request read from the connection is
 answered, each with its own transaction id and its own ``delay_s``, so answers overlap
