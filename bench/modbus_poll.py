@@ -14,10 +14,13 @@ other, for ``--duration`` seconds each:
    the CPU time of both processes.
 2. **baseline**: a bare ``AsyncModbusTcpClient`` per unit id reading the same blocks in
    a loop, decoding nothing (``baseline_points_per_s``).
+3. **pipelined**: run 1 again with ``max_outstanding: N`` on every device, against a
+   second simulator started with ``--pipelined`` (stock pymodbus answers only the first
+   of requests sent together): the ``pipelined_*`` figures.
 
 Usage::
 
-    python bench/modbus_poll.py --duration 10 [--json OUT]
+    python bench/modbus_poll.py --duration 10 [--max-outstanding 8] [--json OUT]
 """
 
 from __future__ import annotations
@@ -62,10 +65,11 @@ POLL_S = 0.001  # as fast as the PLC answers: the next poll is due before this o
 READ_LIMIT = 125  # registers per read request
 
 
-def _start_plc(port: int) -> subprocess.Popen[bytes]:
+def _start_plc(port: int, pipelined: bool = False) -> subprocess.Popen[bytes]:
     units = ",".join(str(u) for u in range(1, UNITS + 1))
     command = [sys.executable, "-m", "edgeloop.cli", "sim", "modbus", "--port", str(port)]
     command += ["--units", units, "--size", str(REGISTERS), "--changing"]
+    command += ["--pipelined"] if pipelined else []
     plc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -78,7 +82,7 @@ def _start_plc(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the PLC simulator did not listen within 20 s")
 
 
-def _config(port: int) -> ModbusConfig:
+def _config(port: int, max_outstanding: int = 1) -> ModbusConfig:
     devices = []
     for unit in range(1, UNITS + 1):
         points = [
@@ -92,7 +96,15 @@ def _config(port: int) -> ModbusConfig:
             }
             for address in range(REGISTERS)
         ]
-        devices.append({"name": f"plc{unit}", "unit_id": unit, "poll_s": POLL_S, "points": points})
+        devices.append(
+            {
+                "name": f"plc{unit}",
+                "unit_id": unit,
+                "poll_s": POLL_S,
+                "max_outstanding": max_outstanding,
+                "points": points,
+            }
+        )
     line = {"tcp": {"host": "127.0.0.1", "port": port}, "timeout_s": 2.0, "devices": devices}
     return ModbusConfig.model_validate({"lines": [line]})
 
@@ -128,9 +140,9 @@ def _rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-def _io_process(port: int, io_end: socket.socket) -> None:
+def _io_process(port: int, io_end: socket.socket, max_outstanding: int) -> None:
     """The io side: the modbus driver's io part on an IoService, as in edgeloop-io."""
-    config = _config(port)
+    config = _config(port, max_outstanding)
     heartbeats = Heartbeats()
     service = IoService(Channel(io_end), heartbeats)
 
@@ -187,9 +199,11 @@ async def _control(
     }
 
 
-def _ours(port: int, duration: float) -> dict[str, Any]:
+def _ours(port: int, duration: float, max_outstanding: int = 1) -> dict[str, Any]:
     control_end, io_end = socketpair()
-    io = multiprocessing.get_context("fork").Process(target=_io_process, args=(port, io_end))
+    io = multiprocessing.get_context("fork").Process(
+        target=_io_process, args=(port, io_end, max_outstanding)
+    )
     io.start()
     io_end.close()
     assert io.pid is not None
@@ -246,7 +260,15 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run(duration: float) -> dict[str, Any]:
+def _stop_plc(plc: subprocess.Popen[bytes]) -> None:
+    plc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        plc.wait(10)
+    if plc.poll() is None:
+        plc.kill()
+
+
+def run(duration: float, max_outstanding: int = 8) -> dict[str, Any]:
     port = free_port()
     plc = _start_plc(port)
     try:
@@ -254,11 +276,13 @@ def run(duration: float) -> dict[str, Any]:
         with asyncio.Runner(loop_factory=_event_loop) as runner:
             baseline = runner.run(_baseline(port, duration))
     finally:
-        plc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            plc.wait(10)
-        if plc.poll() is None:
-            plc.kill()
+        _stop_plc(plc)
+    port = free_port()
+    plc = _start_plc(port, pipelined=True)
+    try:
+        pipelined = _ours(port, duration, max_outstanding)
+    finally:
+        _stop_plc(plc)
     result: dict[str, Any] = {
         "machine": machine_description(),
         "duration_s": duration,
@@ -266,6 +290,8 @@ def run(duration: float) -> dict[str, Any]:
         "registers_per_unit": REGISTERS,
         **ours,
         **baseline,
+        "pipelined_max_outstanding": max_outstanding,
+        **{f"pipelined_{key}": value for key, value in pipelined.items()},
     }
     result["ratio_to_baseline"] = (
         ours["points_per_s"] / baseline["baseline_points_per_s"]
@@ -276,27 +302,46 @@ def run(duration: float) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
+    p = "pipelined_"
     rows = [
-        ("", "edgeloop -> World", "bare pymodbus client"),
+        (
+            "",
+            "edgeloop -> World",
+            "bare pymodbus client",
+            f"pipelined (max_outstanding {result[p + 'max_outstanding']})",
+        ),
         (
             "points/s",
             f"{result['points_per_s']:,.0f}",
             f"{result['baseline_points_per_s']:,.0f}",
+            f"{result[p + 'points_per_s']:,.0f}",
         ),
         (
             "CPU % of a core: io (+control)",
             f"{result['cpu_pct']:.0f} (+{result['control_cpu_pct']:.0f})",
             f"{result['baseline_cpu_pct']:.0f}",
+            f"{result[p + 'cpu_pct']:.0f} (+{result[p + 'control_cpu_pct']:.0f})",
         ),
         (
             "points per CPU-second (io + control)",
             f"{result['points_per_cpu_s']:,.0f}",
             f"{result['baseline_points_per_cpu_s']:,.0f}",
+            f"{result[p + 'points_per_cpu_s']:,.0f}",
         ),
-        ("requests per poll cycle", str(result["requests_per_cycle"]), ""),
-        ("RSS MB: io (control)", f"{result['rss_mb']:.0f} ({result['control_rss_mb']:.0f})", ""),
+        (
+            "requests per poll cycle",
+            str(result["requests_per_cycle"]),
+            "",
+            str(result[p + "requests_per_cycle"]),
+        ),
+        (
+            "RSS MB: io (control)",
+            f"{result['rss_mb']:.0f} ({result['control_rss_mb']:.0f})",
+            "",
+            f"{result[p + 'rss_mb']:.0f} ({result[p + 'control_rss_mb']:.0f})",
+        ),
     ]
-    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    width = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"Modbus poll: {result['units']} unit ids x {result['registers_per_unit']} "
              f"holding registers, {result['machine']}"]  # fmt: skip
     lines += ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)) for row in rows]
@@ -306,15 +351,24 @@ def format_table(result: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=8,
+        choices=range(2, 17),
+        metavar="N",
+        help="requests outstanding per connection in the pipelined run (2..16)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args.duration)
+    result = run(args.duration, args.max_outstanding)
     emit(format_table(result), result, args.json)
-    return 0 if result["devices_online"] == UNITS else 1
+    online = result["devices_online"] == result["pipelined_devices_online"] == UNITS
+    return 0 if online else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeloop.config import Section
 from edgeloop.drivers.health import Backoff
 from edgeloop.drivers.modbus.codec import ByteOrder, Table, register_count
+from edgeloop.drivers.modbus.mbap import MAX_OUTSTANDING
 from edgeloop.drivers.modbus.plan import BIT_LIMIT, REGISTER_LIMIT
 from edgeloop.drivers.points import EntityName, Identifier, PointMap
 
@@ -85,6 +86,9 @@ class ModbusDevice(Section):
     max_registers: Annotated[int, Field(ge=1, le=REGISTER_LIMIT, strict=True)] = REGISTER_LIMIT
     max_bits: Annotated[int, Field(ge=1, le=BIT_LIMIT, strict=True)] = BIT_LIMIT
     verify_writes: Flag = False  # read back what was written and compare
+    # read requests of a poll on the wire at once (TCP): for devices and gateways that
+    # accept several outstanding transactions
+    max_outstanding: Annotated[int, Field(ge=1, le=MAX_OUTSTANDING, strict=True)] = 1
     points: Annotated[list[ModbusPoint], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -171,6 +175,12 @@ class ModbusLine(Section):
     def _one_transport(self) -> ModbusLine:
         if (self.tcp is None) == (self.rtu is None):
             raise ValueError("a line is either tcp: {host, port} or rtu: {port, ...}; give one")
+        for i, device in enumerate(self.devices):
+            if self.rtu is not None and device.max_outstanding != 1:
+                raise ValueError(
+                    f"devices[{i}] ({device.name}).max_outstanding: an RTU line carries one "
+                    f"request at a time; max_outstanding must be 1, not {device.max_outstanding}"
+                )
         units = [device.unit_id for device in self.devices]
         twice = sorted({unit for unit in units if units.count(unit) > 1})
         if twice:

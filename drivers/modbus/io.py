@@ -1,10 +1,14 @@
 """The io side of the Modbus driver: a task per connection polling and writing its devices.
 
-One connection serves its devices one request at a time: an RTU line (the bus allows
-nothing else), or a TCP gateway with ``shared_connection``. Otherwise every device on a
-TCP address gets its own connection, so devices are polled concurrently; requests are
-never pipelined on one connection (a device, and pymodbus 3.16's own server, may answer
-only the first of several requests that arrive together).
+One connection serves its devices one job (a poll of a group, or a device's writes) at a
+time: an RTU line (the bus allows nothing else), or a TCP gateway with
+``shared_connection``. Otherwise every device on a TCP address gets its own connection,
+so devices are polled concurrently. A poll's read requests go one at a time unless the
+device has ``max_outstanding`` > 1 (TCP only): then up to that many are outstanding on
+the connection, sent in one write when due together and matched by transaction id
+(``mbap``). By default they are not pipelined: a device, and pymodbus 3.16's own server,
+may answer only the first of several requests that arrive together. Writes always go
+one at a time, in order. TCP is framed by ``mbap``; RTU by pymodbus's client.
 
 A device whose request times out, answers garbage or drops the connection is backed off
 (exponential, with jitter) and skipped until its backoff expires, so on a shared line
@@ -23,18 +27,28 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu import DecodePDU, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteMultipleCoilsRequest,
+    WriteSingleCoilRequest,
+)
 from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
+    ReadInputRegistersRequest,
     ReadInputRegistersResponse,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
 )
 
 from edgeloop.drivers.base import DriverIo, FaultLog, Link, finish
@@ -51,6 +65,7 @@ from edgeloop.drivers.modbus.config import (
     ModbusLine,
     ModbusPoint,
 )
+from edgeloop.drivers.modbus.mbap import MbapConnection
 from edgeloop.drivers.modbus.plan import plan_reads
 from edgeloop.drivers.points import Quality, default_value
 from edgeloop.realtime.io_part import IoContext
@@ -106,7 +121,9 @@ class _Failure(Exception):
 class _Block:
     """One read request of a poll group, and how to decode its answer."""
 
-    __slots__ = ("bits", "count", "indices", "key", "last", "method", "registers", "start", "table")
+    __slots__ = (
+        "bits", "count", "indices", "key", "last", "registers", "start", "table", "wire",
+    )  # fmt: skip
 
     def __init__(
         self, group: str, table: Table, start: int, points: Sequence[tuple[int, ModbusPoint]]
@@ -114,8 +131,8 @@ class _Block:
         self.table = table
         self.start = start
         self.key = f"{group}.{table}.{start}"
-        self.method = f"read_{_READ_FUNCTIONS[table]}"
         self.count = max(p.address + p.width for _, p in points) - start
+        self.wire = _wire(self.request())
         self.bits: BitDecoder | None = None
         self.registers: RegisterDecoder | None = None
         if table in BIT_TABLES:
@@ -151,16 +168,36 @@ class _Block:
             raise _Failure("garbage", f"{got} bits in answer to {self.describe()}")
         return self.bits.decode(response.bits), _GOOD
 
+    def request(self, unit: int = 0) -> ModbusPDU:
+        return _READ_REQUESTS[self.table](address=self.start, count=self.count, dev_id=unit)
+
     def describe(self) -> str:
         return f"{self.table} {self.start}+{self.count}"
 
 
-_READ_FUNCTIONS: dict[str, str] = {
-    "holding": "holding_registers",
-    "input": "input_registers",
-    "coil": "coils",
-    "discrete": "discrete_inputs",
+_READ_REQUESTS: dict[str, type[ModbusPDU]] = {
+    "holding": ReadHoldingRegistersRequest,
+    "input": ReadInputRegistersRequest,
+    "coil": ReadCoilsRequest,
+    "discrete": ReadDiscreteInputsRequest,
 }
+
+
+def _wire(request: ModbusPDU) -> bytes:
+    """A request's PDU as it travels: function code, then its data."""
+    return bytes((request.function_code,)) + request.encode()
+
+
+class _Sent:
+    """A read request of a poll on its way: its answer, when it left, re-sends left."""
+
+    __slots__ = ("answer", "at", "block", "retries")
+
+    def __init__(self, block: _Block, answer: asyncio.Future[ModbusPDU], retries: int) -> None:
+        self.block = block
+        self.answer = answer
+        self.at = time.monotonic()
+        self.retries = retries
 
 
 class _Group:
@@ -334,12 +371,12 @@ def _write_requests(
 
 
 class _Link(Link):
-    """One connection and the devices it serves, one request at a time.
+    """One connection and the devices it serves, one job at a time.
 
     A session is one job (a poll or a write), connecting first when the connection is
     down: a dead device is backed off on its own, so the link itself only backs off
     when it cannot connect. Polling back to back, a stop is likely to meet an answer
-    inside pymodbus's wait_for; the base's stop holds all the same.
+    inside pymodbus's wait_for (RTU); the base's stop holds all the same.
     """
 
     def __init__(self, line: ModbusLine, devices: list[_Device]) -> None:
@@ -354,32 +391,20 @@ class _Link(Link):
         self.devices = devices
         self.gap_s = line.rtu.gap_s() if line.rtu is not None else 0.0
         self.wakeup = asyncio.Event()  # set when a write is queued, and to stop
-        self.client: ModbusBaseClient | None = None
+        self.client: ModbusBaseClient | None = None  # RTU
+        self.connection: MbapConnection | None = None  # TCP
+        self._decoder = DecodePDU(is_server=False)
+        self._decoder.register(_HoldingAnswer)
+        self._decoder.register(_InputAnswer)
         self._quiet_until = 0.0
-        self._heard = False  # bytes arrived since the last request went out
+        self._heard = False  # bytes arrived since the last request went out (RTU)
 
     def make_client(self) -> ModbusBaseClient:
         # pymodbus retries and reconnects on its own terms; this driver does both itself,
         # per device, so that a dead device is backed off instead of retried in place
-        common: dict[str, Any] = {
-            "timeout": self.line.timeout_s,
-            "retries": 0,
-            "reconnect_delay": 0,
-            "trace_packet": self._trace,
-        }
-        client: ModbusBaseClient
-        if self.line.tcp is not None:
-            client = AsyncModbusTcpClient(self.line.tcp.host, port=self.line.tcp.port, **common)
-        else:
-            client = self._rtu_client(common)
-        client.register(_HoldingAnswer)
-        client.register(_InputAnswer)
-        return client
-
-    def _rtu_client(self, common: dict[str, Any]) -> ModbusBaseClient:
         rtu = self.line.rtu
         assert rtu is not None
-        return AsyncModbusSerialClient(
+        client = AsyncModbusSerialClient(
             rtu.port,
             framer=FramerType.RTU,
             baudrate=rtu.baudrate,
@@ -387,13 +412,25 @@ class _Link(Link):
             parity=rtu.parity,
             stopbits=rtu.stopbits,
             handle_local_echo=rtu.local_echo,
-            **common,
+            timeout=self.line.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=self._trace,
         )
+        client.register(_HoldingAnswer)
+        client.register(_InputAnswer)
+        return client
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if not sending:
             self._heard = True
         return data
+
+    @property
+    def connected(self) -> bool:
+        if self.connection is not None:
+            return self.connection.connected
+        return self.client is not None and bool(self.client.connected)
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -401,6 +438,8 @@ class _Link(Link):
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+        if self.connection is not None:
+            self.connection.close()
 
     def down(self, reason: str) -> None:
         for device in self.devices:
@@ -418,7 +457,7 @@ class _Link(Link):
             except TimeoutError:
                 pass
             return None
-        if self.client is None or not self.client.connected:
+        if not self.connected:
             failure = await self._connect()
             if failure is not None:
                 return failure
@@ -454,11 +493,22 @@ class _Link(Link):
 
     async def _connect(self) -> str | None:
         """Connect; why it failed, or None."""
-        if self.client is None:
-            self.client = self.make_client()
+        tcp = self.line.tcp
         try:
-            connected = await self.client.connect()
-            detail = "no answer"
+            if tcp is not None:
+                if self.connection is not None:
+                    self.connection.close()
+                self.connection = await MbapConnection.open(
+                    tcp.host, tcp.port, self.line.timeout_s, self._decoder
+                )
+                connected, detail = True, ""
+            else:
+                if self.client is None:
+                    self.client = self.make_client()
+                connected = await self.client.connect()
+                detail = "no answer"
+        except TimeoutError:
+            connected, detail = False, f"no answer within {self.line.timeout_s} s"
         except (OSError, ModbusException) as err:
             connected, detail = False, str(err)
         if connected:
@@ -466,12 +516,11 @@ class _Link(Link):
             return None
         return f"cannot connect to {self.label}: {detail}"
 
-    async def _exchange(
-        self, call: Callable[[], Awaitable[ModbusPDU]], retries: int
-    ) -> tuple[ModbusPDU, float]:
-        """The answer to a request and its round trip; re-sent up to ``retries`` times after
-        a timeout, ``_Failure`` when there is no usable answer."""
+    async def _exchange(self, request: ModbusPDU, retries: int) -> tuple[ModbusPDU, float]:
+        """The answer to ``request`` (its ``dev_id`` set) and its round trip; re-sent up to
+        ``retries`` times after a timeout, ``_Failure`` when there is no usable answer."""
         attempts = retries + 1
+        wire = _wire(request) if self.connection is not None else b""
         while True:
             if self.gap_s:
                 quiet = self._quiet_until - time.monotonic()
@@ -480,9 +529,15 @@ class _Link(Link):
             self._heard = False
             sent = time.monotonic()
             try:
-                response = await call()
+                if self.connection is not None:
+                    answer = self.connection.send(request.dev_id, wire)
+                    self.connection.flush()
+                    response = await answer
+                else:
+                    assert self.client is not None
+                    response = await self.client.execute(False, request)
             except (ModbusException, OSError, TimeoutError) as err:
-                failure = self._failure(err)
+                failure = self._failure(err, sent)
             else:
                 received = time.monotonic()
                 self._quiet_until = received + self.gap_s
@@ -492,41 +547,92 @@ class _Link(Link):
             if attempts == 0 or failure.kind == "disconnect":
                 raise failure
 
-    def _failure(self, err: Exception) -> _Failure:
-        if self.client is None or not self.client.connected:
+    def _failure(self, err: Exception, sent: float) -> _Failure:
+        if not self.connected:
             return _Failure("disconnect", f"connection to {self.label} lost")
-        if self._heard:
+        connection = self.connection
+        if isinstance(err, ModbusIOException) and connection is not None:
+            return _Failure("garbage", f"no valid answer ({err})")
+        heard = connection.heard_garbage_since(sent) if connection is not None else self._heard
+        if heard:
             return _Failure("garbage", f"no valid answer ({err})")
         return _Failure("timeout", f"no answer within {self.line.timeout_s} s")
 
     async def _poll(self, device: _Device, group: _Group) -> None:
         now = time.monotonic()
         group.due = max(group.due + group.period_s, now)
-        client = self.client
-        assert client is not None
-        channel = device.channel
-        for block in group.blocks:
-            read = getattr(client, block.method)
-            try:
-                response, rtt = await self._exchange(
-                    partial(read, block.start, count=block.count, device_id=device.unit),
-                    device.retries,
-                )
-                if response.isError():
-                    channel.error("exception", f"code {response.exception_code} reading "
-                                  f"{block.describe()}")  # fmt: skip
-                    channel.publish_block(block.key, block.indices, block.last, _BAD)
-                    continue
-                values, quality = block.decode(response)
-            except _Failure as failure:
-                device.failed(failure.kind, f"{failure.detail} ({block.describe()})")
-                return
-            block.last = values
-            channel.publish_block(block.key, block.indices, values, quality)
-            device.answered(rtt)
-            device.good_reads += 1
+        try:
+            if self.connection is not None:
+                await self._poll_outstanding(device, group.blocks, self.connection)
+            else:
+                for block in group.blocks:
+                    request = block.request(device.unit)
+                    try:
+                        response, rtt = await self._exchange(request, device.retries)
+                    except _Failure as failure:
+                        failure.detail = f"{failure.detail} ({block.describe()})"
+                        raise
+                    self._take(device, block, response, rtt)
+        except _Failure as failure:
+            device.failed(failure.kind, failure.detail)
+            return
         group.read(now, time.monotonic())
         device.log_state()
+
+    async def _poll_outstanding(
+        self, device: _Device, blocks: list[_Block], connection: MbapConnection
+    ) -> None:
+        """Read ``blocks`` with up to the device's ``max_outstanding`` requests on the
+        wire, sent together when due together; answers are taken in the blocks' order
+        (an answer that overtook another waits for it, already in)."""
+        window = device.config.max_outstanding
+        unit, retries = device.unit, device.retries
+        sent: deque[_Sent] = deque()
+        queued = 0
+        try:
+            while queued < len(blocks) or sent:
+                while queued < len(blocks) and len(sent) < window:
+                    block = blocks[queued]
+                    sent.append(_Sent(block, connection.send(unit, block.wire), retries))
+                    queued += 1
+                head = sent[0]
+                if not head.answer.done():
+                    connection.flush()
+                try:
+                    response = await head.answer
+                except (ModbusException, OSError, TimeoutError) as err:
+                    failure = self._failure(err, head.at)
+                    if head.retries == 0 or failure.kind == "disconnect":
+                        failure.detail = f"{failure.detail} ({head.block.describe()})"
+                        raise failure from None
+                    sent[0] = _Sent(
+                        head.block, connection.send(unit, head.block.wire), head.retries - 1
+                    )
+                    continue
+                sent.popleft()
+                self._take(device, head.block, response, time.monotonic() - head.at)
+        finally:
+            for abandoned in sent:  # a failed poll: their answers are not waited for
+                abandoned.answer.cancel()
+
+    def _take(self, device: _Device, block: _Block, response: ModbusPDU, rtt: float) -> None:
+        """Publish a block's answer: its values, or BAD for an exception answer;
+        ``_Failure`` if it does not fit the block."""
+        channel = device.channel
+        if response.isError():
+            channel.error("exception", f"code {response.exception_code} reading "
+                          f"{block.describe()}")  # fmt: skip
+            channel.publish_block(block.key, block.indices, block.last, _BAD)
+            return
+        try:
+            values, quality = block.decode(response)
+        except _Failure as failure:
+            failure.detail = f"{failure.detail} ({block.describe()})"
+            raise
+        block.last = values
+        channel.publish_block(block.key, block.indices, values, quality)
+        device.answered(rtt)
+        device.good_reads += 1
 
     async def _write(self, device: _Device) -> None:
         pending = device.sending = device.pending
@@ -559,21 +665,19 @@ class _Link(Link):
 
     async def _write_one(self, device: _Device, request: _Write) -> bool:
         """Send one write request; whether the device accepted it."""
-        client = self.client
-        assert client is not None
-        start, values = request.start, request.values
-        call: Callable[[], Awaitable[ModbusPDU]]
+        start, values, unit = request.start, request.values, device.unit
+        pdu: ModbusPDU
         if request.table == "coil" and len(values) == 1:
-            call = partial(client.write_coil, start, bool(values[0]), device_id=device.unit)
+            pdu = WriteSingleCoilRequest(address=start, bits=[bool(values[0])], dev_id=unit)
         elif request.table == "coil":
             bits = [bool(v) for v in values]
-            call = partial(client.write_coils, start, bits, device_id=device.unit)
+            pdu = WriteMultipleCoilsRequest(address=start, bits=bits, dev_id=unit)
         elif len(values) == 1:
-            call = partial(client.write_register, start, int(values[0]), device_id=device.unit)
+            pdu = WriteSingleRegisterRequest(address=start, registers=[int(values[0])], dev_id=unit)
         else:
             words = [int(v) for v in values]
-            call = partial(client.write_registers, start, words, device_id=device.unit)
-        response, rtt = await self._exchange(call, device.retries)
+            pdu = WriteMultipleRegistersRequest(address=start, registers=words, dev_id=unit)
+        response, rtt = await self._exchange(pdu, device.retries)
         if response.isError():
             code = response.exception_code
             device.channel.error("write", f"code {code} writing {request.describe()}")
@@ -584,13 +688,11 @@ class _Link(Link):
     async def _verify(self, device: _Device, request: _Write) -> None:
         """Read back a write the device accepted: a mismatch or no answer is a write
         error, and the write is not sent again (it was accepted)."""
-        client = self.client
-        assert client is not None
-        count = len(request.values)
-        read = client.read_coils if request.table == "coil" else client.read_holding_registers
+        count, unit = len(request.values), device.unit
+        read = ReadCoilsRequest if request.table == "coil" else ReadHoldingRegistersRequest
         try:
             response, _ = await self._exchange(
-                partial(read, request.start, count=count, device_id=device.unit), device.retries
+                read(address=request.start, count=count, dev_id=unit), device.retries
             )
         except _Failure as failure:
             device.channel.error("write", f"read-back of {request.describe()}: {failure.kind}: "

@@ -11,7 +11,8 @@ Only the map is served: an address no point occupies is answered with exception 
 (illegal data address), a point the World has no value for (yet) with exception 4, a
 unit id other than ``unit_id`` with exception 0x0B. The server is pymodbus 3.16's,
 which takes one request per read from a connection: a client must wait for each answer
-(SCADA and HMI clients do; one that pipelines loses requests).
+(SCADA and HMI clients do; one that pipelines has the requests after the first of a
+read left unanswered).
 
 Writes: a point with ``writable: true`` (holding registers and coils only) may be
 written, as a whole; anything else is refused by the server with exception 2, a value

@@ -13,10 +13,14 @@ plain memory per unit id: holding registers, input registers, coils and discrete
 A request for a unit id the PLC does not have is answered with exception 0x0B (gateway
 target failed to respond) over TCP and not at all over RTU, as a real line would.
 
-The server is stock pymodbus 3.16, with its limits: it takes one request per read from
-the connection, so a client that pipelines requests on one connection loses the ones
-that arrive together with another. The simulator does not hide that; clients must wait
-for each answer.
+The server is stock pymodbus 3.16, with its limits: it decodes one request per read
+from the connection and answers only that one, so of several requests that arrive
+together (pipelined, in one TCP segment) the others wait unanswered in its buffer until
+more bytes arrive. By default the simulator does not hide that. With ``pipelined`` (``edgeloop
+sim modbus --pipelined``) it answers honestly what a gateway that accepts several
+outstanding Modbus TCP transactions does: every request read from the connection is
+answered, each with its own transaction id and its own ``delay_s``, so answers overlap
+and may come out of order.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import NoSuchIdException
+from pymodbus.exceptions import ModbusIOException, NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -153,12 +157,32 @@ class _FaultyHandler(ServerRequestHandler):
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
         self.simulator = simulator
         self.serial = serial
+        self._answering: set[asyncio.Future[None]] = set()  # pipelined answers under way
+
+    def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
+        if not self.simulator.pipelined:
+            return int(super().callback_data(data, addr))
+        used = 0
+        while used < len(data):
+            try:
+                length, pdu = self.framer.handleFrame(data[used:], 0, 0)
+            except ModbusIOException:
+                return int(super().callback_data(data[used:], addr)) + used  # its exception
+            used += length
+            if pdu is None:
+                break  # the rest of a frame is still on its way
+            answer = asyncio.ensure_future(self._answer(pdu, addr))
+            self._answering.add(answer)
+            answer.add_done_callback(self._answering.discard)
+        return used
 
     async def handle_request(self) -> None:
         # Read once: a request that arrives while this one is delayed replaces last_pdu.
         pdu, addr = self.last_pdu, self.last_addr
-        if pdu is None:
-            return
+        if pdu is not None:
+            await self._answer(pdu, addr)
+
+    async def _answer(self, pdu: ModbusPDU, addr: tuple[str, int] | None) -> None:
         if not self.simulator.memory.has(pdu.dev_id):
             if not self.serial:
                 self.pdu_send(
@@ -285,6 +309,7 @@ class PlcSimulator:
         size: int = 1000,
         changing: bool = False,
         seed: int = 0,
+        pipelined: bool = False,
     ) -> None:
         if not unit_ids or not all(0 < unit <= 247 for unit in unit_ids):
             raise ValueError(f"unit ids must be 1..247, got {list(unit_ids)}")
@@ -293,6 +318,7 @@ class PlcSimulator:
         self.rng = random.Random(seed)
         self.memory = PlcMemory(unit_ids, size, changing, self.rng)
         self.requests_served = 0  # requests received for a unit this PLC has
+        self.pipelined = pipelined  # answer every request that arrives together (TCP)
         self._faults: dict[int, Faults] = {}
         self._servers: list[ModbusBaseServer] = []
         self._fds: list[int] = []
@@ -366,9 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changing", action="store_true", help="registers count up")
     parser.add_argument("--rtu", action="store_true", help="serve RTU on a pty, not TCP")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="answer every request of several sent together on a TCP connection",
+    )
     args = parser.parse_args(argv)
     try:
-        simulator = PlcSimulator(args.units, args.size, args.changing, args.seed)
+        simulator = PlcSimulator(args.units, args.size, args.changing, args.seed, args.pipelined)
     except ValueError as err:
         parser.error(str(err))
     try:

@@ -22,7 +22,7 @@ def test_modbus_poll_bench_reads_every_unit_into_the_world(tmp_path: Path) -> No
         [
             sys.executable,
             str(REPO / "bench" / "modbus_poll.py"),
-            *("--duration", "1", "--json", str(out)),
+            *("--duration", "1", "--max-outstanding", "4", "--json", str(out)),
         ],
         check=False,
         capture_output=True,
@@ -38,3 +38,10 @@ def test_modbus_poll_bench_reads_every_unit_into_the_world(tmp_path: Path) -> No
     assert figures["points_per_s"] > 0 and figures["baseline_points_per_s"] > 0
     assert 0 < figures["cpu_pct"] <= 200
     assert figures["points_per_cpu_s"] > 0 and figures["rss_mb"] > 0
+    # the pipelined row: the same layout, 4 requests outstanding, every unit online
+    assert figures["pipelined_max_outstanding"] == 4
+    assert figures["pipelined_devices_online"] == 10
+    assert figures["pipelined_requests_per_cycle"] == 80
+    assert figures["pipelined_points_per_s"] > 0 and figures["pipelined_points_per_cpu_s"] > 0
+    assert 0 < figures["pipelined_cpu_pct"] <= 200
+    assert "pipelined (max_outstanding 4)" in result.stdout

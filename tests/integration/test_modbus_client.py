@@ -98,10 +98,15 @@ def _all_typed_values_arrived(f: Field) -> bool:
     return (tank.inflow, tank.running, tank.alarm) == (0.75, True, True)
 
 
-async def test_every_type_reaches_the_world_over_tcp(plc: PlcSimulator) -> None:
+@pytest.mark.parametrize("max_outstanding", [1, 4])
+async def test_every_type_reaches_the_world_over_tcp(
+    plc: PlcSimulator, max_outstanding: int
+) -> None:
     _load_typed_points(plc)
+    plc.pipelined = max_outstanding > 1
     port = await plc.serve_tcp()
-    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, _typed_device())
+    device = _typed_device(max_outstanding=max_outstanding)
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device)
     async with running_field(SECTION, config) as field:
         await field.until(_all_typed_values_arrived, DEADLINE_S, "every typed value, GOOD")
         health = field.health("plc1")
@@ -350,12 +355,27 @@ def _quality(f: Field) -> Quality:
         (Faults(exception_code=2), "exception", "offline", Quality.BAD),
     ],
 )
+@pytest.mark.parametrize("max_outstanding", [1, 4])
 async def test_a_fault_moves_health_and_quality_and_the_device_recovers(
-    plc: PlcSimulator, fault: Faults, kind: str, state: str, quality: Quality
+    plc: PlcSimulator,
+    fault: Faults,
+    kind: str,
+    state: str,
+    quality: Quality,
+    *,
+    max_outstanding: int,
 ) -> None:
     plc.write(1, "holding", 0, encode("float32", 1.5))
+    plc.pipelined = max_outstanding > 1
     port = await plc.serve_tcp()
-    device = {"name": "plc1", "poll_s": 0.05, "points": [_point("level", 0)]}
+    # other blocks of the same poll on the wire with the one that fails
+    spread = [_point(f"other{i}", 20 * i) for i in range(1, 4)]
+    device = {
+        "name": "plc1",
+        "poll_s": 0.05,
+        "max_outstanding": max_outstanding,
+        "points": [_point("level", 0), *spread],
+    }
     config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device, **FAST_FAULTS)
     async with running_field(SECTION, config) as field:
         assert field.health("plc1").state == "connecting"
@@ -425,6 +445,86 @@ def test_rtu_gap_is_three_and_a_half_characters_or_the_configured_delay() -> Non
     assert gap(baudrate=9600, parity="E", stopbits=2) == pytest.approx(3.5 * 12 / 9600)
     assert gap(baudrate=115200) == pytest.approx(0.00175)  # fixed above 19200 baud
     assert gap(baudrate=115200, inter_request_delay_s=0.02) == 0.02
+
+
+def _spread_device(blocks: int, **more: Any) -> dict[str, Any]:
+    """A device whose poll takes ``blocks`` read requests (points 20 registers apart)."""
+    points = [_point(f"level{i}", 20 * i, type="uint16") for i in range(blocks)]
+    return {"name": "plc1", "poll_s": 0.001, "points": points, **more}
+
+
+def _spread_values_arrived(plc: PlcSimulator, blocks: int) -> Any:
+    def arrived(f: Field) -> bool:
+        tank = f.component("tank1", "Tank")
+        return all(
+            getattr(tank, f"level{i}") == plc.read(1, "holding", 20 * i, 1)[0]
+            and getattr(tank, f"level{i}_quality") is Quality.GOOD
+            for i in range(blocks)
+        )
+
+    return arrived
+
+
+async def test_pipelined_reads_put_a_polls_requests_on_the_wire_together(
+    plc: PlcSimulator,
+) -> None:
+    blocks, delay_s = 8, 0.05
+    plc.pipelined = True
+    plc.set_fault(1, Faults(delay_s=delay_s))
+    port = await plc.serve_tcp()
+    device_config = _spread_device(blocks, max_outstanding=blocks)
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device_config)
+    async with running_field(SECTION, config) as field:
+        await field.until(_spread_values_arrived(plc, blocks), DEADLINE_S, "every block")
+        device = field.part.devices["plc1"]
+        reads, start = device.good_reads, time.monotonic()
+        await field.until(lambda f: time.monotonic() - start >= 1.0, DEADLINE_S, "window")
+        polls_per_s = (device.good_reads - reads) / blocks / (time.monotonic() - start)
+        # One at a time a poll takes 8 x 50 ms (2.5 a second); all outstanding, ~50 ms.
+        assert polls_per_s >= 8, f"{polls_per_s:.1f} polls/s"
+        assert device.channel.health.errors == {}, device.channel.health.errors
+
+
+async def test_pipelined_answers_out_of_order_are_matched_by_transaction_id(
+    plc: PlcSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = 6
+    requests = 0
+
+    def every_other_request_slow(unit_id: int) -> Faults:
+        nonlocal requests
+        requests += 1
+        return Faults(delay_s=0.04 if requests % 2 else 0.0)  # the next one overtakes it
+
+    plc.pipelined = True
+    for i in range(blocks):
+        plc.write(1, "holding", 20 * i, [1000 + i])
+    monkeypatch.setattr(plc, "faults_for", every_other_request_slow)
+    port = await plc.serve_tcp()
+    device_config = _spread_device(blocks, max_outstanding=4, poll_s=0.05)
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, device_config)
+    async with running_field(SECTION, config) as field:
+        await field.until(_spread_values_arrived(plc, blocks), DEADLINE_S, "every block")
+        await field.until(lambda f: requests >= 10 * blocks, DEADLINE_S, "ten polls")
+        tank = field.component("tank1", "Tank")
+        assert [getattr(tank, f"level{i}") for i in range(blocks)] == [
+            1000.0 + i for i in range(blocks)
+        ]
+        health = field.health("plc1")
+        assert health.state == "online" and health.errors == (), health
+
+
+def test_max_outstanding_is_one_to_sixteen_and_tcp_only() -> None:
+    tcp = {"tcp": {"host": "127.0.0.1"}}
+    rtu = {"rtu": {"port": "/dev/ttyUSB0"}}
+    device = {"name": "plc1", "points": [_point("level", 0)]}
+    assert _config(tcp, {**device, "max_outstanding": 16}).lines[0].devices[0].max_outstanding
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="max_outstanding"):
+            _config(tcp, {**device, "max_outstanding": bad})
+    with pytest.raises(ValueError, match=r"devices\[0\] \(plc1\)\.max_outstanding: an RTU"):
+        _config(rtu, {**device, "max_outstanding": 2})
+    _config(rtu, {**device, "max_outstanding": 1})
 
 
 def test_rtu_needs_eight_data_bits_and_a_written_string_fits_one_write() -> None:
