@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import TypeVar
 
 from edgeloop.net.client import Client
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
+from tests.listening import TCP, WEBSOCKET, logged_port
 
 T = TypeVar("T")
 
@@ -22,28 +22,23 @@ TYPES = (Telemetry, Command, CommandResult)
 TIMEOUT_S = 15.0
 
 
-def _free_ports() -> tuple[int, int]:
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        return int(first.getsockname()[1]), int(second.getsockname()[1])
-
-
 @contextmanager
-def running_appliance(directory: Path, tokens: str) -> Iterator[tuple[int, int]]:
-    """The TCP and WebSocket ports of an appliance with the ``robots`` section and
-    ``tokens`` (YAML list items, indented for ``network.tokens``)."""
-    port, ws_port = _free_ports()
+def running_appliance(
+    directory: Path, tokens: str, sections: str = ""
+) -> Iterator[tuple[int, int]]:
+    """The TCP and WebSocket ports of an appliance with the ``robots`` section, ``tokens``
+    (YAML list items, indented for ``network.tokens``) and further ``sections``."""
     config = directory / "config.yaml"
     config.write_text(
         f"""
 runtime: {{name: protocol}}
 network:
-  tcp: {{host: 127.0.0.1, port: {port}}}
-  websocket: {{host: 127.0.0.1, port: {ws_port}}}
+  tcp: {{host: 127.0.0.1, port: 0}}
+  websocket: {{host: 127.0.0.1, port: 0}}
   tokens:
 {tokens}
 robots: {{}}
+{sections}
 """
     )
     log = directory / "appliance.log"
@@ -54,7 +49,8 @@ robots: {{}}
             stderr=stderr,
         )
     try:
-        yield port, ws_port
+        # Port 0: the appliance binds what is free and says which.
+        yield logged_port(log, TCP, proc), logged_port(log, WEBSOCKET, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -20,7 +20,8 @@ from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.sim.ports import free_port
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
-from tests.integration.test_network_e2e import _connect, _receive
+from tests.integration.protocol_appliance import connect as _connect
+from tests.integration.protocol_appliance import receive as _receive
 from tests.process_tree import child_named
 
 ROBOTS = 24  # all on one worker by chance: 2 * 2**-24

@@ -3,88 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
-from edgeloop.net.client import Client
 from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.net.registry import ProtocolError
 from edgeloop.sim.robots import Command, CommandResult, Telemetry
-from tests.listening import TCP, WEBSOCKET, logged_port
-
-TYPES = (Telemetry, Command, CommandResult)
+from tests.integration.protocol_appliance import connect as connect_client
+from tests.integration.protocol_appliance import receive, running_appliance
 
 
 @pytest.fixture
 def appliance_port(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """The TCP and the WebSocket port of a running appliance."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        """
-runtime: {name: e2e}
-network:
-  tcp: {host: 127.0.0.1, port: 0}
-  websocket: {host: 127.0.0.1, port: 0}
-  tokens:
+    tokens = """\
     - {token: robot-token, role: device}
     - {token: operator-token, role: operator}
-    - {token: viewer-token, role: viewer}
-robots: {}
-tank_plant:
-  tanks: [{name: t1, initial_level_m: 0.2, setpoint_m: 1.5}]
-"""
-    )
-    log = tmp_path / "appliance.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        # Port 0: the appliance binds what is free and says which.
-        yield logged_port(log, TCP, proc), logged_port(log, WEBSOCKET, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-async def _connect(port: int, client_id: str, token: str, role: str) -> Client:
-    client = Client(
-        "127.0.0.1", port, client_id=client_id, token=token, role=role, message_types=TYPES
-    )
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        try:
-            await client.connect()
-            return client
-        except OSError:  # the io process is still starting
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def _receive(client: Client, kind: type) -> object:
-    while True:
-        msg = await asyncio.wait_for(client.receive(), 10)
-        if isinstance(msg, kind):
-            return msg
+    - {token: viewer-token, role: viewer}"""
+    plant = "tank_plant:\n  tanks: [{name: t1, initial_level_m: 0.2, setpoint_m: 1.5}]"
+    with running_appliance(tmp_path, tokens, plant) as ports:
+        yield ports
 
 
 async def test_operator_command_reaches_the_robot_through_the_control_loop(
     appliance_port: tuple[int, int],
 ) -> None:
-    robot = await _connect(appliance_port[0], "arm-1", "robot-token", "device")
-    operator = await _connect(appliance_port[0], "hmi", "operator-token", "operator")
+    robot = await connect_client(appliance_port[0], "arm-1", "robot-token", "device")
+    operator = await connect_client(appliance_port[0], "hmi", "operator-token", "operator")
     # Until the control loop has seen the robot's telemetry, it is "not connected".
     result: object = CommandResult("arm-1", False, "")
     deadline = asyncio.get_running_loop().time() + 15
@@ -92,15 +40,15 @@ async def test_operator_command_reaches_the_robot_through_the_control_loop(
         assert asyncio.get_running_loop().time() < deadline, result
         await robot.send(Telemetry("arm-1", 0.0, 0.0, 35.0, "idle"))
         await operator.send(Command("arm-1", "move", 2.5))
-        result = await _receive(operator, CommandResult)
-    command = await _receive(robot, Command)
+        result = await receive(operator, CommandResult)
+    command = await receive(robot, Command)
     assert command == Command("arm-1", "move", 2.5, command.command_id)  # type: ignore[attr-defined]
     await robot.close()
     await operator.close()
 
 
 async def test_a_device_token_cannot_send_commands(appliance_port: tuple[int, int]) -> None:
-    robot = await _connect(appliance_port[0], "arm-2", "robot-token", "device")
+    robot = await connect_client(appliance_port[0], "arm-2", "robot-token", "device")
     await robot.send(Command("arm-1", "stop"))
     with pytest.raises(ProtocolError, match="forbidden"):
         msg = await asyncio.wait_for(robot.receive(), 10)
@@ -111,7 +59,7 @@ async def test_a_device_token_cannot_send_commands(appliance_port: tuple[int, in
 async def test_a_websocket_operator_commands_a_tcp_robot(
     appliance_port: tuple[int, int],
 ) -> None:
-    robot = await _connect(appliance_port[0], "arm-3", "robot-token", "device")
+    robot = await connect_client(appliance_port[0], "arm-3", "robot-token", "device")
     async with connect(f"ws://127.0.0.1:{appliance_port[1]}/ws") as hmi:
         await hmi.send(encode(Hello("hmi", "operator-token", "operator", PROTOCOL_VERSION)))
         assert split(await asyncio.wait_for(hmi.recv(), 10))[0] == "edgeloop.Welcome"
@@ -123,7 +71,7 @@ async def test_a_websocket_operator_commands_a_tcp_robot(
             await hmi.send(encode(Command("arm-3", "stop")))
             name, _, payload = split(await asyncio.wait_for(hmi.recv(), 10))
             accepted = name == "robot.CommandResult" and payload["accepted"]
-        command = await _receive(robot, Command)
+        command = await receive(robot, Command)
         assert command == Command("arm-3", "stop", command_id=command.command_id)  # type: ignore[attr-defined]
     await robot.close()
 
