@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -36,6 +37,25 @@ FRAMES_PER_PASS = 64  # ~0.5 ms of work per peer per event-loop pass
 MAX_LAG_S = 5.0
 HIGH = int(Priority.HIGH)
 NORMAL = int(Priority.NORMAL)
+
+
+# A peer that vanished without closing (power cut, cable pulled) is found by TCP
+# keepalive within about IDLE + COUNT x INTERVAL seconds and its connection ended, so
+# what it owned (a robot's entity) is released instead of held forever; unacknowledged
+# data to it gives up after the same time (TCP_USER_TIMEOUT).
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive (and the user timeout) with the times above."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    dead_after_ms = 1000 * (KEEPALIVE_IDLE_S + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, dead_after_ms)
 
 
 class TcpConnection(asyncio.Protocol):
@@ -62,6 +82,9 @@ class TcpConnection(asyncio.Protocol):
         # A cast, not an isinstance check: uvloop's transports are not asyncio classes.
         self._transport = cast("asyncio.Transport", transport)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            keep_alive(sock)
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.session = Session(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -281,3 +282,24 @@ async def test_a_burst_is_handled_in_slices_without_losing_or_reordering(server:
     await other.hello()  # answered while the burst is still being worked through
     await _until(lambda: len(server.delivered) == 3000)
     assert [msg.x for _, _, msg in server.delivered] == [float(i) for i in range(3000)]
+
+
+async def test_accepted_connections_have_keepalive_so_a_vanished_peer_is_let_go(
+    server: Server,
+) -> None:
+    # A robot whose power was cut never closes its connection; without keepalive the
+    # appliance would hold it (and the robot's entity) open for good.
+    peer = await Peer.connect(server.port)
+    await peer.hello()
+    (connection,) = server.provider.connections.values()
+    assert connection._transport is not None
+    sock = connection._transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+    probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+    interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+    assert idle + probes * interval <= 30, "a dead peer found within half a minute"
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1000 * (
+        idle + probes * interval
+    )
+    peer.writer.close()
