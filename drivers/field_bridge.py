@@ -106,6 +106,9 @@ class FieldModel:
     _inputs: dict[str, _DeviceInputs] = field(default_factory=dict)
     _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
     bad_records: int = 0  # from the io process, not fitting the points: dropped
+    # (entity, component, field) -> "device points[i]" of the point that reads it
+    _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _channel: object = None  # the io channel seen last: a new one is a new io process
 
     def component(self, name: str) -> type[Component]:
@@ -118,6 +121,8 @@ class FieldModel:
             raise ValueError(
                 f"device name {device.name!r} is used twice ({other}, {device.driver})"
             )
+        for index, point in enumerate(device.points):
+            self._one_writer(f"{device.name} points[{index}]", point)
         self.devices[device.name] = device
         for point in device.points:
             fields = self._fields.setdefault(point.component, {})
@@ -130,6 +135,20 @@ class FieldModel:
                         f"{point.component}.{name} is {fields[name].__name__} for one point "
                         f"and {ftype.__name__} for another (device {device.name!r})"
                     )
+
+    def _one_writer(self, where: str, point: PointMap) -> None:
+        """A field read from a device has that point as its one writer (and the bridge
+        relies on it: it compares a block with what it last wrote there): no other point
+        may read or write it. ``ValueError`` naming both points otherwise."""
+        key = (point.entity, point.component, point.field)
+        other = self._readers.get(key) or (self._written.get(key) if point.reads else None)
+        if other is not None:
+            how = "read" if key in self._readers else "written"
+            raise ValueError(
+                f"{where}: {'.'.join(key)} is already {how} by {other}; a field read from "
+                "a device has that one point as its writer"
+            )
+        (self._readers if point.reads else self._written)[key] = where
 
     def spawn(self, world: World) -> None:
         """Make the component classes and the entities (Startup)."""
@@ -268,9 +287,10 @@ def _apply_values(
     # point costs the control process (bench/modbus_poll.py), so what can be done for a
     # whole block in C (slices, compares, counts) is, and the loop itself is kept bare.
     count = len(values)
+    # Everything checked before anything is written: a record that does not fit is
+    # dropped whole, never half applied (fields set but not marked changed).
+    _check_fits(inputs, indices, quality, count)
     if isinstance(indices, int):
-        if not 0 <= indices <= len(inputs.targets) - count:
-            raise IndexError(f"points {indices}..{indices + count - 1} of {len(inputs.targets)}")
         where: range | list[int] = range(indices, indices + count)
         targets = inputs.targets[indices : indices + count]
         olds = inputs.values[indices : indices + count]
@@ -305,6 +325,22 @@ def _apply_values(
         _apply_qualities(inputs, where, quality, changed)
     for component in changed:
         mark_changed(component)
+
+
+def _check_fits(
+    inputs: _DeviceInputs, indices: list[int] | int, quality: list[int] | int, count: int
+) -> None:
+    points, kinds = len(inputs.targets), len(_QUALITIES)
+    if isinstance(indices, int):
+        if not 0 <= indices <= points - count:
+            raise IndexError(f"points {indices}..{indices + count - 1} of {points}")
+    elif indices and not (min(indices) >= 0 and max(indices) < points):
+        raise IndexError(f"point indices {min(indices)}..{max(indices)} of {points}")
+    if isinstance(quality, int):
+        if not 0 <= quality < kinds:
+            raise ValueError(f"quality {quality}")
+    elif quality and not (min(quality) >= 0 and max(quality) < kinds):
+        raise ValueError(f"qualities {min(quality)}..{max(quality)}")
 
 
 def _same_quality(

@@ -560,7 +560,12 @@ async def test_a_dead_device_on_a_shared_line_leaves_the_healthy_one_its_rate(
         port = await plc.serve_tcp()
         line = {"tcp": {"host": "127.0.0.1", "port": port, "shared_connection": True}}
     devices = [
-        {"name": f"unit{unit}", "unit_id": unit, "poll_s": poll_s, "points": [_point("level", 0)]}
+        {
+            "name": f"unit{unit}",
+            "unit_id": unit,
+            "poll_s": poll_s,
+            "points": [{**_point("level", 0), "entity": f"tank{unit}"}],  # one writer each
+        }
         for unit in (1, 2)
     ]
     config = _config(

@@ -258,6 +258,58 @@ def test_a_record_that_does_not_fit_the_points_is_dropped_not_a_stop() -> None:
     assert app.world.resource(FieldModel).health["plc1"].state == "connecting", "no half snapshot"
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [0, [3.0], 99],  # no such quality
+        [0, [3.0], -1],
+        [0, [3.0], [99]],
+        [[-1], [3.0], 0],  # a negative index would land on another point
+    ],
+)
+def test_a_record_that_does_not_fit_changes_nothing_so_the_good_one_after_it_is_seen(
+    payload: list[Any],
+) -> None:
+    app, link = _app(LEVEL)
+    seen: list[list[int]] = []
+
+    def watch(world: World) -> None:
+        tank = world.resource(FieldModel).component("Tank")
+        seen.append(list(world.query(tank, changed=(tank,)).entities()))
+
+    app.add_systems(FixedUpdate, watch, in_set=ControlLogic)
+    app.startup()
+    app.run_for(1)
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, payload))
+    app.run_for(1)
+    assert app.world.resource(FieldModel).bad_records == 1
+    assert _tank(app).level == 0.0, "dropped whole, not half applied"
+    link.inbox.append(Record(TOPIC_VALUES, "plc1/b", 2, [0, [3.0], int(Quality.GOOD)]))
+    app.run_for(1)
+    assert _tank(app).level == 3.0
+    assert seen[-1] == [app.world.resource(FieldModel).entities["tank1"]], "marked changed"
+
+
+def test_a_field_read_from_a_device_has_no_second_writer() -> None:
+    # The bridge compares a block with what it last wrote: a second point writing the
+    # field (or reading it from another device) would make it skip real changes.
+    app, _ = _app(LEVEL)
+    written_elsewhere = PointMap(
+        entity="tank1", component="Tank", field="level", unit="m", direction="output"
+    )
+    with pytest.raises(ValueError, match=r"plc2 points\[0\]: tank1.Tank.level is already read"):
+        add_field_devices(app, "other", [DeviceSpec("plc2", "other", [written_elsewhere])])
+    with pytest.raises(ValueError, match="already read by plc1 points"):
+        add_field_devices(app, "other", [DeviceSpec("plc3", "other", [LEVEL])])
+
+
+def test_a_field_written_by_one_point_may_not_then_be_read_by_another() -> None:
+    app, _ = _app(PUMP)
+    pump_read = PointMap(entity="tank1", component="Tank", field="pump", type="bool")
+    with pytest.raises(ValueError, match="already written by plc1 points"):
+        add_field_devices(app, "other", [DeviceSpec("plc2", "other", [pump_read])])
+
+
 def test_with_several_io_workers_the_drivers_worker_alone_matters() -> None:
     (control0, io0), (control1, io1) = socketpair(), socketpair()
     app = App()
