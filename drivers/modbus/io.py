@@ -602,7 +602,7 @@ class _Link(Link):
             while queued < len(blocks) or sent:
                 while queued < len(blocks) and len(sent) < window:
                     block = blocks[queued]
-                    sent.append(_Sent(block, connection.send(unit, block.wire), retries))
+                    sent.append(_Sent(block, self._send(connection, unit, block), retries))
                     queued += 1
                 head = sent[0]
                 if not head.answer.done():
@@ -615,7 +615,7 @@ class _Link(Link):
                         failure.detail = f"{failure.detail} ({head.block.describe()})"
                         raise failure from None
                     sent[0] = _Sent(
-                        head.block, connection.send(unit, head.block.wire), head.retries - 1
+                        head.block, self._send(connection, unit, head.block), head.retries - 1
                     )
                     continue
                 sent.popleft()
@@ -623,6 +623,16 @@ class _Link(Link):
         finally:
             for abandoned in sent:  # a failed poll: their answers are not waited for
                 abandoned.answer.cancel()
+
+    def _send(
+        self, connection: MbapConnection, unit: int, block: _Block
+    ) -> asyncio.Future[ModbusPDU]:
+        """``connection.send``, a connection lost meanwhile (between two answers of a
+        poll) being the poll's ``disconnect`` failure like any other."""
+        try:
+            return connection.send(unit, block.wire)
+        except OSError as err:
+            raise self._failure(err, time.monotonic()) from None
 
     def _take(self, device: _Device, block: _Block, response: ModbusPDU, rtt: float) -> None:
         """Publish a block's answer: its values, or BAD for an exception answer;

@@ -4,7 +4,9 @@ on a shared line not slowing the healthy one."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -635,3 +637,40 @@ def test_an_unknown_poll_group_and_a_bad_address_are_reported_where_they_are(
     [problem] = caught.value.problems
     assert problem.line == 16
     assert "70000" in problem.message or "65535" in problem.message
+
+
+async def test_a_connection_lost_between_pipelined_answers_is_a_disconnect() -> None:
+    """A peer that answers the first of a poll's requests and then hangs up: the poll
+    ends as the device's ``disconnect`` (health, backoff, STALE), not as an unexpected
+    error of the whole link."""
+    first_answered = asyncio.Event()
+
+    async def answer_once_then_hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+        count = struct.unpack(">BHH", await reader.readexactly(length - 1))[2]
+        writer.write(struct.pack(">HHHBBB", tid, 0, 3 + 2 * count, unit, 3, 2 * count))
+        writer.write(bytes(2 * count))
+        await writer.drain()
+        first_answered.set()
+        writer.close()
+
+    server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    points = [_point(f"r{i}", i * 125) for i in range(3)]  # three blocks: three requests
+    device = {"name": "plc1", "unit_id": 1, "poll_s": 0.05, "max_outstanding": 2}
+    config = _config({"tcp": {"host": "127.0.0.1", "port": port}}, {**device, "points": points})
+    try:
+        async with running_field(SECTION, config) as field:
+            await field.until(
+                lambda f: (
+                    first_answered.is_set()
+                    and dict(f.health("plc1").errors).get("disconnect", 0) > 0
+                ),
+                DEADLINE_S,
+                "the hang-up counted as the device's disconnect",
+            )
+            assert dict(field.health("plc1").errors).get("bus", 0) == 0, "not an unexpected error"
+    finally:
+        server.close()
