@@ -14,7 +14,8 @@ connection here is an asyncio Protocol that frames requests in MBAP headers itse
 - An answer with a transaction id nothing waits for, and bytes that break the framing,
   are garbage: counted (``garbage``), the framing resynchronised by dropping what is
   buffered. A request that then times out was answered with garbage, not silence
-  (``heard_garbage_since``).
+  (``heard_garbage_since``). An answer to a request that timed out lately is a slow
+  device's, counted as ``late``, not garbage.
 
 pymodbus's PDU classes decode the answers (its registered classes, so the driver's
 faster register answer is used).
@@ -23,6 +24,7 @@ faster register answer is used).
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import struct
 import time
@@ -35,6 +37,7 @@ MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit i
 HEADER = MBAP.size
 MAX_LENGTH = 254  # the length field counts the unit id and a PDU of at most 253 bytes
 MAX_OUTSTANDING = 16  # the most a device may be configured for
+EXPIRED_KEPT = 64  # transaction ids of timed-out requests whose late answers are known
 
 
 class _Outstanding(NamedTuple):
@@ -58,6 +61,10 @@ class MbapConnection(asyncio.Protocol):
         self._queued: list[bytes] = []
         self._tid = 0
         self._garbage_at = -math.inf
+        # Requests that timed out lately: a device that answers late is slow, not
+        # garbled, and its answer must not make the next timeout read as garbage.
+        self._expired: collections.deque[int] = collections.deque(maxlen=EXPIRED_KEPT)
+        self.late = 0  # answers that came after their request timed out
 
     @classmethod
     async def open(
@@ -130,7 +137,11 @@ class MbapConnection(asyncio.Protocol):
     def _answer(self, tid: int, unit: int, pdu: bytes) -> None:
         waiting = self.outstanding.pop(tid, None)
         if waiting is None:
-            self._garbled()
+            if tid in self._expired:
+                self._expired.remove(tid)
+                self.late += 1
+            else:
+                self._garbled()
             return
         waiting.timer.cancel()
         if waiting.answer.done():  # abandoned by its sender
@@ -171,6 +182,7 @@ class MbapConnection(asyncio.Protocol):
 
     def _expire(self, tid: int) -> None:
         waiting = self.outstanding.pop(tid, None)
+        self._expired.append(tid)
         if waiting is not None and not waiting.answer.done():
             waiting.answer.set_exception(TimeoutError(f"no answer within {self.timeout_s} s"))
 

@@ -129,3 +129,25 @@ async def test_the_connection_lost_fails_every_outstanding_request(
             with pytest.raises(ConnectionError):
                 await answer
     assert not connection.connected
+
+
+async def test_a_late_answer_is_counted_late_not_garbage(
+    peer: tuple[_Peer, MbapConnection],
+) -> None:
+    device, connection = peer
+    answer = connection.send(1, READ_ONE)
+    connection.flush()
+    (tid,) = await _requests(device, 1)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(DEADLINE_S):
+            await answer
+    device.answer(tid, 7)  # the slow device answers after all
+    probe = connection.send(1, READ_ONE)  # the next exchange shows the late one was read
+    connection.flush()
+    (next_tid,) = await _requests(device, 1)
+    device.answer(next_tid, 8)
+    async with asyncio.timeout(DEADLINE_S):
+        assert list((await probe).registers) == [8]
+    assert connection.late == 1
+    assert connection.garbage == 0
+    assert not connection.heard_garbage_since(0.0)
