@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from edgeloop.priority import Priority
 from edgeloop.sim.robots import Telemetry
 from edgeloop.world import World
 from tests.net_harness import Net, running_network, tcp_and_ws_on_any_port
+from tests.tcp_peer import Peer
 
 ROBOT_TOKEN = "robot-token-0123456789"
 LIMIT = protocol.MAX_FRAME_BYTES
@@ -86,40 +86,17 @@ def _telemetry(robot_id: str) -> Telemetry:
 # -- TCP --------------------------------------------------------------------------------
 
 
-class TcpPeer:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def hello(cls, port: int) -> TcpPeer:
-        peer = cls(*await asyncio.open_connection("127.0.0.1", port))
-        await peer.send(protocol.Hello("r1", ROBOT_TOKEN, "device", protocol.PROTOCOL_VERSION))
-        assert (await peer.receive())[0] == "edgeloop.Welcome"
-        return peer
-
-    async def send(self, msg: object) -> None:
-        await self.send_raw(protocol.frame(protocol.encode(msg)))
-
-    async def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def receive(self) -> tuple[str, dict[str, Any]]:
-        header = await asyncio.wait_for(self.reader.readexactly(4), 10)
-        body = await asyncio.wait_for(self.reader.readexactly(struct.unpack(">I", header)[0]), 10)
-        name, _, payload = protocol.split(body)
-        return name, payload
-
-    async def closed_by_server(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 10) == b""
+async def _robot(port: int) -> Peer:
+    peer = await Peer.connect(port)
+    await peer.hello(ROBOT_TOKEN)
+    return peer
 
 
 async def test_a_33_kb_telemetry_over_tcp_reaches_the_control_loop(
     net: tuple[Net, Received],
 ) -> None:
     running, received = net
-    peer = await TcpPeer.hello(running.port("tcp"))
+    peer = await _robot(running.port("tcp"))
     long_id = "r" * 33_000  # the conflation key: it once made the record twice this size
     await peer.send(_telemetry(long_id))
     await peer.send(_telemetry("r2"))  # the connection is kept
@@ -133,7 +110,7 @@ async def test_a_tcp_frame_over_the_limit_is_answered_oversize_and_closed(
     net: tuple[Net, Received],
 ) -> None:
     running, received = net
-    peer = await TcpPeer.hello(running.port("tcp"))
+    peer = await _robot(running.port("tcp"))
     body = protocol.encode(_telemetry("r" * LIMIT))
     assert len(body) > LIMIT
     await peer.send_raw(protocol.frame(body))
@@ -151,7 +128,7 @@ async def test_a_message_too_big_for_the_io_channel_is_refused_oversize(
     net: tuple[Net, Received], kind: type[Blob] | type[UrgentBlob]
 ) -> None:
     running, received = net
-    peer = await TcpPeer.hello(running.port("tcp"))
+    peer = await _robot(running.port("tcp"))
     found = info(kind)
     # msgpack bin on the wire, under the frame limit; base64 text (a third more) to control.
     body = msgpack.packb([found.name, found.schema_hash, {"data": b"\xff" * (LIMIT - 100)}])
@@ -170,7 +147,7 @@ async def test_a_bug_while_handling_a_tcp_frame_answers_internal(
     net: tuple[Net, Received],
 ) -> None:
     running, _ = net
-    peer = await TcpPeer.hello(running.port("tcp"))
+    peer = await _robot(running.port("tcp"))
     await peer.send(Buggy(1))
     name, error = await peer.receive()
     assert (name, error["code"]) == ("edgeloop.Error", "internal")

@@ -21,6 +21,7 @@ from edgeloop.net.registry import MessageInfo, Registry, info, message
 from edgeloop.net.session import Hub, Session
 from edgeloop.net.tcp_provider import TcpProvider
 from edgeloop.priority import Priority
+from tests import tcp_peer
 
 
 @message(name="robot.Telemetry")
@@ -68,36 +69,9 @@ async def server() -> AsyncIterator[Server]:
     await provider.close()
 
 
-class Peer:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int) -> Peer:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def send(self, msg: object) -> None:
-        await self.send_raw(protocol.frame(protocol.encode(msg)))
-
-    async def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def receive(self) -> tuple[str, dict[str, Any]]:
-        header = await asyncio.wait_for(self.reader.readexactly(4), 10)
-        body = await asyncio.wait_for(self.reader.readexactly(struct.unpack(">I", header)[0]), 10)
-        name, _, payload = protocol.split(body)
-        return name, payload
-
-    async def closed_by_server(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 10) == b""
-
+class Peer(tcp_peer.Peer):
     async def hello(self, token: str = "robot-secret", role: str = "device") -> dict[str, Any]:
-        await self.send(protocol.Hello("r1", token, role, protocol.PROTOCOL_VERSION))
-        name, payload = await self.receive()
-        assert name == "edgeloop.Welcome", payload
-        return payload
+        return await super().hello(token, role)
 
 
 async def _until(condition: Any, timeout_s: float = 10) -> None:
