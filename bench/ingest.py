@@ -656,7 +656,8 @@ class Fleet:
         started = []
         for first, count in split_evenly(robots, procs):
             argv = child_command("clients", "--first", str(first), "--count", str(count))
-            started.append(await start_child([*argv, "--rate", str(rate_hz), "--token", token]))
+            # "=": a random token may begin with "-", which argparse would take for an option.
+            started.append(await start_child([*argv, "--rate", str(rate_hz), f"--token={token}"]))
         return cls(started, robots)
 
     async def command(self, line: str, timeout: float = COMMAND_TIMEOUT_S) -> list[dict[str, Any]]:
