@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from edgeloop.realtime.io_process import IoService
 from edgeloop.realtime.ipc import Channel, socketpair
 from edgeloop.schedule import FixedUpdate, SensorInput
 from edgeloop.world import World
+from tests.ticking import tick_until
 
 T = TypeVar("T")
 TICK_S = 0.01
@@ -50,14 +50,7 @@ class Net:
 
     async def until(self, condition: Callable[[Net], T], timeout_s: float = 10.0) -> T:
         """Tick until ``condition(self)`` is truthy; its value, or AssertionError."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            result = condition(self)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout_s} s: {condition}")
-            await self.tick()
+        return await tick_until(self, condition, self.tick, timeout_s)
 
 
 @contextlib.asynccontextmanager
