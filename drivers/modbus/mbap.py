@@ -28,7 +28,7 @@ import collections
 import math
 import struct
 import time
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
@@ -111,8 +111,8 @@ class MbapConnection(asyncio.Protocol):
         self._fail_all(ConnectionError("connection closed"))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio classes.
+        self._transport = cast("asyncio.Transport", transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 KEYS = {"points_per_s", "requests_per_cycle", "cpu_pct", "points_per_cpu_s", "rss_mb"}
@@ -45,3 +47,36 @@ def test_modbus_poll_bench_reads_every_unit_into_the_world(tmp_path: Path) -> No
     assert figures["pipelined_points_per_s"] > 0 and figures["pipelined_points_per_cpu_s"] > 0
     assert 0 < figures["pipelined_cpu_pct"] <= 200
     assert "pipelined (max_outstanding 4)" in result.stdout
+
+
+def test_modbus_poll_bench_fails_when_ours_costs_twice_the_bare_client(tmp_path: Path) -> None:
+    """The README's ratio (ours / bare client, points per CPU-second, same invocation)
+    is held by the bench: a run under 0.5 exits 3. 0.66-0.88 is what this path gives on
+    the shared 2-core VMs; 5 s phases so the figure is past start-up. A FAIL is run once
+    more before it counts (one side under-measured on a busy box), a regression fails
+    both."""
+    verdicts = []
+    for attempt in range(2):
+        out = tmp_path / f"modbus{attempt}.json"
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "modbus_poll.py"),
+                *("--duration", "5", "--max-outstanding", "4", "--json", str(out)),
+                *("--min-ratio", "0.5"),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        figures = json.loads(out.read_text())
+        verdicts.append(figures["ratio_verdict"])
+        assert figures["cpu_ratio_to_baseline"] == pytest.approx(
+            figures["points_per_cpu_s"] / figures["baseline_points_per_cpu_s"]
+        )
+        if not verdicts[-1].startswith("FAIL"):
+            assert result.returncode == 0, result.stderr
+            break
+        assert result.returncode == 3, result.stderr
+    assert verdicts[-1].startswith("ok"), verdicts

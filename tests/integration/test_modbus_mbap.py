@@ -151,3 +151,35 @@ async def test_a_late_answer_is_counted_late_not_garbage(
     assert connection.late == 1
     assert connection.garbage == 0
     assert not connection.heard_garbage_since(0.0)
+
+
+class _ForeignTransport:
+    """A transport that is not an ``asyncio.Transport`` subclass, as uvloop's are (the io
+    process runs on uvloop where it is installed)."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_transport_of_another_event_loop_carries_requests() -> None:
+    connection = MbapConnection(0.3, DecodePDU(is_server=False))
+    transport = _ForeignTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    answer = connection.send(1, READ_ONE)
+    connection.flush()
+    assert connection.connected
+    [frame] = transport.written
+    tid = struct.unpack(">H", frame[:2])[0]
+    connection.data_received(struct.pack(">HHHBBBH", tid, 0, 5, 1, 3, 2, 42))
+    async with asyncio.timeout(DEADLINE_S):
+        assert list((await answer).registers) == [42]
+    connection.close()
