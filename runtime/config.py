@@ -128,6 +128,8 @@ class RuntimeConfig(Section):
     io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
     # io processes: more than one shares the network listeners out (SO_REUSEPORT)
     io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
+    # what must outlive a restart and a power cut: the audit log (systemd's StateDirectory)
+    state_dir: Path = Path("/var/lib/edgeloop")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ LOWEST_PORT_BASE = 1024  # below: ports only root may bind
 HIGHEST_PORT_BASE = 65_536 - PORT_COUNT
 CAN_GROUP: KeyPath = ("can", "bus", "channel")
 SERIAL_DEVICES: KeyPath = ("serial", "devices")
+STATE_DIR: KeyPath = ("runtime", "state_dir")
+STATE_DIR_NAME = "state"
 HEADER = (
     "# Written by `edgeloop demo` from {source}{ports}; rewritten at every start.\n"
     "# `edgeloop run -c {target}` runs the same appliance without the simulators.\n"
@@ -61,6 +63,7 @@ def place_demo_config(source: Path, run_dir: Path, port_base: int | None) -> Pat
         _set(data, CAN_GROUP, can_group(port_base), source)
     for index, device in enumerate(_at(data, SERIAL_DEVICES, source)):
         _set(data, (*SERIAL_DEVICES, index, "port"), str(run_dir / device["name"]), source)
+    _set(data, STATE_DIR, str(run_dir / STATE_DIR_NAME), source)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / CONFIG_NAME
     ports = "" if port_base is None else f" with --port-base {port_base}"

@@ -59,7 +59,7 @@ def test_without_port_base_the_demo_keeps_its_own_ports(tmp_path: Path) -> None:
     own = dict(leaves(yaml.safe_load(DEMO.read_text())))
     kept = placed(tmp_path, None)
     changed = {path for path in own if own[path] != kept[path]}
-    assert changed == {("serial", "devices", 0, "port")}
+    assert changed == {("serial", "devices", 0, "port"), ("runtime", "state_dir")}  # paths
     assert demo_ports(DEMO) == [7700, 8080, 5020, 5502, 47111]
 
 

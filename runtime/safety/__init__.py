@@ -1,0 +1,1 @@
+"""Safety: the one safe-state path, the e-stop latch, watchdogs and the audit log."""
