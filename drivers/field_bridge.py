@@ -12,6 +12,13 @@ ActuatorOutput, output fields that changed since they were last written (by cont
 logic; not by a read of the same point) go to the io process as one HIGH record per
 device. Comparing the few output fields each tick is cheaper than change stamps would
 be, and it is exact: a field set back to the value last written is no change.
+
+The output side is where ``SafeState`` holds: while it holds a device, each of its
+outputs with a ``safe_value`` is set to it (in the World too) and sent at CRITICAL
+priority; an output without one keeps what the device has. A device that comes back
+online while held gets its safe values again. A value outside an output's
+``min``/``max`` is refused, never clamped: the field goes back to what the device
+holds, the refusal is counted, logged (rate-limited) and raised as an alarm.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
+from edgeloop.alarms import Alarms, Severity
 from edgeloop.app import App
+from edgeloop.clock import Time
 from edgeloop.component import Component, assign_unmarked, mark_changed
 from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
 from edgeloop.drivers.health import DeviceHealth
@@ -39,7 +48,16 @@ from edgeloop.realtime.io_link import (
     IoReceive,
     IoSend,
 )
-from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, Startup, SystemSet
+from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.systems import add_safe_state
+from edgeloop.schedule import (
+    ActuatorOutput,
+    FixedUpdate,
+    SensorInput,
+    Shutdown,
+    Startup,
+    SystemSet,
+)
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.field")
@@ -48,6 +66,7 @@ FieldInput = SystemSet("FieldInput")  # first in SensorInput: the values of this
 FieldOutput = SystemSet("FieldOutput")  # after ActuatorOutput: the writes of this tick
 
 _QUALITIES = tuple(Quality)
+_UNREACHED = ("connecting", "offline")  # device health states with nothing written yet
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,7 @@ class _Output:
     last: Any = None  # the value last written, or read when the device changed it
     last_raw: Any = None  # ``last`` as the device holds it; None: not known
     owned: bool = False  # last written by control logic (so re-sent to a new io process)
+    refused: Any = None  # the value last refused: refused once, not on every tick
 
 
 class _DeviceInputs:
@@ -106,6 +126,9 @@ class FieldModel:
     _inputs: dict[str, _DeviceInputs] = field(default_factory=dict)
     _outputs: dict[str, list[tuple[int, _Output]]] = field(default_factory=dict)
     bad_records: int = 0  # from the io process, not fitting the points: dropped
+    refused_writes: int = 0  # output values outside their point's min/max
+    # devices back online since the last FieldOutput: a held one gets its safe values
+    _reconnected: set[str] = field(default_factory=set)
     # (entity, component, field) -> "device points[i]" of the point that reads it
     _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
@@ -198,6 +221,7 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
     """Register a driver's devices; the first call adds the bridge's systems."""
     model = app.world.get_resource(FieldModel)
     if model is None:
+        add_safe_state(app)
         model = FieldModel()
         app.insert_resource(model)
         app.add_systems(Startup, model.spawn)
@@ -206,6 +230,8 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
         app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput, IoSend)
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
+        # After SafeState's own Shutdown trip (added first): the safe values go out.
+        app.add_systems(Shutdown, send_field_writes)
     for device in devices:
         model.add(device)
     return model
@@ -226,7 +252,10 @@ def receive_field_values(world: World) -> None:
             elif record.topic == TOPIC_HEALTH:
                 health = model.health.get(record.key)
                 if health is not None:
+                    was = health.state
                     _apply_health(health, record.payload)
+                    if was in _UNREACHED and health.state not in _UNREACHED:
+                        model._reconnected.add(record.key)
             elif record.topic == IO_LOST and record.payload == HOME_WORKER:
                 _io_process_lost(model)
         except (IndexError, KeyError, TypeError, ValueError) as error:
@@ -400,16 +429,28 @@ def _apply_health(health: DeviceHealth, snapshot: dict[str, Any]) -> None:
 
 
 def send_field_writes(world: World) -> None:
-    """FieldOutput: output fields that changed, one HIGH record per device."""
+    """FieldOutput: output fields that changed, one HIGH record per device; the safe
+    values, at CRITICAL, of the devices the safe state holds."""
     model = world.resource(FieldModel)
     link = world.get_resource(IoLink)
+    safe = world.resource(SafeState)
     for device, outputs in model._outputs.items():
+        held = bool(safe.causes) and safe.safe_for(device)
+        if held and device in model._reconnected:
+            _forget_safe_values(outputs)  # a device back from offline holds its defaults
         writes: list[list[Any]] | None = None
         for index, output in outputs:
             value = getattr(output.component, output.field)
+            if held:
+                value = _held_value(output, value)
             last = output.last
             # NaN != NaN: a NaN output is written once, not every tick.
             if value != last and not (_is_nan(value) and _is_nan(last)):
+                refusal = output.point.refusal(value)
+                if refusal is not None:
+                    _refuse(world, model, device, output, value=value, reason=refusal)
+                    continue
+                output.refused = None
                 output.last = value
                 raw = _device_form(output.point, value)
                 if raw is not None and raw == output.last_raw:
@@ -419,7 +460,51 @@ def send_field_writes(world: World) -> None:
                     writes = []
                 writes.append([index, value])
         if writes is not None and link is not None:
-            link.send(TOPIC_WRITE, device, writes, Priority.HIGH, worker=HOME_WORKER)
+            priority = Priority.CRITICAL if held else Priority.HIGH
+            link.send(TOPIC_WRITE, device, writes, priority, worker=HOME_WORKER)
+    model._reconnected.clear()
+
+
+def _held_value(output: _Output, value: Any) -> Any:
+    """What an output held safe gets: its safe value, or what the device has (None,
+    nothing written yet: what the field says is not sent)."""
+    safe = output.point.safe_value
+    target = output.last if safe is None else _as_field(output, safe)
+    if target is None:
+        return output.last
+    if value != target:
+        setattr(output.component, output.field, target)
+    return target
+
+
+def _as_field(output: _Output, safe: bool | float) -> Any:
+    return safe if isinstance(safe, bool) else float(safe)
+
+
+def _forget_safe_values(outputs: list[tuple[int, _Output]]) -> None:
+    for _, output in outputs:
+        if output.point.safe_value is not None:
+            output.last = output.last_raw = None
+
+
+def _refuse(
+    world: World, model: FieldModel, device: str, output: _Output, *, value: Any, reason: str
+) -> None:
+    """A value the output may not take: the field shows what the device holds again."""
+    if output.last is not None:
+        setattr(output.component, output.field, output.last)
+    same = value == output.refused or (_is_nan(value) and _is_nan(output.refused))
+    output.refused = value
+    if same:
+        return
+    model.refused_writes += 1
+    point = output.point
+    where = f"{point.entity}.{point.component}.{point.field}"
+    text = f"{where} = {value!r} refused: {reason}"
+    tick = world.resource(Time).tick
+    world.resource(Alarms).activate(f"output:{device}", text, Severity.WARNING, tick)
+    if every_power_of_ten(model.refused_writes):
+        log.warning("field: %s (%d refused so far)", text, model.refused_writes)
 
 
 def _is_nan(value: Any) -> bool:

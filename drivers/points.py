@@ -74,7 +74,13 @@ def default_value(point_type: str) -> Any:
 
 class PointMap(Section):
     """Where a point lands and how its raw value becomes an engineering value:
-    ``value = raw * scale + offset`` (and back for outputs)."""
+    ``value = raw * scale + offset`` (and back for outputs).
+
+    An output may say ``min``/``max`` (engineering units: a write outside them is
+    refused, never clamped) and ``safe_value``: what the device gets while the safe
+    state holds (e-stop, watchdog, interlock, ...; see ``edgeloop.safety``). An output
+    without one keeps its last value then, and takes no writes until the state ends.
+    """
 
     entity: EntityName
     component: Identifier
@@ -87,6 +93,9 @@ class PointMap(Section):
     offset: Finite = 0.0
     unit: Annotated[str, Field(max_length=16)] = ""
     direction: Direction = "input"
+    min: Finite | None = None
+    max: Finite | None = None
+    safe_value: Annotated[bool, Field(strict=True)] | Finite | None = None
 
     @model_validator(mode="after")
     def _scale_not_zero(self) -> PointMap:
@@ -95,6 +104,60 @@ class PointMap(Section):
         if self.field.endswith("_quality"):
             raise ValueError("field names ending in _quality are reserved for the quality flag")
         return self
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> PointMap:
+        limited = self.min is not None or self.max is not None
+        if limited and not self.takes_writes:
+            raise ValueError(f"min and max limit writes: {self._not_written}")
+        if limited and self.type in ("bool", "string"):
+            raise ValueError(f"min and max are for numbers, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.safe_value is not None:
+            self._check_safe_value(self.safe_value)
+        return self
+
+    def _check_safe_value(self, safe: bool | float) -> None:
+        if not self.writes:
+            raise ValueError("safe_value is what an output gets in the safe state: "
+                             "set direction: output or both, or remove it")  # fmt: skip
+        if self.type == "string":
+            raise ValueError("a string output has no safe_value")
+        if (self.type == "bool") != isinstance(safe, bool):
+            wanted = "true or false" if self.type == "bool" else "a number"
+            raise ValueError(f"safe_value of a {self.type} point must be {wanted}")
+        refusal = self.refusal(safe)
+        if refusal is not None:
+            raise ValueError(f"safe_value {safe!r}: {refusal}")
+        try:
+            self.to_raw(safe)
+        except ValueError as err:
+            raise ValueError(f"safe_value: {err}") from None
+
+    @property
+    def takes_writes(self) -> bool:
+        """Whether something writes the point's field to the device (or to the World)."""
+        return self.writes
+
+    @property
+    def _not_written(self) -> str:
+        return "set direction: output or both, or remove them"
+
+    def refusal(self, value: Any) -> str | None:
+        """Why ``value`` (engineering units) may not be written here, or None: outside
+        ``min``/``max``, or not a finite number for a number point."""
+        if self.type in ("bool", "string"):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if not math.isfinite(value):
+            return f"{value!r} is not a finite number"
+        if self.min is not None and value < self.min:
+            return f"{value:g} is below min {self.min:g}"
+        if self.max is not None and value > self.max:
+            return f"{value:g} is above max {self.max:g}"
+        return None
 
     @property
     def reads(self) -> bool:

@@ -19,6 +19,7 @@ from edgeloop.conditions import on_timer
 from edgeloop.config import installed_sections
 from edgeloop.logs import every_power_of_ten
 from edgeloop.net.registry import registry_of
+from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import (
     ActuatorOutput,
     Condition,
@@ -100,6 +101,7 @@ class App:
         )
         known = list(installed_sections(config.sections) if sections is None else sections)
         app.insert_resource(registry_of(known, config.sections))
+        add_safe_state(app)
         factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():
             app.add_plugin(factories[name](model))

@@ -103,8 +103,6 @@ class ServedPoint(PointMap):
     byte_order: ByteOrder = "big"
     word_order: ByteOrder = "big"
     writable: Flag = False
-    min: Finite | None = None
-    max: Finite | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -127,14 +125,17 @@ class ServedPoint(PointMap):
             raise ValueError(f"count is for strings; a {self.type} has a fixed size")
         if self.address + self.width > 65536:
             raise ValueError(f"address {self.address} + {self.width} runs past 65535")
-        if self.min is not None or self.max is not None:
-            if not self.writable:
-                raise ValueError("min and max limit writes: set writable: true or remove them")
-            if self.type in ("bool", "string"):
-                raise ValueError(f"min and max are for numbers, not {self.type}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.safe_value is not None:
+            raise ValueError("safe_value is for outputs to devices; a served point has none")
         return self
+
+    @property
+    def takes_writes(self) -> bool:
+        return self.writable
+
+    @property
+    def _not_written(self) -> str:
+        return "set writable: true or remove them"
 
     @property
     def width(self) -> int:
@@ -153,15 +154,7 @@ class ServedPoint(PointMap):
             return None if isinstance(value, bool) else f"{value!r} is not a bool"
         if self.type == "string":
             return None if isinstance(value, str) else f"{value!r} is not a string"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{value!r} is not a number"
-        if not math.isfinite(value):
-            return f"{value!r} is not a finite number"
-        if self.min is not None and value < self.min:
-            return f"below min {self.min:g}"
-        if self.max is not None and value > self.max:
-            return f"above max {self.max:g}"
-        return None
+        return super().refusal(value)
 
 
 class ModbusServerConfig(Section):

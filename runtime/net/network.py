@@ -22,6 +22,7 @@ from edgeloop.net import protocol
 from edgeloop.net.connection_ids import worker_of
 from edgeloop.net.listener_health import apply_listener_report
 from edgeloop.net.registry import ProtocolError, Registry, info
+from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink
 from edgeloop.schedule import SystemSet
 from edgeloop.world import World
@@ -115,9 +116,13 @@ class Network:
             key = self._queues[mtype] = type(name, (NetworkData,), {"__slots__": ()})
         return cast("type[NetworkData[T]]", key)
 
-    def send(self, world: World, connection: int, msg: object) -> None:
-        """Send ``msg`` to one connection (of any provider: ids are unique) after this tick."""
-        self._out(world, "", connection, msg)
+    def send(
+        self, world: World, connection: int, msg: object, priority: Priority | None = None
+    ) -> None:
+        """Send ``msg`` to one connection (of any provider: ids are unique) after this
+        tick, at its type's priority unless ``priority`` says another (a safety stop
+        goes CRITICAL)."""
+        self._out(world, "", connection, msg, priority)
 
     def refuse(self, world: World, connection: int, code: str, detail: str) -> None:
         """Answer a peer's message with an ``edgeloop.Error`` (the connection stays), and
@@ -147,7 +152,14 @@ class Network:
         """Send ``msg`` to every authenticated connection (of ``provider``, if given)."""
         self._out(world, provider, 0, msg)
 
-    def _out(self, world: World, provider: str, connection: int, msg: object) -> None:
+    def _out(
+        self,
+        world: World,
+        provider: str,
+        connection: int,
+        msg: object,
+        priority: Priority | None = None,
+    ) -> None:
         found = info(type(msg))
         payload = msgspec.to_builtins(msg)
         link = world.get_resource(IoLink)
@@ -166,7 +178,7 @@ class Network:
             NET_SEND,
             key,
             [provider, connection, found.name, found.schema_hash, payload],
-            found.priority,
+            found.priority if priority is None else priority,
             worker,
         )
 

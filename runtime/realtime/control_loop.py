@@ -28,6 +28,7 @@ from edgeloop.app import App
 from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.loop_stats import LoopStats, OverrunPolicy
 from edgeloop.realtime.rt_setup import collect_young, freeze_gc
+from edgeloop.safety.safe_state import SafeState
 from edgeloop.schedule import FixedUpdate
 
 log = logging.getLogger("edgeloop.loop")
@@ -35,6 +36,7 @@ log = logging.getLogger("edgeloop.loop")
 MAX_CATCH_UP_TICKS = 10  # under "warn", a longer stall re-aligns instead of bursting
 GC_YOUNG_EVERY_TICKS = 10
 GC_FULL_EVERY_TICKS = 1000
+OVERRUN_CAUSE = "overrun"
 
 
 class OverrunStop(RuntimeError):
@@ -164,7 +166,11 @@ class ControlLoop:
                 stats.policy.value,
             )
         if stats.policy is OverrunPolicy.SAFE_STOP:
-            raise OverrunStop(f"tick {self.app.time.tick} overran by {late_s * 1e3:.1f} ms")
+            detail = f"tick {self.app.time.tick} overran by {late_s * 1e3:.1f} ms"
+            safe = self.app.world.get_resource(SafeState)
+            if safe is not None:  # the cause Shutdown reports, next to its own
+                safe.trip(OVERRUN_CAUSE, detail, self.app.time.tick)
+            raise OverrunStop(detail)
         missed = math.floor(late_s / stats.period_s)
         if stats.policy is OverrunPolicy.SKIP or missed > MAX_CATCH_UP_TICKS:
             stats.skipped_ticks += missed

@@ -28,6 +28,7 @@ from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Channel
 from edgeloop.realtime.loop_stats import OverrunPolicy
 from edgeloop.realtime.rt_setup import apply_control_settings, die_with_parent, set_process_name
+from edgeloop.safety.safe_state import SafeState
 
 log = logging.getLogger("edgeloop.control")
 
@@ -113,8 +114,14 @@ def _heartbeat_writer(
     stats = loop.stats
     time_ = loop.app.time
     clock_ns = time.monotonic_ns
+    safe = loop.app.world.get_resource(SafeState) or SafeState()
+    shown = -1  # the safe-state generation in the slot
 
     def beat() -> None:
+        nonlocal shown
+        if safe.generation != shown:
+            shown = safe.generation
+            slots[Slot.SAFE_STATE] = safe.kinds_mask()
         slots[Slot.CONTROL_TICKS] = time_.tick
         slots[Slot.CONTROL_TICK_NS] = clock_ns()
         slots[Slot.CONTROL_OVERRUNS] = stats.overruns

@@ -28,6 +28,7 @@ class Slot(IntEnum):
     CONTROL_P99_LATENESS_NS = 3
     CONTROL_DEGRADED = 4  # count of real-time settings that could not be applied
     IO_LINKS_UP = 5  # io workers the control process has a channel to
+    SAFE_STATE = 6  # SafeState.kinds_mask(): a bit per kind of cause holding outputs safe
 
 
 class IoSlot(IntEnum):

@@ -13,15 +13,17 @@ import logging
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.alarms import Alarms, Severity
-from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import Channel, Outbox, Record, encode_record
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
 from edgeloop.world import World
+
+if TYPE_CHECKING:
+    from edgeloop.app import App
 
 log = logging.getLogger("edgeloop.io_link")
 

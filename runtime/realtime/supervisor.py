@@ -45,6 +45,7 @@ from edgeloop.realtime.heartbeat import Heartbeats, IoSlot, Slot
 from edgeloop.realtime.ipc import socketpair
 from edgeloop.realtime.notify import Notifier
 from edgeloop.realtime.rt_setup import apply_io_settings, plan_cpus
+from edgeloop.safety.safe_state import kinds_of
 
 log = logging.getLogger("edgeloop.supervisor")
 
@@ -323,6 +324,9 @@ class Supervisor:
             parts.append(
                 f"CONFIG CHANGED on disk: io worker {', '.join(changed)} idle until restart"
             )
+        held = hb[Slot.SAFE_STATE]
+        if held:
+            parts.append(f"SAFE STATE: {', '.join(kinds_of(held))}")
         settings = hb[Slot.CONTROL_DEGRADED] + hb.io_total(IoSlot.DEGRADED)
         if settings:
             problems.append(f"{settings} real-time setting(s) not applied, see log")

@@ -20,6 +20,17 @@ from edgeloop.component import Component
 
 ENTITY = "safety"  # the entity whose SafeStateStatus shows the state
 
+# A bit per kind of cause (the name before ":"), for the supervisor's status line: the
+# heartbeat block carries counters, not text.
+KINDS = ("estop", "watchdog", "interlock", "overrun", "io_lost", "shutdown")
+_OTHER_BIT = 1 << len(KINDS)
+
+
+def kinds_of(mask: int) -> list[str]:
+    """The kinds of cause a ``SafeState.kinds_mask`` says."""
+    kinds = [kind for bit, kind in enumerate(KINDS) if mask & (1 << bit)]
+    return [*kinds, "other"] if mask & _OTHER_BIT else kinds
+
 
 @dataclass(slots=True)
 class Cause:
@@ -97,6 +108,13 @@ class SafeState:
         if ended:
             self.generation += 1
         return ended, refused
+
+    def kinds_mask(self) -> int:
+        mask = 0
+        for name in self.causes:
+            kind = name.partition(":")[0]
+            mask |= 1 << KINDS.index(kind) if kind in KINDS else _OTHER_BIT
+        return mask
 
     def describe(self) -> str:
         """The causes for a status line: ``estop (pressed), watchdog:plc1 (...)``."""

@@ -20,6 +20,8 @@ from edgeloop.component import Component
 from edgeloop.conditions import on_timer
 from edgeloop.config import ConfigSection, Section
 from edgeloop.names import Name
+from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import (
     ActuatorOutput,
     ControlLogic,
@@ -110,12 +112,13 @@ class TankPlantPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
+        add_safe_state(app)
         app.add_systems(Startup, self.spawn_tanks)
         app.add_systems(FixedUpdate, simulate_tanks, in_set=SensorInput)
         app.add_systems(FixedUpdate, level_to_pid, in_set=DataProcessing)
         app.add_systems(FixedUpdate, run_pid, in_set=ControlLogic)
         app.add_systems(FixedUpdate, pid_to_pump, in_set=ActuatorOutput)
-        app.add_systems(Shutdown, pumps_to_safe_speed)
+        app.add_systems(Shutdown, pid_to_pump)  # after SafeState's Shutdown trip
         if self.config.log_every_s > 0:
             app.add_systems(
                 Update,
@@ -162,15 +165,11 @@ def level_to_pid(world: World) -> None:
 
 
 def pid_to_pump(world: World) -> None:
-    """ActuatorOutput: the PID output is the pump speed."""
+    """ActuatorOutput: the PID output is the pump speed, unless the safe state holds
+    (e-stop, Shutdown, ...): then no pump runs."""
+    held = world.resource(SafeState).everything
     for pid, pump in world.query(Pid, Pump):
-        pump.speed = pid.output
-
-
-def pumps_to_safe_speed(world: World) -> None:
-    """Shutdown: a stopped runtime leaves no pump running."""
-    for pump in world.query(Pump):
-        pump.speed = PUMP_SAFE_SPEED
+        pump.speed = PUMP_SAFE_SPEED if held else pid.output
 
 
 def log_plant_status(world: World) -> None:

@@ -8,6 +8,10 @@
   appliance: ``sent``, or refused when that robot is not connected), and again with the
   robot's own ``CommandResult`` when the robot answers. Both carry the operator's
   ``command_id``.
+- The safe state (e-stop, interlock, Shutdown, ...; ``edgeloop.safety``) stops every
+  connected robot: a ``stop`` Command at CRITICAL priority when it starts to hold, and
+  to a robot that connects while it holds. Operators' ``move`` commands are refused
+  while it holds (``stop`` is always let through).
 - ``edgeloop sim robots`` runs a fleet of simulated arms that stream telemetry, obey
   commands and answer them (``SimRobot``).
 """
@@ -28,7 +32,9 @@ from edgeloop.net.client import Client
 from edgeloop.net.network import ConnectionEvent, Network, read_network
 from edgeloop.net.registry import message
 from edgeloop.priority import Priority
-from edgeloop.schedule import ControlLogic, FixedUpdate, SensorInput
+from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.systems import add_safe_state
+from edgeloop.schedule import ActuatorOutput, ControlLogic, FixedUpdate, SensorInput, Shutdown
 from edgeloop.world import World
 
 Status = Literal["idle", "moving", "fault"]
@@ -92,11 +98,14 @@ class RobotsPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
+        add_safe_state(app)
         app.insert_resource(RobotIndex())
         app.insert_resource(CommandsInFlight())
         app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
         app.add_systems(FixedUpdate, route_command_results, in_set=ControlLogic)
+        app.add_systems(FixedUpdate, stop_robots_when_safe, in_set=ActuatorOutput)
+        app.add_systems(Shutdown, stop_robots_when_safe)
 
 
 class RobotIndex:
@@ -105,6 +114,9 @@ class RobotIndex:
 
     def __init__(self) -> None:
         self.by_id: dict[str, Robot] = {}
+        # robot id -> connection last sent a safety stop (0: none since the state began)
+        self.stopped: dict[str, int] = {}
+        self.stopped_generation = -1  # the SafeState generation the stops were sent for
 
 
 def robots_from_telemetry(world: World) -> None:
@@ -170,10 +182,19 @@ def route_robot_commands(world: World) -> None:
     network = world.resource(Network)
     by_id = world.resource(RobotIndex).by_id
     in_flight = world.resource(CommandsInFlight)
+    safe = world.resource(SafeState)
     for data in read_network(world, Command):
         command = data.message
         robot = by_id.get(command.robot_id)
         target = 0 if robot is None else robot.connection
+        if command.action != "stop" and safe.everything:
+            reason = f"refused: the safe state holds: {safe.describe()}"
+            network.send(
+                world,
+                data.connection,
+                CommandResult(command.robot_id, False, reason, command.command_id),
+            )
+            continue
         if target:
             ours = in_flight.next_id
             in_flight.next_id += 1
@@ -208,6 +229,8 @@ def route_command_results(world: World) -> None:
             network.refuse(world, data.connection, "unknown_command", detail)
             continue
         del in_flight[answer.command_id]
+        if sent.operator_connection == 0:
+            continue  # the appliance's own (a safety stop): nobody to pass it on to
         passed_on = replace(answer, command_id=sent.operator_command_id, origin="robot")
         network.send(world, sent.operator_connection, passed_on)
     # Forgotten when they can no longer be answered: the robot went, or took too long
@@ -221,6 +244,36 @@ def route_command_results(world: World) -> None:
             if sent.robot_connection in gone or sent.deadline_tick <= tick
         ]:
             del in_flight[ours]
+
+
+def stop_robots_when_safe(world: World) -> None:
+    """ActuatorOutput (and Shutdown): while the safe state holds every output, each
+    connected robot gets one ``stop`` at CRITICAL priority, sent again when the state
+    changes or the robot comes back on another connection."""
+    safe = world.resource(SafeState)
+    index = world.resource(RobotIndex)
+    if not safe.everything:
+        if index.stopped:
+            index.stopped.clear()
+        return
+    if index.stopped_generation != safe.generation:
+        index.stopped_generation = safe.generation
+        index.stopped.clear()
+    network = world.get_resource(Network)
+    if network is None:
+        return
+    in_flight = world.resource(CommandsInFlight)
+    time = world.resource(Time)
+    for robot_id, robot in index.by_id.items():
+        if robot.connection == 0 or index.stopped.get(robot_id) == robot.connection:
+            continue
+        index.stopped[robot_id] = robot.connection
+        ours = in_flight.next_id
+        in_flight.next_id += 1
+        deadline = time.tick + math.ceil(COMMAND_ANSWER_S / time.delta)
+        in_flight.by_id[ours] = _InFlight(robot_id, robot.connection, 0, 0, deadline)
+        stop = Command(robot_id, "stop", command_id=ours)
+        network.send(world, robot.connection, stop, Priority.CRITICAL)
 
 
 SECTION = ConfigSection(

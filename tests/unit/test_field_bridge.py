@@ -16,6 +16,7 @@ from edgeloop.drivers.points import PointMap, Quality
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Channel, Record, socketpair
+from edgeloop.safety.safe_state import SafeState
 from edgeloop.schedule import ControlLogic, FixedUpdate
 from edgeloop.world import World
 
@@ -120,15 +121,18 @@ def test_a_point_read_and_written_does_not_echo_what_it_read() -> None:
     assert _writes(link) == [("plc1", [[0, 5.0]])]
 
 
-def test_a_nan_output_is_written_once() -> None:
+def test_a_nan_output_is_refused_once_and_the_field_shows_the_device_value() -> None:
     app, link = _app(PointMap(entity="v1", component="Valve", field="pos", direction="output"))
     app.startup()
     app.run_for(1)
     _writes(link)
     model = app.world.resource(FieldModel)
-    app.world.get(model.entities["v1"], model.component("Valve")).pos = math.nan
+    valve = app.world.get(model.entities["v1"], model.component("Valve"))
+    valve.pos = math.nan
     app.run_for(3)
-    assert len(_writes(link)) == 1
+    assert _writes(link) == []
+    assert valve.pos == 0.0
+    assert model.refused_writes == 1
 
 
 def test_a_device_name_used_twice_is_refused() -> None:
@@ -240,7 +244,12 @@ def test_io_process_down_makes_values_stale_and_a_new_one_gets_the_outputs_again
     control_end, io_end = socketpair()
     link.replace(control_end)  # the supervisor started a new io process
     app.run_for(1)
-    assert _sent_to_io(Channel(io_end)) == [("plc1", [[1, False], [2, 2.0]])], (
+    io = Channel(io_end)
+    assert _sent_to_io(io) == [], "held by the safe state (io_lost) until a reset"
+    safe = app.world.resource(SafeState)
+    assert safe.reset() == (["io_lost"], [])
+    app.run_for(1)
+    assert _sent_to_io(io) == [("plc1", [[1, False], [2, 2.0]])], (
         "the outputs control logic owns are sent to the new io process"
     )
 

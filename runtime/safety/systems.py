@@ -1,0 +1,109 @@
+"""The safe state in every App: its resource, its entity, and the causes the runtime
+itself trips (the io process lost, Shutdown). Drivers and plugins read ``SafeState``
+on their output side; see ``edgeloop.safety.safe_state``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from edgeloop.clock import Time
+from edgeloop.names import Name
+from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink, IoReceive
+from edgeloop.safety.safe_state import ENTITY, SafeState, SafeStateStatus
+from edgeloop.schedule import (
+    ActuatorOutput,
+    FixedUpdate,
+    SensorInput,
+    Shutdown,
+    Startup,
+    SystemSet,
+)
+from edgeloop.world import World
+
+if TYPE_CHECKING:
+    from edgeloop.app import App
+
+SafetyInput = SystemSet("SafetyInput")  # after the io records are in, before sensors
+SafetyStatus = SystemSet("SafetyStatus")  # after ActuatorOutput: what this tick decided
+
+IO_LOST_CAUSE = "io_lost"
+SHUTDOWN_CAUSE = "shutdown"
+
+Recovery = Literal["auto", "reset"]
+
+
+class SafetySettings:
+    """Resource: how causes the runtime trips end. ``reset``: an operator's reset once
+    the condition is gone; ``auto``: as soon as it is gone."""
+
+    def __init__(self, io_lost: Recovery = "reset") -> None:
+        self.io_lost: Recovery = io_lost
+
+
+def add_safe_state(app: App) -> None:
+    """The one SafeState of an App, with its entity and the runtime's own causes. Called
+    for every App made from a config, and by each plugin that drives outputs (once per
+    App, whoever calls first)."""
+    if app.world.get_resource(SafeState) is not None:
+        return
+    app.insert_resource(SafeState())
+    app.insert_resource(SafetySettings())
+    app.add_systems(Startup, spawn_safety_entity)
+    app.configure_sets(FixedUpdate, IoReceive, SafetyInput, SensorInput)
+    app.configure_sets(FixedUpdate, ActuatorOutput, SafetyStatus)
+    app.add_systems(FixedUpdate, follow_io_link, in_set=SafetyInput)
+    app.add_systems(FixedUpdate, show_safe_state, in_set=SafetyStatus)
+    # First in Shutdown: every output side that runs after it sees the state.
+    app.add_systems(Shutdown, trip_at_shutdown)
+
+
+def spawn_safety_entity(world: World) -> None:
+    world.commands.spawn(Name(ENTITY), SafeStateStatus())
+
+
+def follow_io_link(world: World) -> None:
+    """SafetyInput: an io worker lost trips ``io_lost``; its condition ends once every
+    worker is back."""
+    link = world.get_resource(IoLink)
+    if link is None:
+        return
+    safe = world.resource(SafeState)
+    for record in world.read(IoInput):
+        if record.topic == IO_LOST:
+            latched = world.resource(SafetySettings).io_lost == "reset"
+            detail = f"io worker {record.payload} lost"
+            safe.trip(IO_LOST_CAUSE, detail, world.resource(Time).tick, latched=latched)
+    cause = safe.causes.get(IO_LOST_CAUSE)
+    if cause is not None and cause.held and link.up:
+        safe.release(IO_LOST_CAUSE)
+
+
+class _Shown:
+    """Resource: the generation the status entity shows."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+
+
+def show_safe_state(world: World) -> None:
+    """SafetyStatus: the ``safety`` entity follows the resource (when it changed)."""
+    safe = world.resource(SafeState)
+    shown = world.get_resource(_Shown)
+    if shown is None:
+        shown = _Shown()
+        world.insert_resource(shown)
+    if shown.generation == safe.generation:
+        return
+    shown.generation = safe.generation
+    for status in world.query(SafeStateStatus):
+        if safe.active and not status.active:
+            status.since_tick = world.resource(Time).tick
+        status.active = safe.active
+        status.causes = safe.describe()
+
+
+def trip_at_shutdown(world: World) -> None:
+    """Shutdown: every output to its safe value before the runtime stops."""
+    world.resource(SafeState).trip(
+        SHUTDOWN_CAUSE, "the runtime is stopping", world.resource(Time).tick
+    )
