@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from edgeloop.clock import Time
 from edgeloop.names import Name
-from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink, IoReceive
+from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink, IoReceive
 from edgeloop.safety.safe_state import ENTITY, SafeState, SafeStateStatus
 from edgeloop.schedule import (
     ActuatorOutput,
@@ -62,19 +62,20 @@ def spawn_safety_entity(world: World) -> None:
 
 
 def follow_io_link(world: World) -> None:
-    """SafetyInput: an io worker lost trips ``io_lost``; its condition ends once every
-    worker is back."""
+    """SafetyInput: the io worker of the drivers lost trips ``io_lost``; its condition
+    ends once it is back. (Another worker holds only network peers: its robots are
+    disconnected, and their watchdogs see to them.)"""
     link = world.get_resource(IoLink)
     if link is None:
         return
     safe = world.resource(SafeState)
     for record in world.read(IoInput):
-        if record.topic == IO_LOST:
+        if record.topic == IO_LOST and record.payload == HOME_WORKER:
             latched = world.resource(SafetySettings).io_lost == "reset"
-            detail = f"io worker {record.payload} lost"
+            detail = "the io process of the drivers was lost"
             safe.trip(IO_LOST_CAUSE, detail, world.resource(Time).tick, latched=latched)
     cause = safe.causes.get(IO_LOST_CAUSE)
-    if cause is not None and cause.held and link.up:
+    if cause is not None and cause.held and link.worker_up(HOME_WORKER):
         safe.release(IO_LOST_CAUSE)
 
 
