@@ -27,6 +27,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -50,6 +51,7 @@ from edgeloop.realtime.io_link import (
 )
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state
+from edgeloop.safety.watchdogs import Recovery, Watchdogs
 from edgeloop.schedule import (
     ActuatorOutput,
     FixedUpdate,
@@ -74,6 +76,9 @@ class DeviceSpec:
     name: str
     driver: str
     points: Sequence[PointMap]
+    # heard from (values, or health online) at least this often, or its watchdog trips
+    watchdog_s: float | None = None
+    watchdog_recovery: Recovery = "auto"
 
 
 # A point read into a field: (component, field, quality field, the same point's output
@@ -215,6 +220,17 @@ class FieldModel:
                 )
             self._inputs[device.name] = _DeviceInputs(inputs)
             self._outputs[device.name] = outputs
+        watchdogs = world.resource(Watchdogs)
+        period = world.resource(Time).delta
+        for device in self.devices.values():
+            if device.watchdog_s is not None:
+                watchdogs.watch(
+                    device.name,
+                    device.watchdog_s,
+                    device.watchdog_recovery,
+                    period,
+                    on_expired=partial(_silent, device.name),
+                )
 
 
 def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> FieldModel:
@@ -243,17 +259,22 @@ def receive_field_values(world: World) -> None:
     link = world.get_resource(IoLink)
     if link is not None and link.channels[HOME_WORKER] is not model._channel:
         _follow_io_process(model, link)
+    watchdogs = world.resource(Watchdogs)
     for record in world.read(IoInput):
         try:
             if record.topic == TOPIC_VALUES:
-                inputs = model._inputs.get(record.key.partition("/")[0])
+                device = record.key.partition("/")[0]
+                inputs = model._inputs.get(device)
                 if inputs is not None:
                     _apply_values(inputs, *record.payload)
+                    watchdogs.heard(device, record.tick)
             elif record.topic == TOPIC_HEALTH:
                 health = model.health.get(record.key)
                 if health is not None:
                     was = health.state
                     _apply_health(health, record.payload)
+                    if health.state == "online":
+                        watchdogs.heard(record.key, record.tick)
                     if was in _UNREACHED and health.state not in _UNREACHED:
                         model._reconnected.add(record.key)
             elif record.topic == IO_LOST and record.payload == HOME_WORKER:
@@ -287,15 +308,28 @@ def _follow_io_process(model: FieldModel, link: IoLink) -> None:
 def _io_process_lost(model: FieldModel) -> None:
     """Nothing is read while the drivers' io process is down, and its last values came
     just before this: every value is STALE from here on, every device offline."""
-    for inputs in model._inputs.values():
-        for index, target in enumerate(inputs.targets):
-            if target is not None and inputs.qualities[index] is Quality.GOOD:
-                component, _, quality_field, _ = target
-                setattr(component, quality_field, Quality.STALE)
-                inputs.qualities[index] = Quality.STALE
-    for health in model.health.values():
-        health.state = "offline"
-        health.last_error = "io process not connected"
+    for device in model.devices:
+        _disconnected(model, device, "io process not connected")
+
+
+def _silent(device: str, world: World) -> None:
+    """A device's watchdog expired: whatever the io side said, it is Disconnected."""
+    model = world.resource(FieldModel)
+    silent = world.resource(Watchdogs).deadline_ticks(device) or 0
+    seconds = silent * world.resource(Time).delta
+    _disconnected(model, device, f"watchdog: nothing heard for {seconds:g} s")
+
+
+def _disconnected(model: FieldModel, device: str, why: str) -> None:
+    inputs = model._inputs[device]
+    for index, target in enumerate(inputs.targets):
+        if target is not None and inputs.qualities[index] is Quality.GOOD:
+            component, _, quality_field, _ = target
+            setattr(component, quality_field, Quality.STALE)
+            inputs.qualities[index] = Quality.STALE
+    health = model.health[device]
+    health.state = "offline"
+    health.last_error = why
 
 
 def _device_form(point: PointMap, value: Any) -> Any:

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_
 from edgeloop.config import KeyPath, Section
 from edgeloop.drivers.can.codec import frame_key, initial_values
 from edgeloop.drivers.points import EntityName, Finite, Identifier, PointMap
+from edgeloop.safety.watchdogs import WatchdogSettings
 
 DRIVER = "can"
 Positive = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
@@ -172,7 +173,7 @@ class CanPoint(PointMap):
         return self
 
 
-class CanDevice(Section):
+class CanDevice(WatchdogSettings):
     name: EntityName
     bus: Identifier | None = None  # the interface's name; may be left out when only one
     dbc: Annotated[str, Field(min_length=1)] | None = None
@@ -236,6 +237,15 @@ class CanDevice(Section):
             raise ValueError(
                 f"{where}: no message {name!r} in {source}{_hint(name, names)}"
             ) from None
+
+    def watchdog_deadline_s(self) -> float | None:
+        """``watchdog_s``, or ``timeout_periods`` of its slowest received message with a
+        known period; None (not watched) when no input message has one."""
+        if self.watchdog_s is not None:
+            return self.watchdog_s
+        periods = [self.rx_period_s(p.message) for p in self.points if p.reads]
+        known = [period for period in periods if period is not None]
+        return self.timeout_periods * max(known) if known else None
 
     def rx_period_s(self, name: str) -> float | None:
         """How often message ``name`` arrives: ``rx:``, else its definition; None if unknown."""

@@ -14,7 +14,16 @@ class CanPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
-        specs = [DeviceSpec(device.name, DRIVER, device.points) for device in self.config.devices]
+        specs = [
+            DeviceSpec(
+                device.name,
+                DRIVER,
+                device.points,
+                device.watchdog_deadline_s(),
+                device.watchdog_recovery,
+            )
+            for device in self.config.devices
+        ]
         add_field_devices(app, DRIVER, specs)
 
 

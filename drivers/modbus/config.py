@@ -16,6 +16,7 @@ from edgeloop.drivers.modbus.codec import ByteOrder, Table, register_count
 from edgeloop.drivers.modbus.mbap import MAX_OUTSTANDING
 from edgeloop.drivers.modbus.plan import BIT_LIMIT, REGISTER_LIMIT
 from edgeloop.drivers.points import EntityName, Identifier, PointMap
+from edgeloop.safety.watchdogs import WatchdogSettings
 
 DRIVER = "modbus"
 DEFAULT_GROUP = "default"
@@ -28,6 +29,8 @@ _READ_ONLY_TABLES = ("input", "discrete")
 
 Positive = Annotated[float, Field(gt=0, le=3600, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
+
+WATCHDOG_POLLS = 3  # a device silent this many polls (plus a timeout) trips its watchdog
 
 
 class ModbusPoint(PointMap):
@@ -74,7 +77,7 @@ class ModbusPoint(PointMap):
         return 1 if self.table in BIT_TABLES else register_count(self.type, self.count)
 
 
-class ModbusDevice(Section):
+class ModbusDevice(WatchdogSettings):
     """A device (unit id) on a line, its poll groups and its points."""
 
     name: EntityName
@@ -109,6 +112,12 @@ class ModbusDevice(Section):
 
     def period_s(self, group: str) -> float:
         return self.poll_s if group == DEFAULT_GROUP else self.groups[group]
+
+    def watchdog_deadline_s(self, timeout_s: float) -> float:
+        """``watchdog_s``, or 3 polls of its slowest group plus one exchange's timeout."""
+        if self.watchdog_s is not None:
+            return self.watchdog_s
+        return WATCHDOG_POLLS * max([self.poll_s, *self.groups.values()]) + timeout_s
 
 
 class TcpLine(Section):

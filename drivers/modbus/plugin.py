@@ -16,7 +16,17 @@ class ModbusPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
-        specs = [DeviceSpec(d.name, DRIVER, d.points) for d in self.config.devices()]
+        specs = [
+            DeviceSpec(
+                device.name,
+                DRIVER,
+                device.points,
+                device.watchdog_deadline_s(line.timeout_s),
+                device.watchdog_recovery,
+            )
+            for line in self.config.lines
+            for device in line.devices
+        ]
         add_field_devices(app, DRIVER, specs)
 
 

@@ -21,6 +21,7 @@ from edgeloop.drivers.serial.codec import (
     LengthCounts,
     hex_bytes,
 )
+from edgeloop.safety.watchdogs import WatchdogSettings
 
 DRIVER = "serial"
 
@@ -163,6 +164,8 @@ Key = (
     | Annotated[str, Field(min_length=1, max_length=64)]
 )
 
+WATCHDOG_POLLS = 3  # a device silent this many polls (or stream timeouts) trips its watchdog
+
 
 class SerialPoint(PointMap):
     """``key``: where the value is in a line or frame (see the module doc); ``write``:
@@ -191,7 +194,7 @@ class SerialPoint(PointMap):
         return self
 
 
-class SerialDevice(Section):
+class SerialDevice(WatchdogSettings):
     name: EntityName
     port: Annotated[str, Field(min_length=1, max_length=4096)]
     baudrate: Annotated[int, Field(ge=50, le=4_000_000, strict=True)] = 9600
@@ -290,6 +293,17 @@ class SerialDevice(Section):
         if self.mode == "binary":
             return hex_bytes(self.poll.request)
         return self.poll.request.encode(ENCODING)
+
+    def watchdog_deadline_s(self) -> float | None:
+        """``watchdog_s``, or 3 polls plus a timeout (polled), 3 stream timeouts
+        (streaming); None for a device with no input points."""
+        if self.watchdog_s is not None:
+            return self.watchdog_s
+        if not any(point.reads for point in self.points):
+            return None
+        if self.poll is not None:
+            return (WATCHDOG_POLLS * self.poll.period_ms + self.poll.timeout_ms) / 1000.0
+        return WATCHDOG_POLLS * self.stream_timeout_s
 
     @property
     def stream_timeout_s(self) -> float:

@@ -10,8 +10,10 @@ from edgeloop.clock import Time
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink, IoReceive
 from edgeloop.safety.safe_state import ENTITY, SafeState, SafeStateStatus
+from edgeloop.safety.watchdogs import Watchdogs, check_watchdogs
 from edgeloop.schedule import (
     ActuatorOutput,
+    DataProcessing,
     FixedUpdate,
     SensorInput,
     Shutdown,
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from edgeloop.app import App
 
 SafetyInput = SystemSet("SafetyInput")  # after the io records are in, before sensors
+SafetyChecks = SystemSet("SafetyChecks")  # after the sensors: watchdogs
 SafetyStatus = SystemSet("SafetyStatus")  # after ActuatorOutput: what this tick decided
 
 IO_LOST_CAUSE = "io_lost"
@@ -50,8 +53,11 @@ def add_safe_state(app: App) -> None:
     app.insert_resource(SafetySettings())
     app.add_systems(Startup, spawn_safety_entity)
     app.configure_sets(FixedUpdate, IoReceive, SafetyInput, SensorInput)
+    app.configure_sets(FixedUpdate, SensorInput, SafetyChecks, DataProcessing)
     app.configure_sets(FixedUpdate, ActuatorOutput, SafetyStatus)
+    app.insert_resource(Watchdogs())
     app.add_systems(FixedUpdate, follow_io_link, in_set=SafetyInput)
+    app.add_systems(FixedUpdate, check_watchdogs, in_set=SafetyChecks)
     app.add_systems(FixedUpdate, show_safe_state, in_set=SafetyStatus)
     # First in Shutdown: every output side that runs after it sees the state.
     app.add_systems(Shutdown, trip_at_shutdown)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.component import Component
-from edgeloop.config import ConfigSection, Section
+from edgeloop.config import ConfigSection
 from edgeloop.names import Name
 from edgeloop.net.client import Client
 from edgeloop.net.network import ConnectionEvent, Network, read_network
@@ -34,6 +35,7 @@ from edgeloop.net.registry import message
 from edgeloop.priority import Priority
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state
+from edgeloop.safety.watchdogs import Recovery, Watchdogs, WatchdogSettings
 from edgeloop.schedule import ActuatorOutput, ControlLogic, FixedUpdate, SensorInput, Shutdown
 from edgeloop.world import World
 
@@ -89,8 +91,16 @@ class Robot(Component):
     last_tick: int = 0
 
 
-class RobotsConfig(Section):
-    """No settings yet: the section turns the robot fleet on."""
+ROBOT_WATCHDOG_S = 5.0
+
+
+class RobotsConfig(WatchdogSettings):
+    """The section turns the robot fleet on; ``watchdog_s`` (default 5 s): a robot with
+    no telemetry for that long, connected or not, is Disconnected and stopped."""
+
+    @property
+    def watchdog_deadline_s(self) -> float:
+        return ROBOT_WATCHDOG_S if self.watchdog_s is None else self.watchdog_s
 
 
 class RobotsPlugin:
@@ -99,7 +109,9 @@ class RobotsPlugin:
 
     def build(self, app: App) -> None:
         add_safe_state(app)
-        app.insert_resource(RobotIndex())
+        app.insert_resource(
+            RobotIndex(self.config.watchdog_deadline_s, self.config.watchdog_recovery)
+        )
         app.insert_resource(CommandsInFlight())
         app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
@@ -112,8 +124,12 @@ class RobotIndex:
     """Resource: each robot's component by id, so a tick costs O(messages), not
     O(robots) (a name scan over 1 000 robots every tick was measurable)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, watchdog_s: float = ROBOT_WATCHDOG_S, watchdog_recovery: Recovery = "auto"
+    ) -> None:
         self.by_id: dict[str, Robot] = {}
+        self.watchdog_s = watchdog_s
+        self.watchdog_recovery: Recovery = watchdog_recovery
         # robot id -> connection last sent a safety stop (0: none since the state began)
         self.stopped: dict[str, int] = {}
         self.stopped_generation = -1  # the SafeState generation the stops were sent for
@@ -124,13 +140,15 @@ def robots_from_telemetry(world: World) -> None:
 
     A robot belongs to the connection that first sent its telemetry, until that one
     disconnects: telemetry for it from any other connection is refused (``not_owner``)."""
-    by_id = world.resource(RobotIndex).by_id
+    index = world.resource(RobotIndex)
+    by_id = index.by_id
     for data in read_network(world, Telemetry):
         msg = data.message
         found = by_id.get(msg.robot_id)
         if found is None:
             robot = by_id[msg.robot_id] = Robot()
             world.commands.spawn(Name(msg.robot_id), robot)
+            _watch(world, index, msg.robot_id, robot)
         elif found.connection not in (0, data.connection):
             detail = f"robot {msg.robot_id!r} is another connection's until it disconnects"
             world.resource(Network).refuse(world, data.connection, "not_owner", detail)
@@ -151,6 +169,20 @@ def robots_from_telemetry(world: World) -> None:
                 if robot.connection == event.connection:
                     robot.connection = 0
                     robot.status = "fault"
+
+
+def _watch(world: World, index: RobotIndex, robot_id: str, robot: Robot) -> None:
+    def silent(world: World) -> None:
+        robot.status = "disconnected"
+
+    world.resource(Watchdogs).watch(
+        robot_id,
+        index.watchdog_s,
+        index.watchdog_recovery,
+        world.resource(Time).delta,
+        on_expired=silent,
+        heard_at=lambda: robot.last_tick,
+    )
 
 
 # How long a robot has to answer a command before the appliance forgets it.
@@ -187,7 +219,7 @@ def route_robot_commands(world: World) -> None:
         command = data.message
         robot = by_id.get(command.robot_id)
         target = 0 if robot is None else robot.connection
-        if command.action != "stop" and safe.everything:
+        if command.action != "stop" and safe.causes and safe.safe_for(command.robot_id):
             reason = f"refused: the safe state holds: {safe.describe()}"
             network.send(
                 world,
@@ -247,12 +279,12 @@ def route_command_results(world: World) -> None:
 
 
 def stop_robots_when_safe(world: World) -> None:
-    """ActuatorOutput (and Shutdown): while the safe state holds every output, each
-    connected robot gets one ``stop`` at CRITICAL priority, sent again when the state
-    changes or the robot comes back on another connection."""
+    """ActuatorOutput (and Shutdown): each connected robot the safe state holds (every
+    robot, or its own watchdog) gets one ``stop`` at CRITICAL priority, sent again when
+    the state changes or the robot comes back on another connection."""
     safe = world.resource(SafeState)
     index = world.resource(RobotIndex)
-    if not safe.everything:
+    if not safe.causes:
         if index.stopped:
             index.stopped.clear()
         return
@@ -264,7 +296,12 @@ def stop_robots_when_safe(world: World) -> None:
         return
     in_flight = world.resource(CommandsInFlight)
     time = world.resource(Time)
-    for robot_id, robot in index.by_id.items():
+    if safe.everything:
+        held: Iterable[str] = index.by_id
+    else:
+        held = [c.scope for c in safe.causes.values() if c.scope in index.by_id]
+    for robot_id in held:
+        robot = index.by_id[robot_id]
         if robot.connection == 0 or index.stopped.get(robot_id) == robot.connection:
             continue
         index.stopped[robot_id] = robot.connection
