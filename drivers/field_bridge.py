@@ -275,6 +275,8 @@ def receive_field_values(world: World) -> None:
                     _apply_health(health, record.payload)
                     if health.state == "online":
                         watchdogs.heard(record.key, record.tick)
+                    elif watchdogs.expired(record.key):
+                        health.state = "offline"  # the watchdog's verdict holds till heard
                     if was in _UNREACHED and health.state not in _UNREACHED:
                         model._reconnected.add(record.key)
             elif record.topic == IO_LOST and record.payload == HOME_WORKER:

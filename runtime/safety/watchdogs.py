@@ -83,6 +83,10 @@ class Watchdogs:
         if watched is not None:
             watched.last_tick = tick
 
+    def expired(self, name: str) -> bool:
+        watched = self._watched.get(name)
+        return watched is not None and watched.expired
+
     def deadline_ticks(self, name: str) -> int | None:
         watched = self._watched.get(name)
         return None if watched is None else watched.deadline_ticks

@@ -289,7 +289,10 @@ async def test_silence_turns_values_stale_and_the_drive_offline_then_back() -> N
         await field.until(lambda f: drive(f).speed_quality == Quality.STALE, what="speed STALE")
         assert field.health("drive1").state in ("degraded", "offline")
         await field.until(lambda f: f.health("drive1").state == "offline", what="offline")
-        assert field.health("drive1").error_count("timeout") >= 3
+        # offline may come from the control side's watchdog first; the io side counts on
+        await field.until(
+            lambda f: f.health("drive1").error_count("timeout") >= 3, what="three timeouts"
+        )
         await field.until(
             lambda f: all_good(f) and f.health("drive1").state == "online",
             timeout_s=10,
