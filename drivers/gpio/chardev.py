@@ -60,10 +60,10 @@ class ChipInput:
     """An input line of a kernel chip: the request's descriptor is readable while the
     kernel holds edge events for it."""
 
-    __slots__ = ("_offset", "_request")
+    __slots__ = ("_line", "_request")
 
     def __init__(self, line: GpioLine) -> None:
-        self._offset = line.offset
+        self._line = line
         self._request = _request(line, input_settings(line))
 
     def fileno(self) -> int:
@@ -71,13 +71,19 @@ class ChipInput:
 
     def read_edges(self) -> int:
         edges = 0
-        # the descriptor blocks on read: read only what is there
-        while self._request.wait_edge_events(0):
-            edges += len(self._request.read_edge_events())
+        try:
+            # the descriptor blocks on read: read only what is there
+            while self._request.wait_edge_events(0):
+                edges += len(self._request.read_edge_events())
+        except OSError as error:  # a chip that went away (a USB GPIO expander unplugged)
+            raise GpioError(f"{self._line}: {_reason(error)}") from None
         return edges
 
     def active(self) -> bool:
-        return self._request.get_value(self._offset) is Value.ACTIVE
+        try:
+            return self._request.get_value(self._line.offset) is Value.ACTIVE
+        except OSError as error:
+            raise GpioError(f"{self._line}: {_reason(error)}") from None
 
     def close(self) -> None:
         if self._request:

@@ -41,6 +41,10 @@ def _ask(state_dir: Path, request: str) -> str:
             raise NoSimChip(
                 f"no simulated GPIO chip at {path}: is `edgeloop run` running with chip: sim?"
             ) from None
+        except PermissionError:
+            raise NoSimChip(
+                f"{path}: permission denied: run as the appliance's user (or root)"
+            ) from None
         except TimeoutError:
             raise NoSimChip(f"the simulated GPIO chip at {path} did not answer") from None
     if answer.startswith("error "):
