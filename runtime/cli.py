@@ -25,6 +25,7 @@ from edgeloop.demo_config import (
     place_demo_config,
 )
 from edgeloop.demo_devices import start_simulators, stop_simulators
+from edgeloop.drivers.gpio import estop_switch, sim_client
 from edgeloop.logs import setup_logging
 from edgeloop.net import type_table
 from edgeloop.realtime.control_loop import ControlLoop
@@ -110,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     types.add_argument("--update", type=Path, metavar="DOC", help="rewrite it in DOC instead")
     types.set_defaults(command=_protocol_types)
 
+    _add_gpio_commands(commands)
+
     sim = commands.add_parser("sim", help="simulated devices for demos and tests")
     simulators = sim.add_subparsers(required=True, metavar="DEVICE")
     robots = simulators.add_parser("robots", help="a fleet of robot arms over TCP")
@@ -124,6 +127,34 @@ def _parser() -> argparse.ArgumentParser:
         device = simulators.add_parser(bus, help=text, add_help=False)
         device.set_defaults(command=_sim_field_device, module=module, args=[])
     return parser
+
+
+def _add_gpio_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    estop = commands.add_parser(
+        "estop",
+        help="press or release the e-stop of a running `edgeloop run` (inputs on chip: sim)",
+    )
+    actions = estop.add_subparsers(required=True, metavar="ACTION")
+    for action, pressed in (("press", True), ("release", False)):
+        button = actions.add_parser(action, help=f"{action} the e-stop on the simulated chip")
+        button.add_argument("-c", "--config", type=Path, default=Path("/etc/edgeloop/config.yaml"))
+        button.add_argument(
+            "--line", type=int, metavar="N", help="only estop.inputs[N] (default: every one)"
+        )
+        button.set_defaults(command=_estop, pressed=pressed)
+
+    gpio = commands.add_parser("gpio", help="read or drive a line of the simulated GPIO chip")
+    gpio_commands = gpio.add_subparsers(required=True, metavar="ACTION")
+    get = gpio_commands.add_parser("get", help="print a line's physical level (0 or 1)")
+    drive = gpio_commands.add_parser("set", help="drive a line's physical level from outside")
+    for parser in (get, drive):
+        parser.add_argument(
+            "--state-dir", type=Path, required=True, metavar="DIR", help="runtime.state_dir"
+        )
+        parser.add_argument("offset", type=int)
+    drive.add_argument("level", type=int, choices=[0, 1])
+    get.set_defaults(command=_gpio_get)
+    drive.set_defaults(command=_gpio_set)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +263,40 @@ def _sim_field_device(args: argparse.Namespace) -> int:
     simulator = importlib.import_module(args.module)
     code: int = simulator.main(args.args)
     return code
+
+
+def _estop(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        lines = estop_switch.simulated_lines(estop_switch.estop_lines(config), args.line)
+        estop_switch.set_pressed(config.runtime.state_dir, lines, args.pressed)
+    except (estop_switch.NoSimEstop, sim_client.NoSimChip, sim_client.Refused) as error:
+        print(f"edgeloop estop: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _gpio_get(args: argparse.Namespace) -> int:
+    try:
+        print(sim_client.get_level(args.state_dir, args.offset))
+    except (sim_client.NoSimChip, sim_client.Refused) as error:
+        print(f"edgeloop gpio: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _gpio_set(args: argparse.Namespace) -> int:
+    try:
+        sim_client.set_level(args.state_dir, args.offset, args.level)
+    except (sim_client.NoSimChip, sim_client.Refused) as error:
+        print(f"edgeloop gpio: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _plugins(config: Config) -> str:
