@@ -210,7 +210,11 @@ class AuditLog:
     def _line(self, time_ns: int, event: str, fields: dict[str, object]) -> bytes:
         entry = {**fields, "seq": self._seq, "time": self._iso(time_ns), "event": event}
         entry["prev"] = self._prev
-        line, self._prev = entry_line(entry)
+        try:
+            line, self._prev = entry_line(entry)
+        except (ValueError, RecursionError) as error:  # a field JSON cannot hold (a cycle)
+            kept = {key: entry[key] for key in (*RESERVED, "tick") if key in entry}
+            line, self._prev = entry_line({**kept, "unrecordable": str(error)})
         self._seq += 1
         return line
 

@@ -75,6 +75,19 @@ def test_odd_field_values_are_hashed_as_they_read_back(tmp_path: Path) -> None:
     assert entry["limits"] == {"10": "hi", "9": "lo"} and entry["pair"] == [1, 2]
 
 
+def test_a_field_json_cannot_hold_still_leaves_the_event_in_the_log(tmp_path: Path) -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    with AuditLog.open(tmp_path) as audit:
+        audit.append("command", what=cycle, tick=7)
+        audit.append("command", what="next")
+        assert audit.flush(FLUSH_S)
+    odd, after = entries(tmp_path / FILE_NAME)
+    assert odd["event"] == "command" and odd["tick"] == 7 and "what" not in odd
+    assert "Circular reference" in odd["unrecordable"] and after["what"] == "next"
+    assert verify(tmp_path / FILE_NAME).ok
+
+
 def test_reserved_field_names_are_refused_in_the_caller(tmp_path: Path) -> None:
     with AuditLog.open(tmp_path) as audit, pytest.raises(ValueError, match="seq"):
         audit.append("command", seq=3)
