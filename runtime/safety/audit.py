@@ -2,10 +2,10 @@
 survives a power cut and shows a removed or changed entry.
 
 ``AuditLog`` is a resource of the control process. Its 100 Hz tick must never wait on a
-disk, so ``append`` only puts ``(wall time, event, fields)`` on a bounded queue (~1 µs
-here; building and hashing the line costs 10-15 µs, so that is the writer's job). It
-does not wake the writer either: waking a sleeping thread cost the caller 20-50 µs
-(p99 ~200 µs) on this VM, so the writer looks at the queue every ``POLL_S`` instead, and
+disk, so ``append`` only puts ``(wall time, event, fields)`` on a bounded queue (1-3 µs
+warm here; building and hashing the line costs 10-15 µs, so that is the writer's job).
+It does not wake the writer either: waking a sleeping thread cost the caller ~20 µs
+(p99 ~70 µs) on this VM, so the writer looks at the queue every ``POLL_S`` instead, and
 an entry is durable within POLL_S plus one fdatasync. When the queue is full the entry
 is dropped and counted, and the next write records an ``audit.dropped`` entry: a loss
 is itself in the log.
@@ -21,7 +21,7 @@ interleaving its own chain into the file.
 The writer shares the interpreter with the tick. It turns at most ``CHUNK_ENTRIES``
 entries into lines before a ``write`` (which lets go of the GIL), so a burst holds the
 tick up by a chunk (~0.5 ms), not the whole queue; and it drops a SCHED_FIFO it
-inherited, so it never competes with the tick for the CPU. Its stack is small because
+inherited, so the tick always preempts it. Its stack is small because
 the control process mlockall(MCL_FUTURE)s every new mapping: a default 8 MB thread
 stack would be 8 MB of locked RAM.
 
