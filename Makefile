@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fanout.py --duration $(BENCH_DURATION) --json bench/results/fanout.json
 	$(BIN)/python bench/modbus_poll.py --duration $(BENCH_DURATION) --json bench/results/modbus_poll.json
 	$(BIN)/python bench/can_rx.py --duration $(BENCH_DURATION) --json bench/results/can_rx.json
+	$(BIN)/python bench/audit.py --duration $(BENCH_DURATION) --json bench/results/audit.json
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .

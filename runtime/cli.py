@@ -30,11 +30,13 @@ from edgeloop.logs import setup_logging
 from edgeloop.net import type_table
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.supervisor import Supervisor
+from edgeloop.safety.audit_cli import add_audit_commands
 from edgeloop.sim.robots import fleet_clients
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
+DEFAULT_CONFIG = Path("/etc/edgeloop/config.yaml")
 
 log = logging.getLogger("edgeloop")
 
@@ -75,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command=_check_config)
 
     run = commands.add_parser("run", help="run the runtime from a config file")
-    run.add_argument("-c", "--config", type=Path, default=Path("/etc/edgeloop/config.yaml"))
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     _add_run_options(run)
     run.set_defaults(command=_run)
 
@@ -104,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         "simulated serial devices appear (default: %(default)s)",
     )
     demo.set_defaults(command=_demo)
+
+    add_audit_commands(commands, DEFAULT_CONFIG)
 
     types = commands.add_parser(
         "protocol-types", help="print the table of wire message types (docs/protocol.md)"
