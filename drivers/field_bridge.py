@@ -50,13 +50,12 @@ from edgeloop.realtime.io_link import (
     IoSend,
 )
 from edgeloop.safety.safe_state import SafeState
-from edgeloop.safety.systems import add_safe_state
+from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs
 from edgeloop.schedule import (
     ActuatorOutput,
     FixedUpdate,
     SensorInput,
-    Shutdown,
     Startup,
     SystemSet,
 )
@@ -246,8 +245,7 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
         app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput, IoSend)
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
-        # After SafeState's own Shutdown trip (added first): the safe values go out.
-        app.add_systems(Shutdown, send_field_writes)
+        safe_output(app, send_field_writes)
     for device in devices:
         model.add(device)
     return model

@@ -101,6 +101,7 @@ class App:
         )
         known = list(installed_sections(config.sections) if sections is None else sections)
         app.insert_resource(registry_of(known, config.sections))
+        app.insert_resource(config.runtime)
         add_safe_state(app)
         factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():

@@ -30,6 +30,7 @@ from edgeloop.logs import setup_logging
 from edgeloop.net import type_table
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.supervisor import Supervisor
+from edgeloop.safety import estop_client
 from edgeloop.safety.audit_cli import add_audit_commands
 from edgeloop.sim.robots import fleet_clients
 
@@ -146,6 +147,16 @@ def _add_gpio_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "--line", type=int, metavar="N", help="only estop.inputs[N] (default: every one)"
         )
         button.set_defaults(command=_estop, pressed=pressed)
+    for action, text in (
+        ("reset", "reset the latched safe state (refused while an e-stop input is active)"),
+        ("stop", "a software e-stop: latches as the button does"),
+    ):
+        asking = actions.add_parser(action, help=text)
+        asking.add_argument("-c", "--config", type=Path, default=Path("/etc/edgeloop/config.yaml"))
+        asking.add_argument("--token", required=True, help="an operator's token")
+        asking.add_argument("--port", type=int, help="the TCP port (default: the config's)")
+        asking.add_argument("--reason", default="", help="why (stop; for the audit log)")
+        asking.set_defaults(command=_estop_ask, action=action)
 
     gpio = commands.add_parser("gpio", help="read or drive a line of the simulated GPIO chip")
     gpio_commands = gpio.add_subparsers(required=True, metavar="ACTION")
@@ -283,6 +294,29 @@ def _estop(args: argparse.Namespace) -> int:
         print(f"edgeloop estop: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _estop_ask(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    network = config.sections.get("network")
+    tcp = getattr(network, "tcp", None)
+    if tcp is None:
+        print("edgeloop estop: the config has no network.tcp to send it to", file=sys.stderr)
+        return EXIT_FAILED
+    port = args.port if args.port is not None else tcp.port
+    host = "127.0.0.1" if tcp.host in ("0.0.0.0", "::", "") else tcp.host
+    try:
+        answer = asyncio.run(estop_client.ask(host, port, args.token, args.action, args.reason))
+    except (OSError, TimeoutError, ConnectionError) as error:
+        print(f"edgeloop estop: no answer from {host}:{port}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.action}: {'accepted' if answer.accepted else 'refused'}: {answer.reason}")
+    return EXIT_OK if answer.accepted else EXIT_FAILED
 
 
 def _gpio_get(args: argparse.Namespace) -> int:

@@ -107,6 +107,7 @@ class Network:
         # Peers' messages a system refused (``refuse``), by error code.
         self.refused: Counter[str] = Counter()
         self.connections: dict[int, str] = {}  # connected peers: id -> provider
+        self.peers: dict[int, tuple[str, str]] = {}  # connected: id -> (client id, role)
 
     def queue(self, mtype: type[T]) -> type[NetworkData[T]]:
         """The message queue key for ``NetworkData`` of ``mtype`` (one class per type)."""
@@ -115,6 +116,12 @@ class Network:
             name = f"NetworkData[{mtype.__name__}]"
             key = self._queues[mtype] = type(name, (NetworkData,), {"__slots__": ()})
         return cast("type[NetworkData[T]]", key)
+
+    def describe(self, connection: int) -> str:
+        """Who is on ``connection``, for the audit log and refusals."""
+        client_id, role = self.peers.get(connection, ("?", "?"))
+        provider = self.connections.get(connection, "?")
+        return f"{client_id} ({role}) on {provider} connection {connection}"
 
     def send(
         self, world: World, connection: int, msg: object, priority: Priority | None = None
@@ -205,11 +212,13 @@ def route_network_inputs(world: World) -> None:
         if record.topic == NET_MESSAGE:
             _route_message(world, network, record)
         elif record.topic == NET_EVENT:
-            provider, connection, connected, detail = record.payload
+            provider, connection, connected, detail, *rest = record.payload
             if connected:
                 network.connections[connection] = provider
+                network.peers[connection] = (detail, str(rest[0]) if rest else "?")
             else:
                 network.connections.pop(connection, None)
+                network.peers.pop(connection, None)
             world.send(ConnectionEvent(provider, connection, connected, detail, record.tick))
         elif record.topic == NET_LISTENER:
             apply_listener_report(world, record.payload, record.tick)
@@ -229,6 +238,7 @@ def _lose_worker(world: World, network: Network, worker: int, tick: int) -> None
     lost = [c for c in network.connections if worker_of(c) == worker]
     for connection in lost:
         provider = network.connections.pop(connection)
+        network.peers.pop(connection, None)
         world.send(ConnectionEvent(provider, connection, False, "io process lost", tick))
 
 

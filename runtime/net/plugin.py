@@ -301,7 +301,8 @@ class NetworkIo:
         if not connected:
             self.subscriptions.unsubscribe(session.id)
         self.context.connections[session.hub.name] = len(session.hub.authenticated())
-        payload = [session.hub.name, session.id, connected, detail]
+        role = session.role.value if session.role is not None else ""
+        payload = [session.hub.name, session.id, connected, detail, role]
         self.context.send(Record(NET_EVENT, str(session.id), int(Priority.HIGH), payload))
 
     def _send(self, record: Record) -> None:

@@ -29,6 +29,7 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.loop_stats import LoopStats, OverrunPolicy
 from edgeloop.realtime.rt_setup import collect_young, freeze_gc
 from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.systems import WakeSources
 from edgeloop.schedule import FixedUpdate
 
 log = logging.getLogger("edgeloop.loop")
@@ -73,6 +74,7 @@ class ControlLoop:
         self._selector = selectors.SelectSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake_pipe)
+        app.insert_resource(WakeSources(self.add_wake_source))
 
     # -- wiring ---------------------------------------------------------------------------
 

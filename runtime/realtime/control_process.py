@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from edgeloop.app import App, SystemFailure
@@ -28,11 +29,14 @@ from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Channel
 from edgeloop.realtime.loop_stats import OverrunPolicy
 from edgeloop.realtime.rt_setup import apply_control_settings, die_with_parent, set_process_name
+from edgeloop.safety.audit import AuditLog
+from edgeloop.safety.audit_chain import AuditError
 from edgeloop.safety.safe_state import SafeState
 
 log = logging.getLogger("edgeloop.control")
 
 PROCESS_NAME = "edgeloop-ctl"
+AUDIT_CLOSE_S = 2.0  # what was audited up to the stop reaches the disk, or is reported
 FINAL_FLUSH_S = 0.2  # how long Shutdown's last records may wait for a busy io process
 P99_EVERY_TICKS = 100  # the percentile scan costs ~50 µs: once a second at 100 Hz
 
@@ -181,6 +185,17 @@ def _final_flush(link: IoLink, tick: int) -> None:
         log.error("%d records for the io process not sent at shutdown", unsent)
 
 
+def _open_audit(state_dir: Path) -> AuditLog | None:
+    """The audit log, or None (logged) when the state directory cannot hold it: the
+    appliance runs, and says so, rather than refusing to keep its outputs safe."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return AuditLog.open(state_dir)
+    except (OSError, AuditError) as error:
+        log.critical("audit log in %s cannot be opened: %s; running without it", state_dir, error)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # A stop asked for during start-up is kept and honoured once the loop exists, so
     # Shutdown still runs (the default action would just kill the process).
@@ -196,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     heartbeats = Heartbeats(args.heartbeat_fd)
     plan = child_args.cpu_plan(args)
     runtime = config.runtime
+    # Before the real-time settings: its writer thread keeps the process's CPUs and
+    # normal scheduling, off the control core.
+    audit = _open_audit(runtime.state_dir)
     report = apply_control_settings(plan, runtime.rt_priority, runtime.lock_memory)
     heartbeats[Slot.CONTROL_DEGRADED] = len(report.degraded)
     channels = []
@@ -205,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         channels.append(Channel(io_sock))
     link = IoLink(*channels, records_per_tick=runtime.io_records_per_tick)
     loop, watch = build_loop(config, link, heartbeats)
+    if audit is not None:
+        loop.app.insert_resource(audit)
     supervisor = socket.socket(fileno=args.supervisor_fd)
     supervisor.setblocking(False)
     loop.add_wake_source(supervisor.fileno(), lambda: _receive_io_channel(supervisor, watch))
@@ -224,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _final_flush(link, loop.app.time.tick)
         loop.close()
+        if audit is not None and not audit.close(AUDIT_CLOSE_S):
+            log.error("audit log: entries not on disk at shutdown (%s)", audit.last_error)
     stats = loop.stats
     log.info(
         "control loop stopped after %d ticks: lateness p99 %d µs, %d overruns",

@@ -4,11 +4,13 @@ on their output side; see ``edgeloop.safety.safe_state``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from edgeloop.clock import Time
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink, IoReceive
+from edgeloop.safety.audit_events import audit_safe_state
 from edgeloop.safety.safe_state import ENTITY, SafeState, SafeStateStatus
 from edgeloop.safety.watchdogs import Watchdogs, check_watchdogs
 from edgeloop.schedule import (
@@ -35,6 +37,39 @@ SHUTDOWN_CAUSE = "shutdown"
 Recovery = Literal["auto", "reset"]
 
 
+class SafeOutputsNow:
+    """Resource: the output sides' systems that apply the safe state, run at once (not
+    at the next tick) when an e-stop edge wakes the loop; ``apply_safe_state_now``."""
+
+    def __init__(self) -> None:
+        self.systems: list[Callable[[World], None]] = []
+
+
+class WakeSources:
+    """Resource (the real-time runner's): file descriptors that wake the control loop
+    as soon as they are readable, with what to call then."""
+
+    def __init__(self, add: Callable[[int, Callable[[], None]], None]) -> None:
+        self.add = add
+
+
+def apply_safe_state_now(world: World) -> None:
+    """Between ticks: every output side applies the safe state, and the io link sends."""
+    for system in world.resource(SafeOutputsNow).systems:
+        system(world)
+    link = world.get_resource(IoLink)
+    if link is not None:
+        link.flush(world.resource(Time).tick)
+
+
+def safe_output(app: App, system: Callable[[World], None]) -> None:
+    """Register an output side's system to run at once on an e-stop, and at Shutdown
+    (after SafeState's own trip there)."""
+    add_safe_state(app)
+    app.world.resource(SafeOutputsNow).systems.append(system)
+    app.add_systems(Shutdown, system)
+
+
 class SafetySettings:
     """Resource: how causes the runtime trips end. ``reset``: an operator's reset once
     the condition is gone; ``auto``: as soon as it is gone."""
@@ -51,6 +86,7 @@ def add_safe_state(app: App) -> None:
         return
     app.insert_resource(SafeState())
     app.insert_resource(SafetySettings())
+    app.insert_resource(SafeOutputsNow())
     app.add_systems(Startup, spawn_safety_entity)
     app.configure_sets(FixedUpdate, IoReceive, SafetyInput, SensorInput)
     app.configure_sets(FixedUpdate, SensorInput, SafetyChecks, DataProcessing)
@@ -58,7 +94,7 @@ def add_safe_state(app: App) -> None:
     app.insert_resource(Watchdogs())
     app.add_systems(FixedUpdate, follow_io_link, in_set=SafetyInput)
     app.add_systems(FixedUpdate, check_watchdogs, in_set=SafetyChecks)
-    app.add_systems(FixedUpdate, show_safe_state, in_set=SafetyStatus)
+    app.add_systems(FixedUpdate, show_safe_state, audit_safe_state, in_set=SafetyStatus)
     # First in Shutdown: every output side that runs after it sees the state.
     app.add_systems(Shutdown, trip_at_shutdown)
 

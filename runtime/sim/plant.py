@@ -21,7 +21,7 @@ from edgeloop.conditions import on_timer
 from edgeloop.config import ConfigSection, Section
 from edgeloop.names import Name
 from edgeloop.safety.safe_state import SafeState
-from edgeloop.safety.systems import add_safe_state
+from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.schedule import (
     ActuatorOutput,
     ControlLogic,
@@ -29,7 +29,6 @@ from edgeloop.schedule import (
     DataProcessing,
     FixedUpdate,
     SensorInput,
-    Shutdown,
     Startup,
     Update,
 )
@@ -118,7 +117,7 @@ class TankPlantPlugin:
         app.add_systems(FixedUpdate, level_to_pid, in_set=DataProcessing)
         app.add_systems(FixedUpdate, run_pid, in_set=ControlLogic)
         app.add_systems(FixedUpdate, pid_to_pump, in_set=ActuatorOutput)
-        app.add_systems(Shutdown, pid_to_pump)  # after SafeState's Shutdown trip
+        safe_output(app, pid_to_pump)
         if self.config.log_every_s > 0:
             app.add_systems(
                 Update,

@@ -34,9 +34,9 @@ from edgeloop.net.network import ConnectionEvent, Network, read_network
 from edgeloop.net.registry import message
 from edgeloop.priority import Priority
 from edgeloop.safety.safe_state import SafeState
-from edgeloop.safety.systems import add_safe_state
+from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs, WatchdogSettings
-from edgeloop.schedule import ActuatorOutput, ControlLogic, FixedUpdate, SensorInput, Shutdown
+from edgeloop.schedule import ActuatorOutput, ControlLogic, FixedUpdate, SensorInput
 from edgeloop.world import World
 
 Status = Literal["idle", "moving", "fault"]
@@ -117,7 +117,7 @@ class RobotsPlugin:
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
         app.add_systems(FixedUpdate, route_command_results, in_set=ControlLogic)
         app.add_systems(FixedUpdate, stop_robots_when_safe, in_set=ActuatorOutput)
-        app.add_systems(Shutdown, stop_robots_when_safe)
+        safe_output(app, stop_robots_when_safe)
 
 
 class RobotIndex:

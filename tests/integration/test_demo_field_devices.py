@@ -99,14 +99,19 @@ async def _dashboard(place: DemoPlace, deadline_s: float) -> ClientConnection:
 
 
 async def watch(
-    place: DemoPlace, client_id: str, done: Callable[[Seen], bool], deadline_s: float
+    place: DemoPlace,
+    client_id: str,
+    done: Callable[[Seen], bool],
+    deadline_s: float,
+    components: list[str] = WANTED,
 ) -> Seen:
-    """A dashboard's view of the demo at ``place``, once ``done`` says it has seen enough."""
+    """A dashboard's view of the demo at ``place`` (of ``components``), once ``done``
+    says it has seen enough."""
     seen = Seen()
     async with await _dashboard(place, 30) as dashboard:
         await dashboard.send(encode(Hello(client_id, "demo-viewer", "viewer", PROTOCOL_VERSION)))
         assert split(await asyncio.wait_for(dashboard.recv(), 10))[0] == "edgeloop.Welcome"
-        await dashboard.send(encode(Subscribe("world", 10.0, WANTED)))
+        await dashboard.send(encode(Subscribe("world", 10.0, components)))
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline_s
         while not done(seen):
