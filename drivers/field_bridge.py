@@ -49,6 +49,7 @@ from edgeloop.realtime.io_link import (
     IoReceive,
     IoSend,
 )
+from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs
@@ -537,6 +538,7 @@ def _refuse(
     text = f"{where} = {value!r} refused: {reason}"
     tick = world.resource(Time).tick
     world.resource(Alarms).activate(f"output:{device}", text, Severity.WARNING, tick)
+    audit(world, "output.refused", device=device, what=where, value=value, reason=reason)
     if every_power_of_ten(model.refused_writes):
         log.warning("field: %s (%d refused so far)", text, model.refused_writes)
 

@@ -33,6 +33,7 @@ from edgeloop.net.client import Client
 from edgeloop.net.network import ConnectionEvent, Network, read_network
 from edgeloop.net.registry import message
 from edgeloop.priority import Priority
+from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs, WatchdogSettings
@@ -221,6 +222,7 @@ def route_robot_commands(world: World) -> None:
         target = 0 if robot is None else robot.connection
         if command.action != "stop" and safe.causes and safe.safe_for(command.robot_id):
             reason = f"refused: the safe state holds: {safe.describe()}"
+            _audit_command(world, network, data.connection, command, accepted=False, why=reason)
             network.send(
                 world,
                 data.connection,
@@ -241,7 +243,20 @@ def route_robot_commands(world: World) -> None:
             result = CommandResult(
                 command.robot_id, False, "robot not connected", command.command_id
             )
+        _audit_command(
+            world, network, data.connection, command, accepted=result.accepted, why=result.reason
+        )
         network.send(world, data.connection, result)
+
+
+def _audit_command(
+    world: World, network: Network, connection: int, command: Command, *, accepted: bool, why: str
+) -> None:
+    what = f"robot.Command {command.action} {command.robot_id}"
+    if command.action == "move":
+        what += f" to {command.target:g}"
+    audit(world, "command", by=network.describe(connection), what=what, accepted=accepted,
+          reason=why, command_id=command.command_id)  # fmt: skip
 
 
 def route_command_results(world: World) -> None:
