@@ -105,8 +105,8 @@ def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int, tmp_path: Pa
     finally:
         proc.kill()
     assert proc.returncode == 0
-    # SafeState's trip, then what applies it: the plant, the field bridge, the robots
-    assert "shutdown schedule ran: 4 system(s), 0 failed" in rest
+    # SafeState's trip, what applies it (plant, field bridge, robots), the e-stop's lines closed
+    assert "shutdown schedule ran: 5 system(s), 0 failed" in rest
     assert "stopped after" in rest
 
 
