@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from edgeloop.blocks.wiring import Wire
 from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.world import World
@@ -76,3 +77,35 @@ def run_pid(world: World) -> None:
     dt = world.resource(Time).delta
     for pid in world.query(Pid):
         pid.output = pid_step(pid, dt)
+
+
+class PidBlock(Pid):
+    """A PID wired from the ``blocks`` config, on its own entity. A type of its own, so
+    that ``run_pid`` (which steps every ``Pid``) leaves it to its block."""
+
+
+class PidLoop:
+    """A wired PID block: ``pv`` (and the setpoint, if wired) in, ``output`` out.
+
+    The ``PidBlock`` component shows its state in the World, where an operator's
+    command may set ``setpoint`` (unless wired), ``mode`` and ``manual_output``.
+    """
+
+    __slots__ = ("name", "output", "pid", "pv", "setpoint")
+
+    def __init__(
+        self, name: str, pid: PidBlock, pv: Wire, output: Wire, setpoint: Wire | None
+    ) -> None:
+        self.name = name
+        self.pid = pid
+        self.pv = pv
+        self.output = output
+        self.setpoint = setpoint
+
+    def step(self, world: World, tick: int) -> None:
+        pid = self.pid
+        pid.pv = self.pv.read()
+        if self.setpoint is not None:
+            pid.setpoint = self.setpoint.read()
+        pid.output = pid_step(pid, world.resource(Time).delta)
+        self.output.write(pid.output)
