@@ -337,6 +337,7 @@ class Interlock:
         "condition",
         "detail",
         "latched",
+        "name",
         "scope",
         "tripped",
     )
@@ -351,6 +352,7 @@ class Interlock:
         latched: bool = False,
     ) -> None:
         expr = parse(text)
+        self.name = name
         self.cause = f"interlock:{name}"
         self.condition = compile_condition(expr, fields)
         self.detail = text
