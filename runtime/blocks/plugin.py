@@ -39,6 +39,7 @@ from edgeloop.config import ConfigSection
 from edgeloop.field_ref import FieldIndex
 from edgeloop.names import Name
 from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import ControlLogic, DataProcessing, FixedUpdate, Main, Startup, SystemSet
 from edgeloop.world import World
 
@@ -59,6 +60,7 @@ class BlocksPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
+        add_safe_state(app)  # interlocks trip it; App.from_config has added it already
         app.insert_resource(Blocks())
         app.configure_sets(Startup, Main, BlocksStartup)
         app.add_systems(Startup, self.wire, in_set=BlocksStartup)
@@ -67,14 +69,11 @@ class BlocksPlugin:
 
     def wire(self, world: World) -> None:
         """BlocksStartup: find every block's fields and build the blocks."""
-        safe = world.get_resource(SafeState)
-        if safe is None:  # the safety plugin inserts it too, if present
-            safe = SafeState()
-            world.insert_resource(safe)
         try:
             world.insert_resource(wired(self.config, world))
         except ValueError as err:
-            safe.trip(WIRING_CAUSE, f"not wired: {err}", world.resource(Time).tick)
+            tick = world.resource(Time).tick
+            world.resource(SafeState).trip(WIRING_CAUSE, f"not wired: {err}", tick)
             raise
 
 
