@@ -4,7 +4,7 @@ The public API: build an ``App``, add plugins and systems to its schedules, and 
 runner (or ``App.run_for`` in tests) drive it. Systems are plain functions of the World.
 """
 
-from edgeloop.alarms import Alarm, Alarms, Severity
+from edgeloop.alarms import Alarm, Alarms, AlarmState, AlarmTransition, Severity
 from edgeloop.app import App, AppState, SystemFailure
 from edgeloop.clock import Time
 from edgeloop.component import Component
@@ -34,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ActuatorOutput",
     "Alarm",
+    "AlarmState",
+    "AlarmTransition",
     "Alarms",
     "App",
     "AppState",

@@ -64,8 +64,8 @@ from edgeloop.drivers.modbus.codec import (
     register_count,
 )
 from edgeloop.drivers.points import PointMap
+from edgeloop.field_ref import FieldIndex, FieldRef
 from edgeloop.logs import every_power_of_ten
-from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
 from edgeloop.realtime.io_part import IoContext
@@ -220,14 +220,11 @@ class ServedFields:
 
     def resolve(self, world: World) -> None:
         """Find the component of every point not found yet."""
-        entities = {named.value: entity for entity, named in world.query(Name).items()}
-        classes: dict[str, list[type[Component]]] = {}
-        for ctype in world.component_types():
-            classes.setdefault(ctype.__name__, []).append(ctype)
+        fields = FieldIndex(world)
         for index, point in enumerate(self.points):
             if self.components[index] is not None:
                 continue
-            component, problem = _find(world, entities, classes, point)
+            component, problem = fields.find(FieldRef(point.entity, point.component, point.field))
             self.components[index] = component
             if problem and index not in self._reported:
                 self._reported.add(index)
@@ -244,23 +241,6 @@ class ServedFields:
                 component = self.components[index] = None  # its entity is gone
             values.append(None if component is None else getattr(component, point.field))
         return values
-
-
-def _find(
-    world: World,
-    entities: dict[str, int],
-    classes: dict[str, list[type[Component]]],
-    point: ServedPoint,
-) -> tuple[Component | None, str]:
-    entity = entities.get(point.entity)
-    if entity is None:
-        return None, f"no entity named {point.entity!r}"
-    for ctype in classes.get(point.component, []):
-        if world.has(entity, ctype):
-            if point.field not in ctype.__el_fields__:
-                return None, f"{point.component} has no field {point.field!r}"
-            return world.get(entity, ctype), ""
-    return None, f"{point.entity} has no component {point.component}"
 
 
 def send_served_values(world: World) -> None:

@@ -2,13 +2,25 @@
 
 Another system feeds ``pv`` (process value) before ControlLogic and forwards ``output`` to
 an actuator after it, so the block knows nothing about where its signals come from.
+
+In ``manual`` mode the output is the operator's ``manual_output`` and the integral
+tracks it; in ``auto`` the manual value tracks the output. Either switch is bumpless:
+the output carries on from where it was instead of jumping.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from edgeloop.blocks.wiring import Wire
 from edgeloop.clock import Time
 from edgeloop.component import Component
 from edgeloop.world import World
+
+
+class PidMode(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
 
 
 class Pid(Component):
@@ -24,6 +36,8 @@ class Pid(Component):
     output: float = 0.0
     integral: float = 0.0
     last_pv: float | None = None
+    mode: PidMode = PidMode.AUTO
+    manual_output: float = 0.0
 
 
 def pid_step(pid: Pid, dt: float) -> float:
@@ -31,6 +45,12 @@ def pid_step(pid: Pid, dt: float) -> float:
     error = pid.setpoint - pid.pv
     # Derivative on the measurement, not the error: a setpoint step gives no output kick.
     derivative = 0.0 if pid.last_pv is None else -(pid.pv - pid.last_pv) / dt
+    pid.last_pv = pid.pv
+    if pid.mode == PidMode.MANUAL:
+        output = _limited(pid, pid.manual_output)
+        # What auto's first output would be at this pv and setpoint: no bump on the switch.
+        pid.integral = output - pid.kp * error - pid.kd * derivative
+        return output
     integral = pid.integral + pid.ki * error * dt
     output = pid.kp * error + integral + pid.kd * derivative
     if output > pid.out_max:
@@ -40,8 +60,16 @@ def pid_step(pid: Pid, dt: float) -> float:
         output = pid.out_min
         integral = max(integral, pid.integral)
     pid.integral = integral
-    pid.last_pv = pid.pv
+    pid.manual_output = output  # a switch to manual holds the output where it is
     return output
+
+
+def _limited(pid: Pid, value: float) -> float:
+    if value > pid.out_max:
+        return pid.out_max
+    if value < pid.out_min:
+        return pid.out_min
+    return value
 
 
 def run_pid(world: World) -> None:
@@ -49,3 +77,35 @@ def run_pid(world: World) -> None:
     dt = world.resource(Time).delta
     for pid in world.query(Pid):
         pid.output = pid_step(pid, dt)
+
+
+class PidBlock(Pid):
+    """A PID wired from the ``blocks`` config, on its own entity. A type of its own, so
+    that ``run_pid`` (which steps every ``Pid``) leaves it to its block."""
+
+
+class PidLoop:
+    """A wired PID block: ``pv`` (and the setpoint, if wired) in, ``output`` out.
+
+    The ``PidBlock`` component shows its state in the World, where an operator's
+    command may set ``setpoint`` (unless wired), ``mode`` and ``manual_output``.
+    """
+
+    __slots__ = ("name", "output", "pid", "pv", "setpoint")
+
+    def __init__(
+        self, name: str, pid: PidBlock, pv: Wire, output: Wire, setpoint: Wire | None
+    ) -> None:
+        self.name = name
+        self.pid = pid
+        self.pv = pv
+        self.output = output
+        self.setpoint = setpoint
+
+    def step(self, world: World, tick: int) -> None:
+        pid = self.pid
+        pid.pv = self.pv.read()
+        if self.setpoint is not None:
+            pid.setpoint = self.setpoint.read()
+        pid.output = pid_step(pid, world.resource(Time).delta)
+        self.output.write(pid.output)
