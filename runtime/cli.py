@@ -16,7 +16,7 @@ from types import FrameType
 
 from edgeloop import __version__
 from edgeloop.app import App, SystemFailure
-from edgeloop.config import Config, ConfigError, load_config
+from edgeloop.config import Config, ConfigError, load_config, load_config_or_report
 from edgeloop.demo_config import (
     DEFAULT_RUN_DIR,
     HIGHEST_PORT_BASE,
@@ -281,11 +281,8 @@ def _sim_field_device(args: argparse.Namespace) -> int:
 
 
 def _estop(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return EXIT_BAD_CONFIG
     try:
         lines = estop_switch.simulated_lines(estop_switch.estop_lines(config), args.line)
@@ -297,11 +294,8 @@ def _estop(args: argparse.Namespace) -> int:
 
 
 def _estop_ask(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return EXIT_BAD_CONFIG
     network = config.sections.get("network")
     tcp = getattr(network, "tcp", None)

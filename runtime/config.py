@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,17 @@ def _section_from(entry: importlib.metadata.EntryPoint) -> ConfigSection | None:
         log.warning("skipping plugin %r: %s is not a ConfigSection", entry.name, entry.value)
         return None
     return loaded
+
+
+def load_config_or_report(path: str | Path) -> Config | None:
+    """``load_config`` for commands: None, with every problem printed to stderr, when
+    the file is invalid."""
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def load_config(path: str | Path, sections: Sequence[ConfigSection] | None = None) -> Config:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeloop.config import ConfigError, load_config
+from edgeloop.config import load_config_or_report
 from edgeloop.safety.audit_chain import FILE_NAME, last_lines, verify
 
 EXIT_OK = 0
@@ -55,13 +55,8 @@ def _log_path(args: argparse.Namespace) -> Path | None:
     if args.file is not None:
         path: Path = args.file
         return path
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        return None
-    return config.runtime.state_dir / FILE_NAME
+    config = load_config_or_report(args.config)
+    return None if config is None else config.runtime.state_dir / FILE_NAME
 
 
 def _verify(args: argparse.Namespace) -> int:
