@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from pydantic import model_validator
+
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.component import Component
@@ -97,11 +99,33 @@ ROBOT_WATCHDOG_S = 5.0
 
 class RobotsConfig(WatchdogSettings):
     """The section turns the robot fleet on; ``watchdog_s`` (default 5 s): a robot with
-    no telemetry for that long, connected or not, is Disconnected and stopped."""
+    no telemetry for that long, connected or not, is Disconnected and stopped.
+    ``target_min``/``target_max``: the bounds of a ``move`` target (the robots' own
+    units); a move outside them is refused, never clamped."""
+
+    target_min: float | None = None
+    target_max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> RobotsConfig:
+        low, high = self.target_min, self.target_max
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"target_min {low:g} must be below target_max {high:g}")
+        return self
 
     @property
     def watchdog_deadline_s(self) -> float:
         return ROBOT_WATCHDOG_S if self.watchdog_s is None else self.watchdog_s
+
+    def target_refusal(self, target: float) -> str | None:
+        """Why a move to ``target`` is refused, or None."""
+        if not math.isfinite(target):
+            return f"target {target!r} is not a finite number"
+        if self.target_min is not None and target < self.target_min:
+            return f"target {target:g} is below target_min {self.target_min:g}"
+        if self.target_max is not None and target > self.target_max:
+            return f"target {target:g} is above target_max {self.target_max:g}"
+        return None
 
 
 class RobotsPlugin:
@@ -113,6 +137,7 @@ class RobotsPlugin:
         app.insert_resource(
             RobotIndex(self.config.watchdog_deadline_s, self.config.watchdog_recovery)
         )
+        app.insert_resource(self.config)
         app.insert_resource(CommandsInFlight())
         app.add_systems(FixedUpdate, robots_from_telemetry, in_set=SensorInput)
         app.add_systems(FixedUpdate, route_robot_commands, in_set=ControlLogic)
@@ -216,12 +241,17 @@ def route_robot_commands(world: World) -> None:
     by_id = world.resource(RobotIndex).by_id
     in_flight = world.resource(CommandsInFlight)
     safe = world.resource(SafeState)
+    config = world.get_resource(RobotsConfig) or RobotsConfig()
     for data in read_network(world, Command):
         command = data.message
         robot = by_id.get(command.robot_id)
         target = 0 if robot is None else robot.connection
-        if command.action != "stop" and safe.causes and safe.safe_for(command.robot_id):
-            reason = f"refused: the safe state holds: {safe.describe()}"
+        refusal = config.target_refusal(command.target) if command.action == "move" else None
+        held = command.action != "stop" and safe.causes and safe.safe_for(command.robot_id)
+        if refusal is None and held:
+            refusal = f"the safe state holds: {safe.describe()}"
+        if refusal is not None:
+            reason = f"refused: {refusal}"
             _audit_command(world, network, data.connection, command, accepted=False, why=reason)
             network.send(
                 world,
