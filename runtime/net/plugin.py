@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import Field, FilePath, field_validator, model_validator
 
+from edgeloop.alarm_commands import Acknowledge, AckResult, acknowledge_alarms
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
 from edgeloop.net import protocol
@@ -43,7 +44,14 @@ from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
-from edgeloop.schedule import FixedUpdate, SensorInput, Startup, Update, WebUIUpdates
+from edgeloop.schedule import (
+    DataProcessing,
+    FixedUpdate,
+    SensorInput,
+    Startup,
+    Update,
+    WebUIUpdates,
+)
 
 log = logging.getLogger("edgeloop.net")
 
@@ -167,6 +175,7 @@ class NetworkPlugin:
         # After the io link hands over this tick's records, before sensors are read.
         app.configure_sets(FixedUpdate, IoReceive, NetworkReceive, SensorInput)
         app.add_systems(FixedUpdate, route_network_inputs, in_set=NetworkReceive)
+        app.add_systems(FixedUpdate, acknowledge_alarms, in_set=DataProcessing)
 
 
 class NetworkIo:
@@ -353,5 +362,10 @@ def _oversize(found: MessageInfo, error: ValueError) -> ProtocolError:
 
 
 SECTION = ConfigSection(
-    "network", NetworkConfig, NetworkPlugin, io=NetworkIo, io_in_every_worker=True
+    "network",
+    NetworkConfig,
+    NetworkPlugin,
+    io=NetworkIo,
+    io_in_every_worker=True,
+    message_types=(Acknowledge, AckResult),
 )

@@ -1,8 +1,9 @@
-"""What the control process puts in the audit log: a helper for systems, and the
-safe state's causes as they begin and end."""
+"""What the control process puts in the audit log: a helper for systems, the safe
+state's causes as they begin and end, and every alarm transition."""
 
 from __future__ import annotations
 
+from edgeloop.alarms import Alarms
 from edgeloop.clock import Time
 from edgeloop.safety.audit import AuditLog
 from edgeloop.safety.safe_state import SafeState
@@ -42,3 +43,17 @@ def audit_safe_state(world: World) -> None:
     for name in seen.causes.keys() - now.keys():
         audit(world, "safety.end", cause=name)
     seen.causes = now
+
+
+def audit_alarm_transitions(world: World) -> None:
+    """SafetyStatus: every alarm state change since the last tick, at its own tick.
+
+    Taken even without an audit log (one-process runs), so the bounded list of
+    transitions does not fill and count drops nobody caused."""
+    transitions = world.resource(Alarms).transitions()
+    log = world.get_resource(AuditLog)
+    if log is None:
+        return
+    for t in transitions:
+        log.append("alarm", tick=t.tick, source=t.source, state=str(t.state), text=t.text,
+                   severity=t.severity.value, by=t.by)  # fmt: skip
