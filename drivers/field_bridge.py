@@ -50,7 +50,7 @@ from edgeloop.realtime.io_link import (
     IoSend,
 )
 from edgeloop.safety.audit_events import audit
-from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.safe_state import HeldOutputs, SafeState
 from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs
 from edgeloop.schedule import (
@@ -134,6 +134,7 @@ class FieldModel:
     refused_writes: int = 0  # output values outside their point's min/max
     # devices back online since the last FieldOutput: a held one gets its safe values
     _reconnected: set[str] = field(default_factory=set)
+    _held: set[str] = field(default_factory=set)  # devices the safe state holds (HeldOutputs)
     # (entity, component, field) -> "device points[i]" of the point that reads it
     _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
@@ -471,6 +472,8 @@ def send_field_writes(world: World) -> None:
     safe = world.resource(SafeState)
     for device, outputs in model._outputs.items():
         held = bool(safe.causes) and safe.safe_for(device)
+        if held != (device in model._held):
+            _show_held(world, model, device, outputs, held=held)
         if held and device in model._reconnected:
             _forget_safe_values(outputs)  # a device back from offline holds its defaults
         writes: list[list[Any]] | None = None
@@ -498,6 +501,20 @@ def send_field_writes(world: World) -> None:
             priority = Priority.CRITICAL if held else Priority.HIGH
             link.send(TOPIC_WRITE, device, writes, priority, worker=HOME_WORKER)
     model._reconnected.clear()
+
+
+def _show_held(
+    world: World, model: FieldModel, device: str, outputs: list[tuple[int, _Output]], *, held: bool
+) -> None:
+    """HeldOutputs lists ``device``'s output fields while the safe state holds them."""
+    fields = world.resource(HeldOutputs).fields
+    keys = [(o.point.entity, o.point.component, o.point.field) for _, o in outputs]
+    if held:
+        model._held.add(device)
+        fields.update(keys)
+    else:
+        model._held.discard(device)
+        fields.difference_update(keys)
 
 
 def _held_value(output: _Output, value: Any) -> Any:

@@ -6,6 +6,11 @@ an actuator after it, so the block knows nothing about where its signals come fr
 In ``manual`` mode the output is the operator's ``manual_output`` and the integral
 tracks it; in ``auto`` the manual value tracks the output. Either switch is bumpless:
 the output carries on from where it was instead of jumping.
+
+While the safe state holds a wired block's output field (``HeldOutputs``: its device
+is at its safe value), the block tracks the held value the same way (``tracking``):
+it does not wind up against an actuator that cannot move, and when the state ends it
+carries on from the safe value instead of jumping back to where it was before.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from enum import StrEnum
 from edgeloop.blocks.wiring import Wire
 from edgeloop.clock import Time
 from edgeloop.component import Component
+from edgeloop.safety.safe_state import FieldKey, HeldOutputs
 from edgeloop.world import World
 
 
@@ -38,18 +44,22 @@ class Pid(Component):
     last_pv: float | None = None
     mode: PidMode = PidMode.AUTO
     manual_output: float = 0.0
+    tracking: bool = False  # the safe state holds the output: it follows the held value
 
 
-def pid_step(pid: Pid, dt: float) -> float:
-    """The next output for ``pid.pv``; updates the integral and derivative memory."""
+def pid_step(pid: Pid, dt: float, track: float | None = None) -> float:
+    """The next output for ``pid.pv``; updates the integral and derivative memory.
+    ``track``: the value the output is held at (the safe state's), followed as-is."""
     error = pid.setpoint - pid.pv
     # Derivative on the measurement, not the error: a setpoint step gives no output kick.
     derivative = 0.0 if pid.last_pv is None else -(pid.pv - pid.last_pv) / dt
     pid.last_pv = pid.pv
-    if pid.mode == PidMode.MANUAL:
-        output = _limited(pid, pid.manual_output)
+    if track is not None or pid.mode == PidMode.MANUAL:
+        output = _limited(pid, pid.manual_output) if track is None else track
         # What auto's first output would be at this pv and setpoint: no bump on the switch.
         pid.integral = output - pid.kp * error - pid.kd * derivative
+        if track is not None and pid.mode == PidMode.AUTO:
+            pid.manual_output = output
         return output
     integral = pid.integral + pid.ki * error * dt
     output = pid.kp * error + integral + pid.kd * derivative
@@ -91,15 +101,20 @@ class PidLoop:
     command may set ``setpoint`` (unless wired), ``mode`` and ``manual_output``.
     """
 
-    __slots__ = ("name", "output", "pid", "pv", "setpoint")
+    __slots__ = ("name", "output", "output_key", "pid", "pv", "setpoint")
 
     def __init__(
-        self, name: str, pid: PidBlock, pv: Wire, output: Wire, setpoint: Wire | None
+        self,
+        name: str,
+        pid: PidBlock,
+        pv: Wire,
+        output: tuple[Wire, FieldKey],
+        setpoint: Wire | None,
     ) -> None:
         self.name = name
         self.pid = pid
         self.pv = pv
-        self.output = output
+        self.output, self.output_key = output
         self.setpoint = setpoint
 
     def step(self, world: World, tick: int) -> None:
@@ -107,5 +122,10 @@ class PidLoop:
         pid.pv = self.pv.read()
         if self.setpoint is not None:
             pid.setpoint = self.setpoint.read()
-        pid.output = pid_step(pid, world.resource(Time).delta)
-        self.output.write(pid.output)
+        held = world.get_resource(HeldOutputs)
+        pid.tracking = held is not None and self.output_key in held.fields
+        # The output side left the held value in the field (last tick's FieldOutput).
+        track = self.output.read() if pid.tracking else None
+        pid.output = pid_step(pid, world.resource(Time).delta, track)
+        if not pid.tracking:
+            self.output.write(pid.output)

@@ -36,9 +36,9 @@ from edgeloop.blocks.scale import Scale
 from edgeloop.blocks.wiring import Block, number_in, number_out
 from edgeloop.clock import Time
 from edgeloop.config import ConfigSection
-from edgeloop.field_ref import FieldIndex
+from edgeloop.field_ref import FieldIndex, FieldRef
 from edgeloop.names import Name
-from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.safe_state import FieldKey, SafeState
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import ControlLogic, DataProcessing, FixedUpdate, Main, Startup, SystemSet
 from edgeloop.world import World
@@ -147,7 +147,7 @@ def _control_block(config: ControlBlock, fields: FieldIndex, dt: float) -> Block
             config.name,
             fields.world.get(entity, PidBlock),
             number_in(fields, where, "pv", config.pv),
-            number_out(fields, where, "output", config.output),
+            (number_out(fields, where, "output", config.output), _key(config.output)),
             None
             if config.setpoint_from is None
             else number_in(fields, where, "setpoint_from", config.setpoint_from),
@@ -167,6 +167,11 @@ def _control_block(config: ControlBlock, fields: FieldIndex, dt: float) -> Block
         low=config.min,
         high=config.max,
     )
+
+
+def _key(path: str) -> FieldKey:
+    ref = FieldRef.parse(path)
+    return ref.entity, ref.component, ref.field
 
 
 def run_watch_blocks(world: World) -> None:

@@ -127,3 +127,17 @@ class SafeStateStatus(Component):
     active: bool = False
     causes: str = ""  # as ``SafeState.describe``
     since_tick: int = 0  # when it became active
+
+
+FieldKey = tuple[str, str, str]  # (entity, component, field)
+
+
+class HeldOutputs:
+    """Resource: the output fields an output side holds at a safe (or its last) value
+    right now, whatever control logic writes. Logic that drives one (a PID) tracks the
+    held value instead of winding up, and carries on from it when the state ends."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: set[FieldKey] = set()

@@ -18,7 +18,7 @@ from edgeloop.drivers.points import PointMap
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Record
-from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.safe_state import HeldOutputs, SafeState
 from edgeloop.schedule import ControlLogic, FixedUpdate
 from edgeloop.world import World
 
@@ -122,6 +122,25 @@ def test_a_cause_scoped_to_one_device_holds_only_that_device() -> None:
         ("drive1", [[0, 1000.0]], Priority.HIGH),
         ("valve2", [[0, True]], Priority.CRITICAL),
     ]
+
+
+def test_held_outputs_lists_the_fields_of_the_devices_held_while_they_are() -> None:
+    app, link = _app()
+    _running(app, link)
+    held = app.world.resource(HeldOutputs).fields
+    assert held == set()
+    safe = app.world.resource(SafeState)
+    safe.trip("watchdog:valve2", "silent 3 s", 1, scope="valve2")
+    app.run_for(1)
+    assert held == {("v2", "Valve", "open")}
+    safe.trip("estop", "pressed", 2)
+    app.run_for(1)
+    motor = {("m1", "Motor", "speed"), ("m1", "Motor", "run"), ("m1", "Motor", "mode")}
+    assert held == motor | {("v2", "Valve", "open")}
+    safe.release("watchdog:valve2")
+    safe.release("estop")
+    app.run_for(1)
+    assert held == set()
 
 
 def test_a_write_outside_the_bounds_is_refused_not_clamped() -> None:
