@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from edgeloop.drivers.modbus.server import (
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import Record
+from edgeloop.safety.audit import AuditLog
 from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
 
@@ -178,7 +181,31 @@ async def test_writes_only_from_the_addresses_in_write_from() -> None:
         await field.tick(5)
     assert refused.exception_code == 1, "this host is not in write_from"
     assert boiler.setpoint == 55.0, "the control side checks write_from again"
-    assert served_fields.writes_refused == 1
+    # One refused by the io side (the client's), one by the control side (127.0.0.1:1).
+    await field.until(lambda f: served_fields.writes_refused == 2, what="both refusals counted")
+
+
+async def test_every_write_applied_or_refused_is_audited_with_the_peer(tmp_path: Path) -> None:
+    async with served() as (field, client, boiler):
+        with AuditLog.open(tmp_path) as audit:
+            field.world.insert_resource(audit)
+            await client.write_registers(10, encode("float32", 62.5), device_id=1)
+            await client.write_registers(10, encode("float32", 150.0), device_id=1)
+            await client.write_register(12, 99, device_id=1)
+            await field.until(
+                lambda f: f.world.resource(ServedFields).writes_refused == 2, what="refusals"
+            )
+            assert audit.flush(5.0)
+    assert boiler.setpoint == 62.5
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    commands = [json.loads(line) for line in lines if '"command"' in line]
+    said = [(c["what"], c["value"], c["accepted"], c["reason"]) for c in commands]
+    assert said == [
+        ("modbus_server write boiler1.Boiler.setpoint", 62.5, True, "applied"),
+        ("modbus_server write boiler1.Boiler.setpoint", 150.0, False, "150 is above max 100"),
+        ("modbus_server write holding 12", None, False, "no writable point at holding 12"),
+    ]
+    assert all(re.fullmatch(r"modbus client 127\.0\.0\.1:\d+", c["by"]) for c in commands)
 
 
 def test_write_from_defaults_to_this_host_only() -> None:
