@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from edgeloop import __version__
+from edgeloop.alarm_commands import Acknowledge, AckResult
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config, load_config_or_report
 from edgeloop.demo_config import (
@@ -27,7 +28,7 @@ from edgeloop.demo_config import (
 from edgeloop.demo_devices import start_simulators, stop_simulators
 from edgeloop.drivers.gpio import estop_switch, sim_client
 from edgeloop.logs import setup_logging
-from edgeloop.net import type_table
+from edgeloop.net import operator_request, type_table
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.supervisor import Supervisor
 from edgeloop.safety import estop_client
@@ -157,6 +158,15 @@ def _add_gpio_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         asking.add_argument("--port", type=int, help="the TCP port (default: the config's)")
         asking.add_argument("--reason", default="", help="why (stop; for the audit log)")
         asking.set_defaults(command=_estop_ask, action=action)
+
+    alarm = commands.add_parser("alarm", help="acknowledge an alarm of a running appliance")
+    alarm_actions = alarm.add_subparsers(required=True, metavar="ACTION")
+    ack = alarm_actions.add_parser("ack", help="acknowledge the alarm of SOURCE as an operator")
+    ack.add_argument("source", help="the alarm's source, e.g. watchdog:plc1 or alarm:tank_high")
+    ack.add_argument("-c", "--config", type=Path, default=Path("/etc/edgeloop/config.yaml"))
+    ack.add_argument("--token", required=True, help="an operator's token")
+    ack.add_argument("--port", type=int, help="the TCP port (default: the config's)")
+    ack.set_defaults(command=_alarm_ack)
 
     gpio = commands.add_parser("gpio", help="read or drive a line of the simulated GPIO chip")
     gpio_commands = gpio.add_subparsers(required=True, metavar="ACTION")
@@ -293,23 +303,57 @@ def _estop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _estop_ask(args: argparse.Namespace) -> int:
+def _appliance_tcp(args: argparse.Namespace, command: str) -> tuple[str, int] | int:
+    """Where the config's appliance takes TCP clients, or the exit code saying why not."""
     config = load_config_or_report(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     network = config.sections.get("network")
     tcp = getattr(network, "tcp", None)
     if tcp is None:
-        print("edgeloop estop: the config has no network.tcp to send it to", file=sys.stderr)
+        print(f"edgeloop {command}: the config has no network.tcp to send it to", file=sys.stderr)
         return EXIT_FAILED
     port = args.port if args.port is not None else tcp.port
     host = "127.0.0.1" if tcp.host in ("0.0.0.0", "::", "") else tcp.host
+    return host, port
+
+
+def _estop_ask(args: argparse.Namespace) -> int:
+    where = _appliance_tcp(args, "estop")
+    if isinstance(where, int):
+        return where
+    host, port = where
     try:
         answer = asyncio.run(estop_client.ask(host, port, args.token, args.action, args.reason))
     except (OSError, TimeoutError, ConnectionError) as error:
         print(f"edgeloop estop: no answer from {host}:{port}: {error}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.action}: {'accepted' if answer.accepted else 'refused'}: {answer.reason}")
+    return EXIT_OK if answer.accepted else EXIT_FAILED
+
+
+def _alarm_ack(args: argparse.Namespace) -> int:
+    where = _appliance_tcp(args, "alarm")
+    if isinstance(where, int):
+        return where
+    host, port = where
+    request = Acknowledge(args.source)
+    try:
+        answer = asyncio.run(
+            operator_request.ask(
+                host,
+                port,
+                args.token,
+                request,
+                answer=AckResult,
+                matches=lambda result: result.source == args.source,
+                message_types=(Acknowledge, AckResult),
+            )
+        )
+    except (OSError, TimeoutError, ConnectionError) as error:
+        print(f"edgeloop alarm: no answer from {host}:{port}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ack {args.source}: {'accepted' if answer.accepted else 'refused'}: {answer.reason}")
     return EXIT_OK if answer.accepted else EXIT_FAILED
 
 

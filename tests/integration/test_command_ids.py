@@ -4,7 +4,11 @@ outcome both reach the operator with it, over real TCP through the real supervis
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +134,34 @@ async def test_an_answer_to_no_command_in_flight_is_refused(port: int) -> None:
     )
     for client in (robot, other, operator):
         await client.close()
+
+
+def test_an_operator_acknowledges_an_alarm_with_edgeloop_alarm_ack(tmp_path: Path) -> None:
+    """``edgeloop alarm ack`` against a running appliance: accepted once, refused after
+    (nothing left to acknowledge), and refused for a source with no alarm."""
+    sections = """
+tank_plant:
+  tanks: [{name: tank1, initial_level_m: 0.4, setpoint_m: 1.2}]
+blocks:
+  alarm:
+    - {name: level_seen, input: tank1.TankLevel.level_m, high: 0.01, severity: warning}
+"""
+    with running_appliance(tmp_path, TOKENS, sections) as (tcp, _):
+        config = tmp_path / "config.yaml"
+
+        def ack(source: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "edgeloop.cli", "alarm", "ack", source,
+                 "-c", str(config), "--token", OPERATOR, "--port", str(tcp)],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+
+        deadline = time.monotonic() + 30
+        while (first := ack("alarm:level_seen")).returncode != 0:
+            assert "no alarm" in first.stdout, first.stdout + first.stderr
+            assert time.monotonic() < deadline, "the alarm was never raised"
+            time.sleep(0.2)
+        again, missing = ack("alarm:level_seen"), ack("alarm:nope")
+    assert first.stdout.strip() == "ack alarm:level_seen: accepted: acknowledged; now active_acked"
+    assert again.returncode != 0 and "refused: already acknowledged by edgeloop-cli" in again.stdout
+    assert missing.returncode != 0 and "refused: no alarm 'alarm:nope'" in missing.stdout
