@@ -18,10 +18,11 @@ Writes: a point with ``writable: true`` (holding registers and coils only) may b
 written, as a whole; anything else is refused by the server with exception 2, a value
 outside ``min``/``max`` with exception 3. An accepted write goes to the control process
 as a command, which checks it again (the field must exist and be writable, the value
-within limits), applies it to the field, logs it with the peer's address and counts
-it. A read-back shows the written value at once and the World's from the next
-snapshot on (sent at once after a refusal, so a refused value does not linger). Every
-write, applied or refused by either side, is in the audit log with the peer's address.
+within limits, the field not held by the safe state), applies it to the field, logs
+it with the peer's address and counts it. A read-back shows the written value at once
+and the World's from the next snapshot on (sent at once after a refusal, so a refused
+value does not linger). Every write, applied or refused by either side, is in the
+audit log with the peer's address.
 
 Records on the io channel:
 
@@ -75,6 +76,7 @@ from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, I
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
 from edgeloop.safety.audit_events import audit
+from edgeloop.safety.safe_state import FieldKey, HeldOutputs, SafeState
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
 from edgeloop.world import World
 
@@ -329,6 +331,8 @@ def _apply_write(world: World, served: ServedFields, peer: str, index: Any, valu
     reason = point.refusal(value)
     if reason is None and component is None:
         reason = "the field is not in the World"
+    if reason is None and (point.entity, point.component, point.field) in _held(world):
+        reason = f"the safe state holds it: {world.resource(SafeState).describe()}"
     if reason is not None or component is None:
         _refuse(world, served, peer, where=point.path, value=value, reason=reason or "")
         return
@@ -343,6 +347,11 @@ def _apply_write(world: World, served: ServedFields, peer: str, index: Any, valu
     if new != current:
         setattr(component, point.field, new)
         log.info("write from %s: %s = %r", peer, point.path, new)
+
+
+def _held(world: World) -> set[FieldKey]:
+    held = world.get_resource(HeldOutputs)
+    return set() if held is None else held.fields
 
 
 def _as_field_type(current: Any, value: Any) -> tuple[Any, str | None]:

@@ -27,6 +27,7 @@ from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import Record
 from edgeloop.safety.audit import AuditLog
+from edgeloop.safety.safe_state import HeldOutputs, SafeState
 from edgeloop.sim.ports import free_port
 from tests.field_harness import Field, running_field
 
@@ -275,3 +276,25 @@ async def test_a_value_that_cannot_be_encoded_fails_only_its_point() -> None:
     assert unencodable.exception_code == 4, "no value to serve for this point"
     assert counted >= 1
     assert decode("float32", again.registers) == 55.0
+
+
+async def test_a_write_to_a_field_the_safe_state_holds_is_refused_with_the_cause(
+    tmp_path: Path,
+) -> None:
+    async with served() as (field, _, boiler):
+        served_fields = field.world.resource(ServedFields)
+        await field.until(lambda f: None not in served_fields.components, what="resolved")
+        # What the field bridge does for a device's output while the state holds it.
+        held, safe = HeldOutputs(), SafeState()
+        held.fields.add(("boiler1", "Boiler", "setpoint"))
+        safe.trip("estop", "pressed", 1, latched=True)
+        field.world.insert_resource(held)
+        field.world.insert_resource(safe)
+        peer = "127.0.0.1:5000"
+        with AuditLog.open(tmp_path) as audit:
+            field.world.insert_resource(audit)
+            field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 7.5]]))
+            await field.until(lambda f: served_fields.writes_refused == 1, what="the refusal")
+            assert audit.flush(5.0)
+    assert boiler.setpoint == 40.0
+    assert "the safe state holds it: estop (pressed)" in (tmp_path / "audit.jsonl").read_text()
