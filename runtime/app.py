@@ -51,7 +51,6 @@ log = logging.getLogger("edgeloop.app")
 ErrorPolicy = Literal["stop", "skip"]
 
 WEB_UI_PERIOD_S = 1 / 30
-DATA_LOGGING_PERIOD_S = 1.0
 
 
 class AppState(Enum):
@@ -87,7 +86,6 @@ class App:
         self.configure_sets(Startup, Main)
         self.configure_sets(FixedUpdate, SensorInput, DataProcessing, ControlLogic, ActuatorOutput)
         self.configure_sets(Update, WebUIUpdates, run_if=[on_timer(WEB_UI_PERIOD_S)])
-        self.configure_sets(Update, DataLogging, run_if=[on_timer(DATA_LOGGING_PERIOD_S)])
         self.configure_sets(Update, WebUIUpdates, DataLogging, HealthMonitoring)
         self.configure_sets(Shutdown, Main)
 

@@ -18,6 +18,7 @@ from edgeloop import __version__
 from edgeloop.alarm_commands import Acknowledge, AckResult
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config, load_config_or_report
+from edgeloop.data.query_cli import add_query_command
 from edgeloop.demo_config import (
     DEFAULT_RUN_DIR,
     HIGHEST_PORT_BASE,
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=_demo)
 
     add_audit_commands(commands, DEFAULT_CONFIG)
+    add_query_command(commands, DEFAULT_CONFIG)
 
     types = commands.add_parser(
         "protocol-types", help="print the table of wire message types (docs/protocol.md)"

@@ -105,6 +105,9 @@ class ConfigSection:
     io_in_every_worker: bool = False
 
 
+DEFAULT_STATE_DIR = Path("/var/lib/edgeloop")  # systemd's StateDirectory=edgeloop
+
+
 class RuntimeConfig(Section):
     # appliance name shown in logs and status
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = (
@@ -130,7 +133,7 @@ class RuntimeConfig(Section):
     # io processes: more than one shares the network listeners out (SO_REUSEPORT)
     io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
     # what must outlive a restart and a power cut: the audit log (systemd's StateDirectory)
-    state_dir: Path = Path("/var/lib/edgeloop")
+    state_dir: Path = DEFAULT_STATE_DIR
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ class IoContext(Protocol):
     worker: int  # which io worker this is, 0 to ``workers`` - 1 (runtime.io_workers)
     workers: int
     connection_ids: Iterator[int]  # for network peers: unique appliance-wide, never reused
+    state_dir: Path  # runtime.state_dir: what must outlive a restart and a power cut
 
     def send(self, record: Record) -> bool:
         """Queue a record for the control process; False when CRITICAL/HIGH records are

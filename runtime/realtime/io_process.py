@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from edgeloop.config import (
+    DEFAULT_STATE_DIR,
     Config,
     ConfigError,
     ConfigSection,
@@ -68,8 +69,10 @@ class IoService:
         budget_bytes: int = 64 << 20,
         worker: int = 0,
         workers: int = 1,
+        state_dir: Path = DEFAULT_STATE_DIR,
     ) -> None:
         self.budget_bytes = budget_bytes
+        self.state_dir = state_dir
         self.worker = worker
         self.workers = workers
         self.connection_ids: Iterator[int] = ConnectionIds(worker, heartbeats)
@@ -313,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         budget_bytes=config.runtime.io_buffer_mb << 20,
         worker=args.io_worker,
         workers=heartbeats.io_workers,
+        state_dir=config.runtime.state_dir,
     )
 
     async def serve() -> None:

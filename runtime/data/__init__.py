@@ -1,0 +1,1 @@
+"""Data: the time-series log of changed fields (SQLite, in the io process) and its queries."""

@@ -1,0 +1,23 @@
+"""The ``data_log`` section: changed fields collected by the control process
+(``collect``), written to SQLite by the io process (``logger``). See docs/data.md."""
+
+from __future__ import annotations
+
+from edgeloop.app import App
+from edgeloop.config import ConfigSection
+from edgeloop.data.collect import DataCollector, collect_changes
+from edgeloop.data.config import DataLogConfig
+from edgeloop.data.logger import DataLogger
+from edgeloop.schedule import DataLogging, Update
+
+
+class DataLogPlugin:
+    def __init__(self, config: DataLogConfig) -> None:
+        self.config = config
+
+    def build(self, app: App) -> None:
+        app.insert_resource(DataCollector(self.config))
+        app.add_systems(Update, collect_changes, in_set=DataLogging)
+
+
+SECTION = ConfigSection("data_log", DataLogConfig, DataLogPlugin, io=DataLogger)
