@@ -17,7 +17,9 @@ flat ``[id, value, id, value, ...]``.
 from __future__ import annotations
 
 import math
+import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,7 @@ NAMES_PER_RECORD = 250
 
 @dataclass(slots=True)
 class _Slot:
-    """One logged field of one component."""
+    """A logged field with a deadband or a minimum interval."""
 
     id: int
     field: str
@@ -49,12 +51,33 @@ class _Slot:
     pending: bool = False
 
 
+class _Entry:
+    """The logged fields of one component. Those without a deadband or an interval
+    (most) are read at once by ``getter`` and compared with ``last`` in one loop."""
+
+    __slots__ = ("getter", "ids", "last", "slots")
+
+    def __init__(self, fields: list[str], ids: list[int], slots: list[_Slot]) -> None:
+        self.ids = ids
+        self.getter: Callable[[Any], tuple[Any, ...]] | None = None
+        if len(fields) == 1:
+            only = operator.attrgetter(fields[0])
+            self.getter = lambda component: (only(component),)
+        elif fields:
+            self.getter = operator.attrgetter(*fields)
+        self.last: tuple[Any, ...] = (None,) * len(fields)
+        self.slots = slots
+
+
+_NUMBERS = frozenset({float, int, bool})
+
+
 @dataclass
 class DataCollector:
     """Resource: the logged fields by (entity, component type), and counters."""
 
     config: DataLogConfig
-    slots: dict[tuple[int, type[Component]], list[_Slot]] = field(default_factory=dict)
+    entries: dict[tuple[int, type[Component]], _Entry | None] = field(default_factory=dict)
     names: list[tuple[int, str]] = field(default_factory=list)  # every id declared
     undeclared: list[tuple[int, str]] = field(default_factory=list)
     pending: list[tuple[Component, _Slot]] = field(default_factory=list)
@@ -62,20 +85,18 @@ class DataCollector:
     samples: int = 0  # handed to the io process
     batches: int = 0
 
-    def slots_of(self, world: World, entity: int, component: Component) -> list[_Slot]:
+    def entry(self, world: World, entity: int, component: Component) -> _Entry | None:
+        """The logged fields of ``component`` (None: none), found at its first change."""
         ctype = type(component)
-        key = (entity, ctype)
-        found = self.slots.get(key)
-        if found is not None:
-            return found
         named = world.storage(Name).items.get(entity)
-        found = self.slots[key] = []
         if named is None:
-            return found  # unnamed entities have no name to log them by
+            return None  # unnamed entities have no name to log them by
         dt = world.resource(Time).delta
+        fields: list[str] = []
+        ids: list[int] = []
+        slots: list[_Slot] = []
         for name in ctype.__el_fields__:
-            value = getattr(component, name)
-            if not _loggable(value):
+            if type(getattr(component, name)) not in _NUMBERS:
                 continue
             full = f"{named.value}.{ctype.__name__}.{name}"
             rule: FieldRule | None = self.config.rule_for(full)
@@ -84,41 +105,70 @@ class DataCollector:
             ident = len(self.names) + 1
             self.names.append((ident, full))
             self.undeclared.append((ident, full))
-            found.append(_Slot(ident, name, rule.deadband, round(rule.min_interval_s / dt)))
-        return found
-
-
-def _loggable(value: Any) -> bool:
-    return isinstance(value, bool | int | float)
+            if rule.deadband > 0 or rule.min_interval_s > 0:
+                min_ticks = round(rule.min_interval_s / dt)
+                slots.append(_Slot(ident, name, rule.deadband, min_ticks))
+            else:
+                fields.append(name)
+                ids.append(ident)
+        return _Entry(fields, ids, slots) if fields or slots else None
 
 
 def collect_changes(world: World) -> None:
     """DataLogging: this tick's logged changes to the io process's logger."""
     collector = world.resource(DataCollector)
+    entries = collector.entries
     tick = world.resource(Time).tick
     samples: list[Any] = []
+    append = samples.append
+    numbers = _NUMBERS
     if collector.pending:
         _due(collector, tick, samples)
     for ctype in world.component_types():
         if ctype is Name:
             continue
         for entity, component in world.query(ctype, changed=(ctype,)).items():
-            slots = collector.slots_of(world, entity, component)
-            for slot in slots:
-                value = getattr(component, slot.field)
-                if value == slot.last or not _loggable(value):
-                    continue
-                if tick - slot.last_tick < slot.min_ticks:
-                    if not slot.pending:
-                        slot.pending = True
-                        collector.pending.append((component, slot))
-                    continue
-                if _within_deadband(slot, value):
-                    continue
-                slot.last, slot.last_tick = value, tick
-                samples.append(slot.id)
-                samples.append(_stored(value))
+            key = (entity, ctype)
+            if key in entries:
+                entry = entries[key]
+            else:
+                entry = entries[key] = collector.entry(world, entity, component)
+            if entry is None:
+                continue
+            if entry.getter is not None:
+                values = entry.getter(component)
+                for ident, value, old in zip(entry.ids, values, entry.last, strict=True):
+                    if value != old and type(value) in numbers:
+                        if value - value:  # inf or NaN: logged as NULL, a NaN once
+                            if math.isnan(value) and isinstance(old, float) and math.isnan(old):
+                                continue
+                            append(ident)
+                            append(None)
+                        else:
+                            append(ident)
+                            append(value)
+                entry.last = values
+            for slot in entry.slots:
+                _slot_change(collector, component, slot, tick, samples)
     _send(world, collector, tick, samples)
+
+
+def _slot_change(
+    collector: DataCollector, component: Component, slot: _Slot, tick: int, samples: list[Any]
+) -> None:
+    value = getattr(component, slot.field)
+    if value == slot.last or type(value) not in _NUMBERS:
+        return
+    if tick - slot.last_tick < slot.min_ticks:
+        if not slot.pending:
+            slot.pending = True
+            collector.pending.append((component, slot))
+        return
+    if _within_deadband(slot, value):
+        return
+    slot.last, slot.last_tick = value, tick
+    samples.append(slot.id)
+    samples.append(_stored(value))
 
 
 def _due(collector: DataCollector, tick: int, samples: list[Any]) -> None:
@@ -129,7 +179,8 @@ def _due(collector: DataCollector, tick: int, samples: list[Any]) -> None:
             continue
         slot.pending = False
         value = getattr(component, slot.field)
-        if value != slot.last and _loggable(value) and not _within_deadband(slot, value):
+        loggable = type(value) in _NUMBERS
+        if value != slot.last and loggable and not _within_deadband(slot, value):
             slot.last, slot.last_tick = value, tick
             samples.append(slot.id)
             samples.append(_stored(value))

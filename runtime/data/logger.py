@@ -12,6 +12,7 @@ newest are dropped and counted (``dropped``), and the log says so, rate-limited.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -28,8 +29,9 @@ log = logging.getLogger("edgeloop.data")
 
 MAX_PENDING_ROWS = 2_000_000  # ~20 s of the 100 000 samples/s the logger is built for
 RETAIN_EVERY_S = 60.0
+NAN = math.nan
 
-Row = tuple[int, int, int, Any]  # the control process's field id, t_us, tick, value
+Batch = tuple[int, list[Any]]  # t_us, [id, value, id, value, ...] (the control's ids)
 
 
 class DataLogger:
@@ -42,7 +44,8 @@ class DataLogger:
         self.rows_written = 0
         self.commits = 0
         self.dropped = 0
-        self._rows: list[Row] = []
+        self._batches: list[Batch] = []
+        self._pending = 0  # samples in _batches
         self._names: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -50,17 +53,17 @@ class DataLogger:
         context.on_topic(TOPIC_BATCH, self._on_batch)
 
     def _on_batch(self, record: Record) -> None:
-        tick, t_us, declared, flat = record.payload
+        _, t_us, declared, flat = record.payload
         with self._lock:  # the writer swaps the lists out under it
             if declared:
                 self._names.extend((int(i), str(n)) for i, n in declared)
             count = len(flat) // 2
-            if len(self._rows) + count > MAX_PENDING_ROWS:
+            if self._pending + count > MAX_PENDING_ROWS:
                 self._drop(count)
                 return
-            rows = self._rows
-            for ident, value in zip(flat[0::2], flat[1::2], strict=True):
-                rows.append((ident, t_us, tick, value))
+            if count:
+                self._batches.append((t_us, flat))
+                self._pending += count
 
     def _drop(self, count: int) -> None:
         self.dropped += count
@@ -79,6 +82,12 @@ class DataLogger:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        log.info(
+            "data log: %d samples written in %d commits, %d dropped",
+            self.rows_written,
+            self.commits,
+            self.dropped,
+        )
 
     def _run(self, db: sqlite3.Connection) -> None:
         ids: dict[int, int] = {}  # the control process's id -> the store's
@@ -102,26 +111,28 @@ class DataLogger:
     def _flush(self, db: sqlite3.Connection, ids: dict[int, int]) -> None:
         with self._lock:
             names, self._names = self._names, []
-            rows, self._rows = self._rows, []
+            batches, self._batches = self._batches, []
+            self._pending = 0
         if names:
-            ids.update(_store_ids(db, names))
-        if not rows:
+            by_name = store.field_ids(db, [name for _, name in names])
+            ids.update((ident, by_name[name]) for ident, name in names)
+        if not batches:
             return
-        samples = [(ids[c], t, tick, v) for c, t, tick, v in rows if c in ids]
-        if len(samples) != len(rows):
+        by_field: dict[int, store.Samples] = {}
+        unknown = 0
+        for t_us, flat in batches:
+            for ident, value in zip(flat[0::2], flat[1::2], strict=True):
+                field = ids.get(ident)
+                if field is None:
+                    unknown += 1  # never declared: a protocol fault, counted
+                    continue
+                samples = by_field.get(field)
+                if samples is None:
+                    samples = by_field[field] = store.Samples()
+                samples.times.append(t_us)
+                samples.values.append(NAN if value is None else value)
+        if unknown:
             with self._lock:
-                self._drop(len(rows) - len(samples))  # ids never declared: a protocol fault
-        store.write(db, samples)
-        self.rows_written += len(samples)
+                self._drop(unknown)
+        self.rows_written += store.write(db, by_field)
         self.commits += 1
-
-
-def _store_ids(db: sqlite3.Connection, names: list[tuple[int, str]]) -> dict[int, int]:
-    db.execute("BEGIN")
-    try:
-        by_name = store.field_ids(db, [name for _, name in names])
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return {ident: by_name[name] for ident, name in names}

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from edgeloop.app import App
 from edgeloop.config import ConfigSection
 from edgeloop.data.collect import DataCollector, collect_changes
 from edgeloop.data.config import DataLogConfig
 from edgeloop.data.logger import DataLogger
-from edgeloop.schedule import DataLogging, Update
+from edgeloop.schedule import DataLogging, Shutdown, Update
+from edgeloop.world import World
+
+log = logging.getLogger("edgeloop.data")
 
 
 class DataLogPlugin:
@@ -18,6 +23,16 @@ class DataLogPlugin:
     def build(self, app: App) -> None:
         app.insert_resource(DataCollector(self.config))
         app.add_systems(Update, collect_changes, in_set=DataLogging)
+        app.add_systems(Shutdown, report_totals)
+
+
+def report_totals(world: World) -> None:
+    collector = world.resource(DataCollector)
+    log.info(
+        "data log: %d samples in %d batches handed to the io process",
+        collector.samples,
+        collector.batches,
+    )
 
 
 SECTION = ConfigSection("data_log", DataLogConfig, DataLogPlugin, io=DataLogger)

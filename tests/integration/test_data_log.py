@@ -58,7 +58,7 @@ def _newest_us(path: Path) -> int | None:
         db = store.open_read_only(path)
         try:
             row = db.execute(
-                "SELECT max(t_us) FROM raw JOIN fields ON raw.field = fields.id WHERE name = ?",
+                "SELECT max(t1_us) FROM raw JOIN fields ON raw.field = fields.id WHERE name = ?",
                 (LEVEL,),
             ).fetchone()
         finally:

@@ -15,12 +15,21 @@ from edgeloop.data.store import DAY_US, HOUR_US, MINUTE_US, Retention
 T0 = 1_800_000_000 * 1_000_000 // HOUR_US * HOUR_US  # on an hour boundary
 
 
+def _samples(pairs: list[tuple[int, float | None]]) -> store.Samples:
+    samples = store.Samples()
+    for t_us, value in pairs:
+        samples.add(t_us, value)
+    return samples
+
+
 def _week(db: sqlite3.Connection, field: int) -> None:
-    """A sample each 10 s for 7 days: value = seconds into its hour, one commit an hour."""
+    """A sample each 10 s from T0 + 35 s for 7 days, its value the seconds into its
+    hour; one commit an hour, from :35 to :25 of the next, so each hour's first minute
+    is split over two commits (the tiers merge it)."""
     for hour in range(7 * 24):
-        start = T0 + hour * HOUR_US
-        rows = [(field, start + s * 1_000_000, 0, float(s)) for s in range(0, 3600, 10)]
-        store.write(db, rows)
+        start = hour * 3600 + 35
+        pairs = [(T0 + s * 1_000_000, float(s % 3600)) for s in range(start, start + 3600, 10)]
+        store.write(db, {field: _samples(pairs)})
 
 
 @pytest.fixture
@@ -33,16 +42,26 @@ def test_the_tiers_hold_count_mean_min_and_max_of_each_whole_minute_and_hour(
 ) -> None:
     (field,) = store.field_ids(db, ["tank1.TankLevel.level_m"]).values()
     _week(db, field)
-    minutes = store.read(db, "tank1.TankLevel.level_m", T0, T0 + HOUR_US, "minute")
+    minutes = store.read(db, "tank1.TankLevel.level_m", T0 + HOUR_US, T0 + 2 * HOUR_US, "minute")
     assert len(minutes) == 60
-    assert (minutes[1].t_us, minutes[1].value, minutes[1].low, minutes[1].high) == (
-        T0 + MINUTE_US, 85.0, 60.0, 110.0,
+    first, second = minutes[0], minutes[1]
+    assert (first.t_us, first.value, first.low, first.high) == (T0 + HOUR_US, 30.0, 5.0, 55.0)
+    assert (second.t_us, second.value, second.low, second.high) == (
+        T0 + HOUR_US + MINUTE_US, 90.0, 65.0, 115.0,
     )  # fmt: skip
-    hours = store.read(db, "tank1.TankLevel.level_m", T0, T0 + 7 * DAY_US, "hour")
-    assert len(hours) == 7 * 24 - 1, "the last hour is not whole until a later sample comes"
-    assert {(h.value, h.low, h.high) for h in hours} == {(1795.0, 0.0, 3590.0)}
-    (n,) = db.execute("SELECT n FROM hour LIMIT 1").fetchone()
-    assert n == 360
+    hours = store.read(db, "tank1.TankLevel.level_m", T0, T0 + 8 * DAY_US, "hour")
+    assert len(hours) == 7 * 24 + 1, "the first and the last hour in part"
+    assert {(h.value, h.low, h.high) for h in hours[1:-1]} == {(1800.0, 5.0, 3595.0)}
+    counts = [n for (n,) in db.execute("SELECT n FROM hour ORDER BY t_us")]
+    assert counts[0] == 357 and set(counts[1:-1]) == {360} and counts[-1] == 3
+    raw = store.read(db, "tank1.TankLevel.level_m", T0 + HOUR_US, T0 + HOUR_US + MINUTE_US)
+    assert [(p.t_us - T0 - HOUR_US, p.value) for p in raw] == [
+        (s * 1_000_000, float(s)) for s in range(5, 60, 10)
+    ], "raw samples come back from both commits' chunks, in order"
+
+
+def _first_raw_us(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT min(t0_us) FROM raw").fetchone()[0])
 
 
 def test_retention_drops_each_tier_by_its_age(db: sqlite3.Connection) -> None:
@@ -50,34 +69,34 @@ def test_retention_drops_each_tier_by_its_age(db: sqlite3.Connection) -> None:
     _week(db, field)
     now = T0 + 7 * DAY_US
     store.retain(db, Retention(raw_days=1, minute_days=3, hour_days=365), now)
-    raw_first = db.execute("SELECT min(t_us) FROM raw").fetchone()[0]
-    minute_first = db.execute("SELECT min(t_us) FROM minute").fetchone()[0]
-    hour_first = db.execute("SELECT min(t_us) FROM hour").fetchone()[0]
-    assert raw_first == now - DAY_US
-    assert minute_first == now - 3 * DAY_US
-    assert hour_first == T0, "a year of hours: the whole week is kept"
+    # A chunk (one commit: an hour here) goes once its newest sample is too old.
+    assert now - DAY_US - HOUR_US < _first_raw_us(db) <= now - DAY_US
+    assert db.execute("SELECT min(t_us) FROM minute").fetchone()[0] == now - 3 * DAY_US
+    assert db.execute("SELECT min(t_us) FROM hour").fetchone()[0] == T0, "a year of hours"
 
 
 def test_retention_by_size_drops_the_oldest_raw_days_first(db: sqlite3.Connection) -> None:
     (field,) = store.field_ids(db, ["f"]).values()
     _week(db, field)
-    before = store.size_bytes(db)
-    limit = before // 2
+    limit = store.size_bytes(db) // 2
     store.retain(db, Retention(raw_days=30, max_bytes=limit), T0 + 7 * DAY_US)
     assert store.size_bytes(db) <= limit
-    raw_first = db.execute("SELECT min(t_us) FROM raw").fetchone()[0]
-    assert raw_first >= T0 + DAY_US and (raw_first - T0) % DAY_US == 0
-    assert db.execute("SELECT count(*) FROM hour").fetchone()[0] == 7 * 24 - 1, "tiers stay"
+    assert _first_raw_us(db) >= T0 + DAY_US, "whole days of the oldest raw samples went"
+    assert db.execute("SELECT count(*) FROM hour").fetchone()[0] == 7 * 24 + 1, "tiers stay"
 
 
 def test_a_reader_sees_what_is_committed_while_the_writer_holds_the_file(
     db: sqlite3.Connection, tmp_path: Path
 ) -> None:
     (field,) = store.field_ids(db, ["f"]).values()
-    store.write(db, [(field, T0, 1, 1.0), (field, T0 + 10_000, 2, True)])
+    store.write(db, {field: _samples([(T0, 1.0), (T0 + 10_000, True), (T0 + 20_000, None)])})
     reader = store.open_read_only(tmp_path / "data.sqlite3")
     points = store.read(reader, "f", T0, T0 + MINUTE_US)
-    assert [(p.t_us, p.value) for p in points] == [(T0, 1.0), (T0 + 10_000, 1.0)]
+    assert [(p.t_us, p.value) for p in points] == [
+        (T0, 1.0), (T0 + 10_000, 1.0), (T0 + 20_000, None),
+    ]  # fmt: skip
+    (minute,) = store.read(reader, "f", T0, T0 + MINUTE_US, "minute")
+    assert (minute.value, minute.low, minute.high) == (1.0, 1.0, 1.0), "no value: not counted"
     with pytest.raises(sqlite3.OperationalError):
         reader.execute("DELETE FROM raw")
     assert store.read(reader, "no.such.field", T0, T0 + MINUTE_US) == []
