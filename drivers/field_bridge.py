@@ -138,7 +138,7 @@ class FieldModel:
     # (entity, component, field) -> "device points[i]" of the point that reads it
     _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    _channel: object = None  # the io channel seen last: a new one is a new io process
+    _generation: int = -1  # of the io channel seen last: a new one is a new io process
 
     def component(self, name: str) -> type[Component]:
         """The component class made for ``name`` (``KeyError`` if no point names it)."""
@@ -257,7 +257,7 @@ def receive_field_values(world: World) -> None:
     """FieldInput: the values and health the io process sent since the last tick."""
     model = world.resource(FieldModel)
     link = world.get_resource(IoLink)
-    if link is not None and link.channels[HOME_WORKER] is not model._channel:
+    if link is not None and link.generations[HOME_WORKER] != model._generation:
         _follow_io_process(model, link)
     watchdogs = world.resource(Watchdogs)
     for record in world.read(IoInput):
@@ -299,12 +299,12 @@ def receive_field_values(world: World) -> None:
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
     """A new io process (of the worker the drivers run in) knows none of the outputs:
     they are sent again."""
-    if model._channel is not None:
+    if model._generation >= 0:
         for outputs in model._outputs.values():
             for _, output in outputs:
                 if output.owned or not output.point.reads:
                     output.last = output.last_raw = None
-    model._channel = link.channels[HOME_WORKER]
+    model._generation = link.generations[HOME_WORKER]
 
 
 def _io_process_lost(model: FieldModel) -> None:

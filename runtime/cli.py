@@ -19,6 +19,9 @@ from edgeloop.alarm_commands import Acknowledge, AckResult
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config, load_config_or_report
 from edgeloop.data.query_cli import add_query_command
+from edgeloop.data.recorder import add_recorder
+from edgeloop.data.recording import RecordingWriter
+from edgeloop.data.replay_cli import add_replay_command
 from edgeloop.demo_config import (
     DEFAULT_RUN_DIR,
     HIGHEST_PORT_BASE,
@@ -112,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit_commands(commands, DEFAULT_CONFIG)
     add_query_command(commands, DEFAULT_CONFIG)
+    add_replay_command(commands)
 
     types = commands.add_parser(
         "protocol-types", help="print the table of wire message types (docs/protocol.md)"
@@ -192,6 +196,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "(development and debugging)",
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--record", type=Path, metavar="PATH", help="record every input for `edgeloop replay`"
+    )
     # Load for benchmarks: synthetic records per second from each io process.
     parser.add_argument("--synthetic-io", type=float, default=0.0, help=argparse.SUPPRESS)
 
@@ -260,9 +267,12 @@ def _run_config(path: Path, args: argparse.Namespace) -> int:
     if not args.single_process:
         log.info("%s: starting %s (%s)", config.runtime.name, path, _plugins(config))
         io_args = ("--synthetic-records-per-s", str(args.synthetic_io)) if args.synthetic_io else ()
-        supervisor = Supervisor(path, config, log_level=args.log_level, io_args=io_args)
+        control_args = ("--record", str(args.record)) if args.record else ()
+        supervisor = Supervisor(
+            path, config, log_level=args.log_level, io_args=io_args, control_args=control_args
+        )
         return supervisor.run(args.duration)
-    return _run_single_process(config, path, args.duration)
+    return _run_single_process(config, path, args.duration, args.record)
 
 
 def _sim_robots(args: argparse.Namespace) -> int:
@@ -381,9 +391,14 @@ def _plugins(config: Config) -> str:
     return ", ".join(config.sections) or "no plugins"
 
 
-def _run_single_process(config: Config, path: Path, duration: float | None) -> int:
+def _run_single_process(
+    config: Config, path: Path, duration: float | None, record: Path | None
+) -> int:
     app = App.from_config(config)
     loop = ControlLoop(app)
+    record = record or config.runtime.record
+    if record is not None:
+        add_recorder(app, RecordingWriter(record, config))
     max_ticks = None if duration is None else round(duration * app.time.rate_hz)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -134,6 +134,11 @@ class RuntimeConfig(Section):
     io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
     # what must outlive a restart and a power cut: the audit log (systemd's StateDirectory)
     state_dir: Path = DEFAULT_STATE_DIR
+    # record every input of the control process for `edgeloop replay` (docs/data.md)
+    record: Path | None = None
+    record_max_mb: Annotated[int, Field(ge=1, le=1 << 20, strict=True)] = 1024
+    record_segment_mb: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
+    record_hash_every: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 100
 
 
 @dataclass(frozen=True)

@@ -282,8 +282,12 @@ class World:
 
     # -- resources ------------------------------------------------------------------------
 
-    def insert_resource(self, resource: object) -> None:
-        self._resources[type(resource)] = resource
+    def insert_resource(self, resource: object, as_type: type | None = None) -> None:
+        """Insert ``resource``, found by its type (or by ``as_type``, a base class it
+        stands in for, e.g. a replay's stand-in for the io link)."""
+        if as_type is not None and not isinstance(resource, as_type):
+            raise TypeError(f"{resource!r} is not a {as_type.__name__}")
+        self._resources[type(resource) if as_type is None else as_type] = resource
 
     def resource(self, rtype: type[R]) -> R:
         try:
@@ -343,6 +347,20 @@ class World:
             for entity in sorted(items):
                 digest.update(f"{entity}:{_canonical(items[entity].values())};".encode())
         return digest.hexdigest()
+
+    def component_hashes(self) -> dict[str, str]:
+        """A digest per component type (by module and qualified name), over the same data
+        as ``state_hash``: which types two worlds differ in."""
+        found = {}
+        for ctype in sorted(self._storages, key=_type_key):
+            items = self._storages[ctype].items
+            if not items:
+                continue
+            digest = hashlib.blake2b(digest_size=8)
+            for entity in sorted(items):
+                digest.update(f"{entity}:{_canonical(items[entity].values())};".encode())
+            found[_type_key(ctype)] = digest.hexdigest()
+        return found
 
 
 def _type_key(ctype: type) -> str:

@@ -21,6 +21,8 @@ from types import FrameType
 
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, load_config
+from edgeloop.data.recorder import add_recorder
+from edgeloop.data.recording import RecordingWriter
 from edgeloop.logs import setup_logging
 from edgeloop.realtime import child_args
 from edgeloop.realtime.control_loop import ControlLoop, OverrunStop
@@ -225,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     loop, watch = build_loop(config, link, heartbeats)
     if audit is not None:
         loop.app.insert_resource(audit)
+    record = args.record or runtime.record
+    if record is not None:
+        add_recorder(loop.app, RecordingWriter(record, config))
+        log.info("recording the control process's inputs to %s", record)
     supervisor = socket.socket(fileno=args.supervisor_fd)
     supervisor.setblocking(False)
     loop.add_wake_source(supervisor.fileno(), lambda: _receive_io_channel(supervisor, watch))
@@ -259,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = child_args.parser(PROCESS_NAME)
     parser.add_argument("--supervisor-fd", type=int, required=True)
+    parser.add_argument("--record", type=Path, default=None, help="runtime.record's path")
     return parser
 
 

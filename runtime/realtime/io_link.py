@@ -168,7 +168,7 @@ class IoLinkPlugin:
         self.link = link
 
     def build(self, app: App) -> None:
-        app.insert_resource(self.link)
+        app.world.insert_resource(self.link, as_type=IoLink)  # a subclass too (replay)
         app.configure_sets(FixedUpdate, IoReceive, SensorInput)
         app.configure_sets(FixedUpdate, ActuatorOutput, IoSend)
         app.add_systems(FixedUpdate, receive_io_inputs, in_set=IoReceive)

@@ -94,8 +94,10 @@ class Supervisor:
         notifier: Notifier | None = None,
         log_level: str = "INFO",
         io_args: tuple[str, ...] = (),
+        control_args: tuple[str, ...] = (),
     ) -> None:
         self.config_path = config_path
+        self.control_args = control_args
         self.config = config
         self.notifier = Notifier() if notifier is None else notifier
         self.log_level = log_level
@@ -167,7 +169,7 @@ class Supervisor:
         self._control = self._spawn(
             "control_process",
             [control_end.fileno() for control_end, _ in ends],
-            ["--supervisor-fd", str(control_side.fileno())],
+            ["--supervisor-fd", str(control_side.fileno()), *self.control_args],
             extra_fds=(control_side.fileno(),),
         )
         started = time.monotonic()

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.config import ConfigSection, RuntimeConfig, Section
+from edgeloop.data.tape import InputTape
 from edgeloop.drivers.gpio import GpioLine, InputLine, OutputLine, open_input, open_output
 from edgeloop.net.network import Network, read_network
 from edgeloop.net.registry import message
@@ -202,10 +203,20 @@ def open_estop(world: World) -> None:
     estop = world.resource(EStop)
     runtime = world.get_resource(RuntimeConfig) or RuntimeConfig()
     estop.open(runtime.state_dir)
+
+    def handler() -> None:
+        estop.poll(world, acted_now=True)
+
+    tape = world.get_resource(InputTape)
+    if tape is not None:  # recording or replaying: the lines' levels go through the tape
+        estop.inputs = [tape.line(f"estop.inputs[{i}]", x) for i, x in enumerate(estop.inputs)]
+        if estop.reset_line is not None:
+            estop.reset_line = tape.line("estop.reset_input", estop.reset_line)
+        handler = tape.wake("estop", handler)
     wake = world.get_resource(WakeSources)
     if wake is not None:
         for line in estop.lines():
-            wake.add(line.fileno(), lambda: estop.poll(world, acted_now=True))
+            wake.add(line.fileno(), handler)
     estop.poll(world)  # pressed at start: latched before the first output
 
 

@@ -8,7 +8,7 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +68,22 @@ class Seen:
 
 
 @asynccontextmanager
-async def running_demo(place: DemoPlace, log: list[str]) -> AsyncIterator[None]:
-    """`edgeloop demo` at ``place``; its stderr ends up in ``log`` once it stopped."""
+async def running_demo(
+    place: DemoPlace, log: list[str], options: Sequence[str] = ()
+) -> AsyncIterator[None]:
+    """`edgeloop demo` at ``place`` (with more ``options``); its stderr ends up in ``log``
+    once it stopped."""
     demo = subprocess.Popen(
-        [sys.executable, "-m", "edgeloop.cli", "demo", "--duration", "90", *place.options],
+        [
+            sys.executable,
+            "-m",
+            "edgeloop.cli",
+            "demo",
+            "--duration",
+            "90",
+            *place.options,
+            *options,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
