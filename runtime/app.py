@@ -21,6 +21,8 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.net.registry import registry_of
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import (
+    INPUT_ORDER,
+    OUTPUT_ORDER,
     ActuatorOutput,
     Condition,
     ControlLogic,
@@ -86,6 +88,8 @@ class App:
         self._faults = _FaultPolicy(self)
         self.configure_sets(Startup, Main)
         self.configure_sets(FixedUpdate, SensorInput, DataProcessing, ControlLogic, ActuatorOutput)
+        self._schedules[FixedUpdate].declare_order(*INPUT_ORDER)
+        self._schedules[FixedUpdate].declare_order(*OUTPUT_ORDER)
         self.configure_sets(Update, WebUIUpdates, run_if=[on_timer(WEB_UI_PERIOD_S)])
         self.configure_sets(Update, DataLogging, run_if=[on_timer(DATA_LOGGING_PERIOD_S)])
         self.configure_sets(Update, WebUIUpdates, DataLogging, HealthMonitoring)

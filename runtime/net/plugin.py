@@ -24,7 +24,6 @@ from edgeloop.net.network import (
     NET_MESSAGE,
     NET_SEND,
     Network,
-    NetworkReceive,
     entity_key,
     route_network_inputs,
 )
@@ -41,12 +40,13 @@ from edgeloop.net.world_feed import (
 )
 from edgeloop.net.ws_provider import WebSocketProvider
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
 from edgeloop.schedule import (
     DataProcessing,
     FixedUpdate,
+    IoReceive,
+    NetworkReceive,
     SensorInput,
     Startup,
     Update,
