@@ -42,6 +42,7 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.wiring import WiringTable, table
 from edgeloop.world import World
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class App:
         known = list(installed_sections(config.sections) if sections is None else sections)
         app.insert_resource(registry_of(known, config.sections))
         app.insert_resource(config.runtime)
+        app.insert_resource(WiringTable(str(config.path), table(config.wiring, config.where)))
         add_safe_state(app)
         factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():

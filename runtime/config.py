@@ -299,7 +299,9 @@ def parse_config_text(
     clashes = conflicts(config.wiring, config.where)
     if clashes:
         raise ConfigError(
-            _sorted([config.mark(claim.at).problem(text) for claim, text in clashes] + warnings)
+            _sorted(
+                [config.mark(c.at).problem(_prefixed(c.at, text)) for c, text in clashes] + warnings
+            )
         )
     return config
 

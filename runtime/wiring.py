@@ -47,9 +47,10 @@ def read(target: str, by: str, how: str, at: tuple[Any, ...]) -> Claim:
     return Claim(target, "read", by, how, at)
 
 
-@dataclass(slots=True)
+@dataclass
 class WiredField:
-    """A row of the wiring table: a field, its writer, its readers, its bounds."""
+    """A row of the wiring table: a field, its writer, its readers, its bounds (also on
+    the wire, in ``wiring.Page``)."""
 
     field: str
     writer: str  # "" when nothing in the config writes it
@@ -57,7 +58,15 @@ class WiredField:
     readers: list[str]
     min: float | None = None
     max: float | None = None
-    safe_value: Bound = None
+    safe_value: Any = None  # bool, float or None: the wire form has no such union
+
+
+@dataclass
+class WiringTable:
+    """Resource: the wiring of the config an App was built from (``App.from_config``)."""
+
+    config: str = ""
+    fields: list[WiredField] = field(default_factory=list)
 
 
 @dataclass(slots=True)

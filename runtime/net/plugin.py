@@ -52,6 +52,7 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
 log = logging.getLogger("edgeloop.net")
 
@@ -176,6 +177,7 @@ class NetworkPlugin:
         app.configure_sets(FixedUpdate, IoReceive, NetworkReceive, SensorInput)
         app.add_systems(FixedUpdate, route_network_inputs, in_set=NetworkReceive)
         app.add_systems(FixedUpdate, acknowledge_alarms, in_set=DataProcessing)
+        app.add_systems(FixedUpdate, answer_wiring_requests, in_set=DataProcessing)
 
 
 class NetworkIo:
@@ -367,5 +369,5 @@ SECTION = ConfigSection(
     NetworkPlugin,
     io=NetworkIo,
     io_in_every_worker=True,
-    message_types=(Acknowledge, AckResult),
+    message_types=(Acknowledge, AckResult, WiringRequest, WiringPage),
 )
