@@ -3,6 +3,7 @@ wiring it was started with: the same table `edgeloop wiring -c` prints from the 
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -51,3 +52,22 @@ def test_the_running_appliance_shows_the_wiring_of_its_config(tmp_path: Path) ->
         finally:
             run.kill()
     assert run.returncode == 0, err[-3000:]
+
+
+def test_run_refuses_to_start_on_a_double_writer_naming_both_lines(tmp_path: Path) -> None:
+    place = demo_place(tmp_path)
+    path = place.config()
+    text = path.read_text().replace("field: pressure, table: input", "field: cycles, table: input")
+    path.write_text(text)
+    refused = _edgeloop("run", "-c", str(path), "--duration", "5")
+    assert refused.returncode == 2, refused.stderr
+    found = re.search(
+        rf"{re.escape(str(path))}:(\d+):\d+: modbus\.lines\[0\]\.devices\[0\]\.points\[1\]: "
+        r"press1\.Press\.cycles is written by modbus plc1 points\[1\] \(driver input\) and "
+        rf"by modbus plc1 points\[0\] \(driver input, {re.escape(str(path))}:(\d+):\d+\)",
+        refused.stderr,
+    )
+    assert found is not None, refused.stderr
+    lines = text.splitlines()
+    second, first = (lines[int(n) - 1] for n in found.groups())
+    assert "field: cycles, table: input" in second and "field: cycles, table: holding" in first
