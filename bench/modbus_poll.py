@@ -50,7 +50,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from report import emit, machine_description
 
 from edgeloop.app import App
-from edgeloop.drivers.field_bridge import FieldInput, FieldModel
+from edgeloop.drivers.field_bridge import FieldModel
 from edgeloop.drivers.field_link import TOPIC_VALUES
 from edgeloop.drivers.modbus.config import ModbusConfig
 from edgeloop.drivers.modbus.plugin import SECTION
@@ -58,7 +58,7 @@ from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.realtime.io_link import IoInput, IoLink, IoLinkPlugin
 from edgeloop.realtime.io_process import IoService
 from edgeloop.realtime.ipc import Channel, socketpair
-from edgeloop.schedule import FixedUpdate
+from edgeloop.schedule import FieldInput, FixedUpdate
 from edgeloop.sim.ports import free_port
 from edgeloop.world import World
 

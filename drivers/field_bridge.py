@@ -46,8 +46,6 @@ from edgeloop.realtime.io_link import (
     IO_LOST,
     IoInput,
     IoLink,
-    IoReceive,
-    IoSend,
 )
 from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import HeldOutputs, SafeState
@@ -55,17 +53,18 @@ from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs
 from edgeloop.schedule import (
     ActuatorOutput,
+    FieldInput,
+    FieldOutput,
     FixedUpdate,
+    IoReceive,
+    IoSend,
     SensorInput,
     Startup,
-    SystemSet,
 )
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.field")
 
-FieldInput = SystemSet("FieldInput")  # first in SensorInput: the values of this tick
-FieldOutput = SystemSet("FieldOutput")  # after ActuatorOutput: the writes of this tick
 
 _QUALITIES = tuple(Quality)
 _UNREACHED = ("connecting", "offline")  # device health states with nothing written yet

@@ -16,11 +16,13 @@ import builtins
 import enum
 import math
 import struct
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from edgeloop.config import Section
+from edgeloop.config import KeyPath, Section
+from edgeloop.wiring import Claim, write
 
 
 class Quality(enum.IntEnum):
@@ -160,6 +162,11 @@ class PointMap(Section):
         return None
 
     @property
+    def path(self) -> str:
+        """The field, as config elsewhere names it: ``entity.Component.field``."""
+        return f"{self.entity}.{self.component}.{self.field}"
+
+    @property
     def reads(self) -> bool:
         return self.direction != "output"
 
@@ -201,6 +208,29 @@ class PointMap(Section):
             except OverflowError:
                 raise ValueError(f"{value!r} is out of range for float32") from None
         return raw
+
+
+def point_claims(
+    driver: str, device: str, points: Sequence[PointMap], at: KeyPath
+) -> Iterator[Claim]:
+    """A device's wiring: an input point writes its field, an output point reads it
+    (and carries the bounds and safe value the field is written to the device with)."""
+    for index, point in enumerate(points):
+        by = f"{driver} {device} points[{index}]"
+        where = (*at, "points", index)
+        if point.reads:
+            yield write(point.path, by, "driver input", where)
+        if point.writes:
+            yield Claim(
+                point.path,
+                "read",
+                by,
+                "driver output",
+                where,
+                min=point.min,
+                max=point.max,
+                safe_value=point.safe_value,
+            )
 
 
 _FLOAT32 = struct.Struct("<f")

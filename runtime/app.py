@@ -21,6 +21,8 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.net.registry import registry_of
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import (
+    INPUT_ORDER,
+    OUTPUT_ORDER,
     ActuatorOutput,
     Condition,
     ControlLogic,
@@ -40,6 +42,7 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.wiring import WiringTable, table
 from edgeloop.world import World
 
 if TYPE_CHECKING:
@@ -85,6 +88,8 @@ class App:
         self._faults = _FaultPolicy(self)
         self.configure_sets(Startup, Main)
         self.configure_sets(FixedUpdate, SensorInput, DataProcessing, ControlLogic, ActuatorOutput)
+        self._schedules[FixedUpdate].declare_order(*INPUT_ORDER)
+        self._schedules[FixedUpdate].declare_order(*OUTPUT_ORDER)
         self.configure_sets(Update, WebUIUpdates, run_if=[on_timer(WEB_UI_PERIOD_S)])
         self.configure_sets(Update, WebUIUpdates, DataLogging, HealthMonitoring)
         self.configure_sets(Shutdown, Main)
@@ -100,6 +105,7 @@ class App:
         known = list(installed_sections(config.sections) if sections is None else sections)
         app.insert_resource(registry_of(known, config.sections))
         app.insert_resource(config.runtime)
+        app.insert_resource(WiringTable(str(config.path), table(config.wiring, config.where)))
         add_safe_state(app)
         factories = {s.name: s.plugin for s in known}
         for name, model in config.sections.items():

@@ -14,7 +14,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from types import FrameType
 
-from edgeloop import __version__
+from edgeloop import __version__, wiring, wiring_requests
 from edgeloop.alarm_commands import Acknowledge, AckResult
 from edgeloop.app import App, SystemFailure
 from edgeloop.config import Config, ConfigError, load_config, load_config_or_report
@@ -33,6 +33,7 @@ from edgeloop.demo_devices import start_simulators, stop_simulators
 from edgeloop.drivers.gpio import estop_switch, sim_client
 from edgeloop.logs import setup_logging
 from edgeloop.net import operator_request, type_table
+from edgeloop.net.registry import ProtocolError
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.supervisor import Supervisor
 from edgeloop.safety import estop_client
@@ -116,6 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_commands(commands, DEFAULT_CONFIG)
     add_query_command(commands, DEFAULT_CONFIG)
     add_replay_command(commands)
+
+    wired = commands.add_parser(
+        "wiring",
+        help="print every World field with its writer, readers, bounds and safe value",
+        description="The wiring a config declares (or, with --running, the one a running "
+        "appliance was started with): one writer per field, each with its config line.",
+    )
+    wired.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    wired.add_argument(
+        "--running", action="store_true", help="ask the running appliance (network.tcp)"
+    )
+    wired.add_argument("--token", help="with --running: a viewer's (or operator's) token")
+    wired.add_argument("--role", default="viewer", choices=["viewer", "operator", "admin"])
+    wired.add_argument("--port", type=int, help="the TCP port (default: the config's)")
+    wired.set_defaults(command=_wiring)
 
     types = commands.add_parser(
         "protocol-types", help="print the table of wire message types (docs/protocol.md)"
@@ -367,6 +383,30 @@ def _alarm_ack(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"ack {args.source}: {'accepted' if answer.accepted else 'refused'}: {answer.reason}")
     return EXIT_OK if answer.accepted else EXIT_FAILED
+
+
+def _wiring(args: argparse.Namespace) -> int:
+    if not args.running:
+        config = load_config_or_report(args.config)
+        if config is None:
+            return EXIT_BAD_CONFIG
+        print(wiring.render(wiring.table(config.wiring, config.where)))
+        return EXIT_OK
+    if args.token is None:
+        print("edgeloop wiring: --running needs --token", file=sys.stderr)
+        return EXIT_FAILED
+    where = _appliance_tcp(args, "wiring")
+    if isinstance(where, int):
+        return where
+    host, port = where
+    try:
+        page = asyncio.run(wiring_requests.ask(host, port, args.token, args.role))
+    except (OSError, TimeoutError, ConnectionError, ProtocolError) as error:
+        print(f"edgeloop wiring: no answer from {host}:{port}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"# running {page.config} ({host}:{port})")
+    print(wiring.render(page.fields))
+    return EXIT_OK
 
 
 def _gpio_get(args: argparse.Namespace) -> int:

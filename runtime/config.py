@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import UnionType
 from typing import (
@@ -35,6 +35,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 from pydantic_core import ErrorDetails
 
 from edgeloop.plugin import Plugin
+from edgeloop.wiring import Claim, conflicts
 
 if TYPE_CHECKING:
     from edgeloop.realtime.io_part import IoContext, IoPart
@@ -103,6 +104,8 @@ class ConfigSection:
     io: Callable[[Any, IoContext], IoPart] | None = None
     message_types: tuple[type, ...] = ()
     io_in_every_worker: bool = False
+    # the World fields the section writes and reads (edgeloop.wiring), key paths in it
+    wiring: Callable[[Any], Iterable[Claim]] | None = None
 
 
 DEFAULT_STATE_DIR = Path("/var/lib/edgeloop")  # systemd's StateDirectory=edgeloop
@@ -147,6 +150,22 @@ class Config:
     runtime: RuntimeConfig
     sections: dict[str, Section]
     warnings: list[Problem]
+    # where each key path is written, for what is found after loading (``where``)
+    places: Mapping[KeyPath, _Place] = field(default_factory=dict, repr=False, compare=False)
+    # every section's writes and reads of World fields, key paths from the section name
+    wiring: tuple[Claim, ...] = ()
+
+    def where(self, path: KeyPath) -> str:
+        """``file:line:column`` of the key ``path`` (or of the nearest key above it
+        that is written; the file's start for a config not read from a file)."""
+        return str(self.mark(path))
+
+    def mark(self, path: KeyPath) -> _Mark:
+        for end in range(len(path), 0, -1):
+            place = self.places.get(path[:end])
+            if place is not None:
+                return place.key
+        return _Mark(self.path, 1, 1)
 
 
 def config_digest(config: Config) -> str:
@@ -277,11 +296,32 @@ def parse_config_text(
     present = {name: getattr(validated, name) for name in main.data if name in names}
     for name, model in present.items():
         warnings += _section_warnings(name, model, main)
-    return Config(
+    config = Config(
         path=file,
         runtime=validated.runtime,
         sections=present,
         warnings=_sorted(warnings),
+        places=main.places,
+        wiring=_wiring(present, sections),
+    )
+    clashes = conflicts(config.wiring, config.where)
+    if clashes:
+        raise ConfigError(
+            _sorted(
+                [config.mark(c.at).problem(_prefixed(c.at, text)) for c, text in clashes] + warnings
+            )
+        )
+    return config
+
+
+def _wiring(present: dict[str, Section], sections: Sequence[ConfigSection]) -> tuple[Claim, ...]:
+    """Every present section's claims, in file order, their key paths made whole."""
+    declared = {section.name: section.wiring for section in sections}
+    return tuple(
+        replace(claim, at=(name, *claim.at))
+        for name, model in present.items()
+        if (claims_of := declared[name]) is not None
+        for claim in claims_of(model)
     )
 
 

@@ -4,6 +4,10 @@ A schedule runs its sets in a declared order and, inside a set, its systems in t
 they were added. Order is never implied by imports: ``configure_sets`` chains sets, and a
 plugin can slot its own set between two existing ones by chaining it with both.
 Commands are applied after each set.
+
+The sets plugins slot in before SensorInput and after ActuatorOutput are ordered here
+(``INPUT_ORDER``, ``OUTPUT_ORDER``), not by which plugin was added first: the order of
+the sections in the YAML file changes nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +57,27 @@ ActuatorOutput = SystemSet("ActuatorOutput")
 WebUIUpdates = SystemSet("WebUIUpdates")
 DataLogging = SystemSet("DataLogging")
 HealthMonitoring = SystemSet("HealthMonitoring")
+
+# Where each tick's inputs land, in this order, before SensorInput. The safe state is
+# first, so that everything after it sees this tick's e-stop latched. Then what the
+# plant measures (field devices), then what is asked of it (network messages, then
+# Modbus clients' writes): a command is checked against this tick's state. One writer
+# per field (edgeloop.wiring) keeps them from undoing each other; this order makes the
+# tick the same whatever order the config's sections are in.
+IoReceive = SystemSet("IoReceive")  # the records the io process sent since the last tick
+SafetyInput = SystemSet("SafetyInput")  # e-stop, io lost: the safe state latched
+FieldInput = SystemSet("FieldInput")  # field-device values and health
+NetworkReceive = SystemSet("NetworkReceive")  # network messages, typed, for systems
+ModbusServerInput = SystemSet("ModbusServerInput")  # Modbus clients' writes to fields
+INPUT_ORDER = (IoReceive, SafetyInput, FieldInput, NetworkReceive, ModbusServerInput, SensorInput)
+
+# And out, after ActuatorOutput: what the safe state decided, then the writes to the
+# devices, then the values served to Modbus clients, then the records to the io process.
+SafetyStatus = SystemSet("SafetyStatus")
+FieldOutput = SystemSet("FieldOutput")
+ModbusServerOutput = SystemSet("ModbusServerOutput")
+IoSend = SystemSet("IoSend")
+OUTPUT_ORDER = (ActuatorOutput, SafetyStatus, FieldOutput, ModbusServerOutput, IoSend)
 
 
 class Timing:
@@ -144,7 +169,16 @@ class Schedule:
         self._conditions: dict[SystemSet, list[Condition]] = {}
         self._systems: dict[SystemSet, list[SystemEntry]] = {}
         self._order: list[SystemSet] | None = None
+        # set -> the sets declared to run before it, once both are configured
+        self._declared: dict[SystemSet, set[SystemSet]] = {}
         self.set_timings: dict[SystemSet, Timing] = {}
+
+    def declare_order(self, *sets: SystemSet) -> None:
+        """Each of ``sets`` runs after those before it in the list, if and when both are
+        configured; a set declared here is not configured by it (no empty sets)."""
+        for index, later in enumerate(sets):
+            self._declared.setdefault(later, set()).update(sets[:index])
+        self._order = None
 
     def configure_sets(self, *sets: SystemSet, run_if: Sequence[Condition] = ()) -> None:
         """Declare sets; consecutive ones are chained (each runs after the one before)."""
@@ -184,7 +218,10 @@ class Schedule:
         """Sets in run order: a topological sort, ties broken by declaration order."""
         if self._order is None:
             rank = {s: i for i, s in enumerate(self._sets)}
-            waiting = {s: set(after) for s, after in self._after.items()}
+            waiting = {
+                s: after | (self._declared.get(s, set()) & self._after.keys())
+                for s, after in self._after.items()
+            }
             ready = [(rank[s], s.name) for s, after in waiting.items() if not after]
             heapq.heapify(ready)
             by_name = {s.name: s for s in self._sets}

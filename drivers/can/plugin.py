@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from edgeloop.app import App
 from edgeloop.config import ConfigSection
 from edgeloop.drivers.can.config import DRIVER, CanConfig
 from edgeloop.drivers.can.io import CanIo
 from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
+from edgeloop.drivers.points import point_claims
+from edgeloop.wiring import Claim
 
 
 class CanPlugin:
@@ -27,4 +31,9 @@ class CanPlugin:
         add_field_devices(app, DRIVER, specs)
 
 
-SECTION = ConfigSection(DRIVER, CanConfig, CanPlugin, io=CanIo)
+def wiring(config: CanConfig) -> Iterator[Claim]:
+    for index, device in enumerate(config.devices):
+        yield from point_claims(DRIVER, device.name, device.points, ("devices", index))
+
+
+SECTION = ConfigSection(DRIVER, CanConfig, CanPlugin, wiring=wiring, io=CanIo)

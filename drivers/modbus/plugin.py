@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from edgeloop.app import App
 from edgeloop.config import ConfigSection
 from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
 from edgeloop.drivers.modbus.config import DRIVER, ModbusConfig
 from edgeloop.drivers.modbus.io import ModbusIo
+from edgeloop.drivers.points import point_claims
+from edgeloop.wiring import Claim
 
 
 class ModbusPlugin:
@@ -30,4 +34,10 @@ class ModbusPlugin:
         add_field_devices(app, DRIVER, specs)
 
 
-SECTION = ConfigSection(DRIVER, ModbusConfig, ModbusPlugin, io=ModbusIo)
+def wiring(config: ModbusConfig) -> Iterator[Claim]:
+    for i, line in enumerate(config.lines):
+        for j, device in enumerate(line.devices):
+            yield from point_claims(DRIVER, device.name, device.points, ("lines", i, "devices", j))
+
+
+SECTION = ConfigSection(DRIVER, ModbusConfig, ModbusPlugin, wiring=wiring, io=ModbusIo)

@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from typing import Annotated, Any
@@ -72,12 +72,21 @@ from edgeloop.drivers.points import PointMap
 from edgeloop.field_ref import FieldIndex, FieldRef
 from edgeloop.logs import every_power_of_ten
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
+from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
 from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import FieldKey, HeldOutputs, SafeState
-from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
+from edgeloop.schedule import (
+    ActuatorOutput,
+    FixedUpdate,
+    IoReceive,
+    IoSend,
+    ModbusServerInput,
+    ModbusServerOutput,
+    SensorInput,
+)
+from edgeloop.wiring import Claim, read
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.modbus_server")
@@ -89,8 +98,6 @@ REFRESH_S = 1.0  # a snapshot at least this often, so a restarted io process has
 RESOLVE_EVERY_S = 1.0  # how often fields not found yet are looked for again
 MAX_POINTS = 2000
 
-ModbusServerInput = SystemSet("ModbusServerInput")  # external writes, before SensorInput
-ModbusServerOutput = SystemSet("ModbusServerOutput")  # the snapshot, after ActuatorOutput
 
 _TABLES: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 _BIT_TABLES = ("coil", "discrete")
@@ -149,10 +156,6 @@ class ServedPoint(PointMap):
     def width(self) -> int:
         """Registers (or bits) the point occupies."""
         return 1 if self.table in _BIT_TABLES else register_count(self.type, self.count)
-
-    @property
-    def path(self) -> str:
-        return f"{self.entity}.{self.component}.{self.field}"
 
     def refusal(self, value: Any) -> str | None:
         """Why a client may not write ``value`` (an engineering value), or None."""
@@ -633,4 +636,16 @@ class ModbusServerIo:
             self.server = None
 
 
-SECTION = ConfigSection("modbus_server", ModbusServerConfig, ModbusServerPlugin, io=ModbusServerIo)
+def wiring(config: ModbusServerConfig) -> Iterator[Claim]:
+    """Every point is read by the server; a writable one written by its clients."""
+    for index, point in enumerate(config.points):
+        by, at = f"modbus_server points[{index}]", ("points", index)
+        yield read(point.path, by, "Modbus-server read", at)
+        if point.writable:
+            how = "Modbus-server write"
+            yield Claim(point.path, "write", by, how, at, min=point.min, max=point.max)
+
+
+SECTION = ConfigSection(
+    "modbus_server", ModbusServerConfig, ModbusServerPlugin, io=ModbusServerIo, wiring=wiring
+)

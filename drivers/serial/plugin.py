@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from edgeloop.app import App
 from edgeloop.config import ConfigSection
 from edgeloop.drivers.field_bridge import DeviceSpec, add_field_devices
+from edgeloop.drivers.points import point_claims
 from edgeloop.drivers.serial.config import DRIVER, SerialConfig
 from edgeloop.drivers.serial.io import SerialIo
+from edgeloop.wiring import Claim
 
 
 class SerialPlugin:
@@ -27,4 +31,9 @@ class SerialPlugin:
         add_field_devices(app, DRIVER, specs)
 
 
-SECTION = ConfigSection(DRIVER, SerialConfig, SerialPlugin, io=SerialIo)
+def wiring(config: SerialConfig) -> Iterator[Claim]:
+    for index, device in enumerate(config.devices):
+        yield from point_claims(DRIVER, device.name, device.points, ("devices", index))
+
+
+SECTION = ConfigSection(DRIVER, SerialConfig, SerialPlugin, wiring=wiring, io=SerialIo)

@@ -14,10 +14,12 @@ PID, ramp and scale blocks run in ControlLogic, in data-flow order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from edgeloop.alarms import Severity
 from edgeloop.app import App
+from edgeloop.blocks import interlock
 from edgeloop.blocks.alarm import LimitAlarm, LimitCondition
 from edgeloop.blocks.config import (
     AlarmConfig,
@@ -41,6 +43,7 @@ from edgeloop.names import Name
 from edgeloop.safety.safe_state import FieldKey, SafeState
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.schedule import ControlLogic, DataProcessing, FixedUpdate, Main, Startup, SystemSet
+from edgeloop.wiring import Claim, read, write
 from edgeloop.world import World
 
 BlocksStartup = SystemSet("BlocksStartup")
@@ -188,4 +191,24 @@ def run_control_blocks(world: World) -> None:
         block.step(world, tick)
 
 
-SECTION = ConfigSection("blocks", BlocksConfig, BlocksPlugin)
+def wiring(config: BlocksConfig) -> Iterator[Claim]:
+    """Each block reads its inputs; a control block writes its output (and its PID's
+    own fields)."""
+    kinds: tuple[tuple[str, Sequence[ControlBlock]], ...] = (
+        ("pid", config.pid),
+        ("ramp", config.ramp),
+        ("scale", config.scale),
+    )
+    for kind, blocks in kinds:
+        for index, block in enumerate(blocks):
+            at, by = (kind, index), label(block)
+            yield from (read(path, by, f"{kind} block", at) for path in block.reads())
+            yield from (write(path, by, f"{kind} block", at) for path in block.writes())
+    for index, alarm in enumerate(config.alarm):
+        yield read(alarm.input, label(alarm), "alarm block", ("alarm", index))
+    for index, lock in enumerate(config.interlock):
+        for ref in interlock.fields_of(interlock.parse(lock.when)):
+            yield read(str(ref), label(lock), "interlock", ("interlock", index))
+
+
+SECTION = ConfigSection("blocks", BlocksConfig, BlocksPlugin, wiring=wiring)

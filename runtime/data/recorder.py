@@ -15,8 +15,8 @@ from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.data.recording import RecordingWriter
 from edgeloop.data.tape import InputTape
-from edgeloop.realtime.io_link import IoInput, IoLink, IoReceive
-from edgeloop.schedule import FixedUpdate, HealthMonitoring, Shutdown, Update
+from edgeloop.realtime.io_link import IoInput, IoLink
+from edgeloop.schedule import FixedUpdate, HealthMonitoring, IoReceive, Shutdown, Update
 from edgeloop.world import World
 
 

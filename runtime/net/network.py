@@ -24,14 +24,11 @@ from edgeloop.net.listener_health import apply_listener_report
 from edgeloop.net.registry import ProtocolError, Registry, info
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IO_LOST, IoInput, IoLink
-from edgeloop.schedule import SystemSet
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.net")
 
 T = TypeVar("T")
-
-NetworkReceive = SystemSet("NetworkReceive")  # after IoReceive, before SensorInput
 
 # Record topics between the io process and the control process.
 NET_MESSAGE = "net.message"  # io -> control: [provider, connection, name, payload]

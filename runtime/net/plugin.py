@@ -24,7 +24,6 @@ from edgeloop.net.network import (
     NET_MESSAGE,
     NET_SEND,
     Network,
-    NetworkReceive,
     entity_key,
     route_network_inputs,
 )
@@ -41,17 +40,19 @@ from edgeloop.net.world_feed import (
 )
 from edgeloop.net.ws_provider import WebSocketProvider
 from edgeloop.priority import Priority
-from edgeloop.realtime.io_link import IoReceive
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
 from edgeloop.schedule import (
     DataProcessing,
     FixedUpdate,
+    IoReceive,
+    NetworkReceive,
     SensorInput,
     Startup,
     Update,
     WebUIUpdates,
 )
+from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
 log = logging.getLogger("edgeloop.net")
 
@@ -176,6 +177,7 @@ class NetworkPlugin:
         app.configure_sets(FixedUpdate, IoReceive, NetworkReceive, SensorInput)
         app.add_systems(FixedUpdate, route_network_inputs, in_set=NetworkReceive)
         app.add_systems(FixedUpdate, acknowledge_alarms, in_set=DataProcessing)
+        app.add_systems(FixedUpdate, answer_wiring_requests, in_set=DataProcessing)
 
 
 class NetworkIo:
@@ -367,5 +369,5 @@ SECTION = ConfigSection(
     NetworkPlugin,
     io=NetworkIo,
     io_in_every_worker=True,
-    message_types=(Acknowledge, AckResult),
+    message_types=(Acknowledge, AckResult, WiringRequest, WiringPage),
 )

@@ -19,7 +19,7 @@ from edgeloop.alarms import Alarms, Severity
 from edgeloop.clock import Time
 from edgeloop.priority import Priority
 from edgeloop.realtime.ipc import Channel, Outbox, Record, encode_record
-from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
+from edgeloop.schedule import ActuatorOutput, FixedUpdate, IoReceive, IoSend, SensorInput
 from edgeloop.world import World
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeloop.io_link")
 
-IoReceive = SystemSet("IoReceive")  # runs before SensorInput
-IoSend = SystemSet("IoSend")  # runs after ActuatorOutput
 ALARM_SOURCE = "io-link"
 
 

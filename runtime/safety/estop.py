@@ -40,13 +40,11 @@ from edgeloop.priority import Priority
 from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import (
-    SafetyInput,
-    SafetyStatus,
     WakeSources,
     add_safe_state,
     apply_safe_state_now,
 )
-from edgeloop.schedule import FixedUpdate, Shutdown, Startup
+from edgeloop.schedule import FixedUpdate, SafetyInput, SafetyStatus, Shutdown, Startup
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.estop")

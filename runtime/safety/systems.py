@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from edgeloop.clock import Time
 from edgeloop.names import Name
-from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink, IoReceive
+from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink
 from edgeloop.safety.audit_events import audit_alarm_transitions, audit_safe_state
 from edgeloop.safety.safe_state import ENTITY, HeldOutputs, SafeState, SafeStateStatus
 from edgeloop.safety.watchdogs import Watchdogs, check_watchdogs
@@ -17,6 +17,9 @@ from edgeloop.schedule import (
     ActuatorOutput,
     DataProcessing,
     FixedUpdate,
+    IoReceive,
+    SafetyInput,
+    SafetyStatus,
     SensorInput,
     Shutdown,
     Startup,
@@ -27,9 +30,7 @@ from edgeloop.world import World
 if TYPE_CHECKING:
     from edgeloop.app import App
 
-SafetyInput = SystemSet("SafetyInput")  # after the io records are in, before sensors
 SafetyChecks = SystemSet("SafetyChecks")  # after the sensors: watchdogs
-SafetyStatus = SystemSet("SafetyStatus")  # after ActuatorOutput: what this tick decided
 
 IO_LOST_CAUSE = "io_lost"
 SHUTDOWN_CAUSE = "shutdown"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -32,6 +33,7 @@ from edgeloop.schedule import (
     Startup,
     Update,
 )
+from edgeloop.wiring import Claim, read, write
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.plant")
@@ -186,4 +188,21 @@ def status_line(world: World) -> str:
     return f"t={time.elapsed:7.2f}s tick={time.tick} {tanks}"
 
 
-SECTION = ConfigSection("tank_plant", TankPlantConfig, TankPlantPlugin)
+def wiring(config: TankPlantConfig) -> Iterator[Claim]:
+    """Per tank: the simulated level, its PID (setpoint read, for an HMI to write) and
+    the pump it drives."""
+    for index, tank in enumerate(config.tanks):
+        at, name = ("tanks", index, "name"), tank.name
+        yield write(f"{name}.TankLevel.level_m", "simulate_tanks", "simulated sensor", at)
+        yield read(f"{name}.TankLevel.level_m", "level_to_pid", "system", at)
+        yield write(f"{name}.Pid.pv", "level_to_pid", "system", at)
+        yield read(f"{name}.Pid.setpoint", "run_pid", "system", at)
+        for field in ("output", "integral", "last_pv"):
+            yield write(f"{name}.Pid.{field}", "run_pid", "system", at)
+        yield read(f"{name}.Pid.output", "pid_to_pump", "system", at)
+        yield Claim(
+            f"{name}.Pump.speed", "write", "pid_to_pump", "system", at, safe_value=PUMP_SAFE_SPEED
+        )
+
+
+SECTION = ConfigSection("tank_plant", TankPlantConfig, TankPlantPlugin, wiring=wiring)

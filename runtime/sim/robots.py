@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -40,6 +40,7 @@ from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state, safe_output
 from edgeloop.safety.watchdogs import Recovery, Watchdogs, WatchdogSettings
 from edgeloop.schedule import ActuatorOutput, ControlLogic, FixedUpdate, SensorInput
+from edgeloop.wiring import ANY_ENTITY, Claim, write
 from edgeloop.world import World
 
 Status = Literal["idle", "moving", "fault"]
@@ -358,8 +359,19 @@ def stop_robots_when_safe(world: World) -> None:
         network.send(world, robot.connection, stop, Priority.CRITICAL)
 
 
+def wiring(_config: RobotsConfig) -> Iterator[Claim]:
+    """Each robot's entity (named by its id, so any entity) is written from its telemetry."""
+    for name in ("connection", "position", "velocity", "temperature", "status", "last_tick"):
+        target = f"{ANY_ENTITY}.Robot.{name}"
+        yield write(target, "robots_from_telemetry", "network input robot.Telemetry", ())
+
+
 SECTION = ConfigSection(
-    "robots", RobotsConfig, RobotsPlugin, message_types=(Telemetry, Command, CommandResult)
+    "robots",
+    RobotsConfig,
+    RobotsPlugin,
+    message_types=(Telemetry, Command, CommandResult),
+    wiring=wiring,
 )
 
 
