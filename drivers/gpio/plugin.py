@@ -23,10 +23,12 @@ Where the line I/O runs, and why here and not in the io process with the other d
 It is still the field bridge's one path: each device is a ``DeviceSpec`` whose
 ``local_writer`` takes its writes, and its values and health come in through
 ``FieldModel.local`` in FieldInput, so quality, ``DeviceHealth``, one writer per field,
-safe values, ``HeldOutputs`` and refusals are those of every driver. The cost: a device
-is read every tick (GpioInput, just before FieldInput); only a changed level makes a
-record. Inputs are sampled at the tick rate, so a pulse shorter than a tick may pass
-unseen (use the e-stop section for a stop, which is woken by the edge).
+safe values, ``HeldOutputs`` and refusals are those of every driver. The cost: every
+device is read every tick (GpioInput, just before FieldInput), a level per line (about
+0.5 us a line on the simulated chip, measured with 16; an ioctl a line on a kernel
+chip), and only a changed level makes a record. Inputs are sampled at the tick rate, so
+a pulse shorter than a tick may pass unseen: a stop belongs in the ``estop`` section,
+whose edges wake the loop.
 """
 
 from __future__ import annotations
