@@ -109,8 +109,9 @@ class DeviceChannel:
                 stale = [_STALE if q == _GOOD else q for q in quality]
                 self.publish_block(name, indices, values, stale)
 
-    def good(self, rtt_s: float) -> None:
-        self.health.good(rtt_s)
+    def good(self, rtt_s: float, now: float | None = None) -> None:
+        """A good exchange; ``now``: its unix time (None: now)."""
+        self.health.good(rtt_s, now)
         self._health_moved = True
         self.publish_health()
 

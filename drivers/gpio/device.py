@@ -10,12 +10,15 @@ device holds what control logic last wrote, or its safe values while they hold.
 
 It reports as every driver's io side does, through a ``DeviceChannel`` (whose sink is
 the field bridge's ``FieldModel.local``): one group of values, ``lines``, sent when a
-level changes, and its health.
+level changes, and its health when its state changes. Nothing it reports reads a clock
+(``last_good_read`` stays 0: a device ``online`` is read every tick), so the World stays
+a function of the inputs per tick, as replay and ``state_hash`` need.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,10 @@ class GpioDeviceLines:
         self.config = config
         points = [point.point_map() for point in config.points]
         self.channel = DeviceChannel(sink, config.name, DRIVER, points, offline_after=1)
-        self.backoff = Backoff(config.reopen_initial_s, config.reopen_max_s)
+        # Jitter keeps devices sharing a bus from retrying in lockstep; lines of a local
+        # chip share none, and a seeded one keeps the World a function of its inputs.
+        rng = random.Random(config.name)
+        self.backoff = Backoff(config.reopen_initial_s, config.reopen_max_s, rng=rng)
         self.faults = FaultLog(log, LOG_EVERY_S)
         self.state_dir = Path()
         self.inputs: list[tuple[int, InputLine]] = []
@@ -90,8 +96,6 @@ class GpioDeviceLines:
                 self.channel.publish_block(GROUP, self.input_indices, levels, _GOOD)
         except GpioError as error:
             self._failed(str(error), now)
-            return
-        self.channel.good(0.0)
 
     def write(self, writes: list[tuple[int, Any]]) -> None:
         """Output values from the field bridge: driven at once (kept for a reopen)."""
@@ -131,6 +135,7 @@ class GpioDeviceLines:
         self._retry_at = None
         self._levels = None
         self.backoff.reset()
+        self.channel.good(0.0, now=0.0)
         self.faults.log("open", "gpio %s: %s open", config.name, config.chip, level=logging.INFO)
 
     def _failed(self, reason: str, now: float) -> None:
