@@ -19,6 +19,15 @@ priority; an output without one keeps what the device has. A device that comes b
 online while held gets its safe values again. A value outside an output's
 ``min``/``max`` is refused, never clamped: the field goes back to what the device
 holds, the refusal is counted, logged (rate-limited) and raised as an alarm.
+
+A device may do its I/O in the control process instead (GPIO lines: reading or driving
+one is a non-blocking ioctl; see ``edgeloop.drivers.gpio.plugin``): its ``DeviceSpec``
+names a ``local_writer``, which gets its writes at once (in FieldOutput, and between
+ticks when an e-stop edge applies the safe state), and its ``DeviceChannel`` sends into
+``FieldModel.local``, read in FieldInput right after the io records, through the same
+code. Everything else (quality, health, safe values, refusals, HeldOutputs) is the same;
+the io process going away leaves such a device alone, apart from the ``io_lost`` safe
+state that holds every output.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from edgeloop.alarms import Alarms, Severity
 from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.component import Component, assign_unmarked, mark_changed
-from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE
+from edgeloop.drivers.field_link import TOPIC_HEALTH, TOPIC_VALUES, TOPIC_WRITE, WriteHandler
 from edgeloop.drivers.health import DeviceHealth
 from edgeloop.drivers.points import FIELD_DEFAULTS, PointMap, Quality
 from edgeloop.logs import every_power_of_ten
@@ -47,6 +56,7 @@ from edgeloop.realtime.io_link import (
     IoInput,
     IoLink,
 )
+from edgeloop.realtime.ipc import Record
 from edgeloop.safety.audit_events import audit
 from edgeloop.safety.safe_state import HeldOutputs, SafeState
 from edgeloop.safety.systems import add_safe_state, safe_output
@@ -78,6 +88,23 @@ class DeviceSpec:
     # heard from (values, or health online) at least this often, or its watchdog trips
     watchdog_s: float | None = None
     watchdog_recovery: Recovery = "auto"
+    # None: the io process reads and writes the device. Else its I/O runs in the control
+    # process: its writes go here, its records come through ``FieldModel.local``.
+    local_writer: WriteHandler | None = None
+
+
+class LocalRecords:
+    """The records of the devices whose I/O runs in the control process: a
+    ``DeviceChannel``'s sink, read by FieldInput in the same tick."""
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def send(self, record: Record) -> bool:
+        self.records.append(record)
+        return True
 
 
 # A point read into a field: (component, field, quality field, the same point's output
@@ -138,6 +165,7 @@ class FieldModel:
     _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _generation: int = -1  # of the io channel seen last: a new one is a new io process
+    local: LocalRecords = field(default_factory=LocalRecords)
 
     def component(self, name: str) -> type[Component]:
         """The component class made for ``name`` (``KeyError`` if no point names it)."""
@@ -235,6 +263,14 @@ class FieldModel:
 
 def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> FieldModel:
     """Register a driver's devices; the first call adds the bridge's systems."""
+    model = field_model(app)
+    for device in devices:
+        model.add(device)
+    return model
+
+
+def field_model(app: App) -> FieldModel:
+    """The App's FieldModel; the first call adds the bridge's systems."""
     model = app.world.get_resource(FieldModel)
     if model is None:
         add_safe_state(app)
@@ -247,8 +283,6 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
         safe_output(app, send_field_writes)
-    for device in devices:
-        model.add(device)
     return model
 
 
@@ -260,46 +294,60 @@ def receive_field_values(world: World) -> None:
         _follow_io_process(model, link)
     watchdogs = world.resource(Watchdogs)
     for record in world.read(IoInput):
-        try:
-            if record.topic == TOPIC_VALUES:
-                device = record.key.partition("/")[0]
-                inputs = model._inputs.get(device)
-                if inputs is not None:
-                    _apply_values(inputs, *record.payload)
-                    watchdogs.heard(device, record.tick)
-            elif record.topic == TOPIC_HEALTH:
-                health = model.health.get(record.key)
-                if health is not None:
-                    was = health.state
-                    _apply_health(health, record.payload)
-                    if health.state == "online":
-                        watchdogs.heard(record.key, record.tick)
-                    elif watchdogs.expired(record.key):
-                        health.state = "offline"  # the watchdog's verdict holds till heard
-                    if was in _UNREACHED and health.state not in _UNREACHED:
-                        model._reconnected.add(record.key)
-            elif record.topic == IO_LOST and record.payload == HOME_WORKER:
-                _io_process_lost(model)
-        except (IndexError, KeyError, TypeError, ValueError) as error:
-            # Not what this config's points expect (an io process started with another
-            # config, a driver bug): the record is dropped, the control loop goes on.
-            model.bad_records += 1
-            if every_power_of_ten(model.bad_records):
-                log.error(
-                    "field: dropped a %s record for %r that does not fit its points "
-                    "(%d so far): %s",
-                    record.topic,
-                    record.key,
-                    model.bad_records,
-                    error,
-                )
+        if record.topic == IO_LOST and record.payload == HOME_WORKER:
+            _io_process_lost(model)
+        else:
+            _receive(model, watchdogs, record, record.tick)
+    local = model.local
+    if local.records:
+        records, local.records = local.records, []
+        tick = world.resource(Time).tick
+        for one in records:
+            _receive(model, watchdogs, one, tick)
+
+
+def _receive(model: FieldModel, watchdogs: Watchdogs, record: IoInput | Record, tick: int) -> None:
+    """One record of values or health, from the io process or from ``FieldModel.local``."""
+    topic, key, payload = record.topic, record.key, record.payload
+    try:
+        if topic == TOPIC_VALUES:
+            device = key.partition("/")[0]
+            inputs = model._inputs.get(device)
+            if inputs is not None:
+                _apply_values(inputs, *payload)
+                watchdogs.heard(device, tick)
+        elif topic == TOPIC_HEALTH:
+            health = model.health.get(key)
+            if health is not None:
+                was = health.state
+                _apply_health(health, payload)
+                if health.state == "online":
+                    watchdogs.heard(key, tick)
+                elif watchdogs.expired(key):
+                    health.state = "offline"  # the watchdog's verdict holds till heard
+                if was in _UNREACHED and health.state not in _UNREACHED:
+                    model._reconnected.add(key)
+    except (IndexError, KeyError, TypeError, ValueError) as error:
+        # Not what this config's points expect (an io process started with another
+        # config, a driver bug): the record is dropped, the control loop goes on.
+        model.bad_records += 1
+        if every_power_of_ten(model.bad_records):
+            log.error(
+                "field: dropped a %s record for %r that does not fit its points (%d so far): %s",
+                topic,
+                key,
+                model.bad_records,
+                error,
+            )
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
     """A new io process (of the worker the drivers run in) knows none of the outputs:
     they are sent again."""
     if model._generation >= 0:
-        for outputs in model._outputs.values():
+        for device, outputs in model._outputs.items():
+            if model.devices[device].local_writer is not None:
+                continue  # its lines are in this process: they hold what was written
             for _, output in outputs:
                 if output.owned or not output.point.reads:
                     output.last = output.last_raw = None
@@ -308,9 +356,11 @@ def _follow_io_process(model: FieldModel, link: IoLink) -> None:
 
 def _io_process_lost(model: FieldModel) -> None:
     """Nothing is read while the drivers' io process is down, and its last values came
-    just before this: every value is STALE from here on, every device offline."""
-    for device in model.devices:
-        _disconnected(model, device, "io process not connected")
+    just before this: every value is STALE from here on, every device offline (but
+    those whose I/O runs in this process)."""
+    for device, spec in model.devices.items():
+        if spec.local_writer is None:
+            _disconnected(model, device, "io process not connected")
 
 
 def _silent(device: str, world: World) -> None:
@@ -496,7 +546,12 @@ def send_field_writes(world: World) -> None:
                 if writes is None:
                     writes = []
                 writes.append([index, value])
-        if writes is not None and link is not None:
+        if writes is None:
+            continue
+        local_writer = model.devices[device].local_writer
+        if local_writer is not None:
+            local_writer([(index, value) for index, value in writes])
+        elif link is not None:
             priority = Priority.CRITICAL if held else Priority.HIGH
             link.send(TOPIC_WRITE, device, writes, priority, worker=HOME_WORKER)
     model._reconnected.clear()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from edgeloop.drivers.health import HealthTracker
 from edgeloop.drivers.points import PointMap, Quality
@@ -39,12 +39,20 @@ _GOOD = int(Quality.GOOD)
 _STALE = int(Quality.STALE)
 
 
+class RecordSink(Protocol):
+    """Where a device's records go: the io process's way to the control process
+    (``IoContext``), or the field bridge's own inbox for a device whose I/O runs in the
+    control process (``FieldModel.local``)."""
+
+    def send(self, record: Record) -> bool: ...
+
+
 class DeviceChannel:
     """One device's way to the control process: values by group, and its health."""
 
     def __init__(
         self,
-        context: IoContext,
+        context: RecordSink,
         device: str,
         driver: str,
         points: Sequence[PointMap],
@@ -101,8 +109,9 @@ class DeviceChannel:
                 stale = [_STALE if q == _GOOD else q for q in quality]
                 self.publish_block(name, indices, values, stale)
 
-    def good(self, rtt_s: float) -> None:
-        self.health.good(rtt_s)
+    def good(self, rtt_s: float, now: float | None = None) -> None:
+        """A good exchange; ``now``: its unix time (None: now)."""
+        self.health.good(rtt_s, now)
         self._health_moved = True
         self.publish_health()
 

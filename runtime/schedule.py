@@ -66,10 +66,19 @@ HealthMonitoring = SystemSet("HealthMonitoring")
 # tick the same whatever order the config's sections are in.
 IoReceive = SystemSet("IoReceive")  # the records the io process sent since the last tick
 SafetyInput = SystemSet("SafetyInput")  # e-stop, io lost: the safe state latched
+GpioInput = SystemSet("GpioInput")  # GPIO driver lines read here, for FieldInput to take
 FieldInput = SystemSet("FieldInput")  # field-device values and health
 NetworkReceive = SystemSet("NetworkReceive")  # network messages, typed, for systems
 ModbusServerInput = SystemSet("ModbusServerInput")  # Modbus clients' writes to fields
-INPUT_ORDER = (IoReceive, SafetyInput, FieldInput, NetworkReceive, ModbusServerInput, SensorInput)
+INPUT_ORDER = (
+    IoReceive,
+    SafetyInput,
+    GpioInput,
+    FieldInput,
+    NetworkReceive,
+    ModbusServerInput,
+    SensorInput,
+)
 
 # And out, after ActuatorOutput: what the safe state decided, then the writes to the
 # devices, then the values served to Modbus clients, then the records to the io process.

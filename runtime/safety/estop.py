@@ -34,6 +34,7 @@ from edgeloop.clock import Time
 from edgeloop.config import ConfigSection, RuntimeConfig, Section
 from edgeloop.data.tape import InputTape
 from edgeloop.drivers.gpio import GpioLine, InputLine, OutputLine, open_input, open_output
+from edgeloop.drivers.gpio.claims import claim_lines
 from edgeloop.net.network import Network, read_network
 from edgeloop.net.registry import message
 from edgeloop.priority import Priority
@@ -57,6 +58,15 @@ class EStopConfig(Section):
     inputs: Annotated[list[GpioLine], Field(min_length=1, max_length=2)]
     reset_input: GpioLine | None = None
     outputs_enabled: GpioLine | None = None
+
+    def named_lines(self) -> list[tuple[str, GpioLine]]:
+        """Each line with its key (``estop.inputs[0]``)."""
+        named = [(f"{SECTION_NAME}.inputs[{i}]", line) for i, line in enumerate(self.inputs)]
+        for key in ("reset_input", "outputs_enabled"):
+            line = getattr(self, key)
+            if line is not None:
+                named.append((f"{SECTION_NAME}.{key}", line))
+        return named
 
     @model_validator(mode="after")
     def _lines_distinct(self) -> EStopConfig:
@@ -187,6 +197,7 @@ class EStopPlugin:
 
     def build(self, app: App) -> None:
         add_safe_state(app)
+        claim_lines(app, self.config.named_lines())
         estop = EStop(self.config)
         app.insert_resource(estop)
         app.add_systems(Startup, open_estop)

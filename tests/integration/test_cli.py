@@ -105,8 +105,9 @@ def test_run_stops_cleanly_on_signal_and_runs_shutdown(signum: int, tmp_path: Pa
     finally:
         proc.kill()
     assert proc.returncode == 0
-    # SafeState's trip, what applies it (plant, field bridge, robots), the e-stop's lines closed
-    assert "shutdown schedule ran: 5 system(s), 0 failed" in rest
+    # SafeState's trip, what applies it (plant, field bridge, robots), the e-stop's lines
+    # and the gpio section's closed, the data log's last samples handed on
+    assert "shutdown schedule ran: 7 system(s), 0 failed" in rest
     assert "stopped after" in rest
 
 

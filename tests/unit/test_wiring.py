@@ -121,9 +121,11 @@ def test_check_config_refuses_a_double_writer_with_both_lines(
     assert cli.main(["check-config", str(path)]) == cli.EXIT_BAD_CONFIG
     err = capsys.readouterr().err
     # The demo's lines of the two points: found, so that editing the demo moves them too.
-    first = text.splitlines().index(next(ln for ln in text.splitlines() if "field: cycles" in ln))
-    assert f"{path}:{first + 2}:15: modbus.lines[0].devices[0].points[1]: press1.Press.cycles" in err
-    assert f"modbus plc1 points[0] (driver input, {path}:{first + 1}:15)" in err
+    lines = text.splitlines()
+    first = lines.index(next(line for line in lines if "field: cycles" in line)) + 1
+    where = "modbus.lines[0].devices[0].points[1]"
+    assert f"{path}:{first + 1}:15: {where}: press1.Press.cycles" in err
+    assert f"modbus plc1 points[0] (driver input, {path}:{first}:15)" in err
 
 
 def test_the_demo_wiring_names_each_writer_its_line_readers_and_bounds(
@@ -193,8 +195,11 @@ def test_moving_modbus_server_above_the_drivers_runs_the_same_tick(tmp_path: Pat
     assert moved.index("modbus_server:") < moved.index("\nmodbus:")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    as_shipped = _load(tmp_path / "a", demo)
-    reordered = _load(tmp_path / "b", moved)
+    # Each its own state dir: the simulated GPIO chip's lines are one process's each.
+    shipped_dir = "state_dir: /tmp/edgeloop-demo/state"
+    assert shipped_dir in demo
+    as_shipped = _load(tmp_path / "a", demo.replace(shipped_dir, f"state_dir: {tmp_path}/a"))
+    reordered = _load(tmp_path / "b", moved.replace(shipped_dir, f"state_dir: {tmp_path}/b"))
     assert list(reordered.sections) != list(as_shipped.sections)
     order = _fixed_update(as_shipped)
     assert _fixed_update(reordered) == order
@@ -209,6 +214,7 @@ def test_moving_modbus_server_above_the_drivers_runs_the_same_tick(tmp_path: Pat
         app = App.from_config(config)
         app.run_for(20)
         hashes.append(app.world.state_hash())
+        app.shutdown()
     assert hashes[0] == hashes[1]
 
 
