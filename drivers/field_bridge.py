@@ -15,8 +15,9 @@ be, and it is exact: a field set back to the value last written is no change.
 
 The output side is where ``SafeState`` holds: while it holds a device, each of its
 outputs with a ``safe_value`` is set to it (in the World too) and sent at CRITICAL
-priority; an output without one keeps what the device has. A device that comes back
-online while held gets its safe values again. A value outside an output's
+priority as the hold begins, even if it was the value last written (the device may
+have been changed there since); an output without one keeps what the device has. A
+device that comes back online while held gets its safe values again. A value outside an output's
 ``min``/``max`` is refused, never clamped: the field goes back to what the device
 holds, the refusal is counted, logged (rate-limited) and raised as an alarm.
 """
@@ -134,6 +135,7 @@ class FieldModel:
     refused_writes: int = 0  # output values outside their point's min/max
     # devices back online since the last FieldOutput: a held one gets its safe values
     _reconnected: set[str] = field(default_factory=set)
+    _held: set[str] = field(default_factory=set)  # held safe at the last FieldOutput
     # (entity, component, field) -> "device points[i]" of the point that reads it
     _readers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _written: dict[tuple[str, str, str], str] = field(default_factory=dict)
@@ -471,8 +473,14 @@ def send_field_writes(world: World) -> None:
     safe = world.resource(SafeState)
     for device, outputs in model._outputs.items():
         held = bool(safe.causes) and safe.safe_for(device)
-        if held and device in model._reconnected:
-            _forget_safe_values(outputs)  # a device back from offline holds its defaults
+        # Sent, not assumed, as the state begins: what the device holds may have been
+        # changed there (its own program, a local panel) since it was last written; and
+        # a device back from offline holds its defaults.
+        if held and (device in model._reconnected or device not in model._held):
+            _forget_safe_values(outputs)
+            model._held.add(device)
+        elif not held:
+            model._held.discard(device)
         writes: list[list[Any]] | None = None
         for index, output in outputs:
             value = getattr(output.component, output.field)
