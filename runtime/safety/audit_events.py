@@ -1,8 +1,9 @@
-"""What the control process puts in the audit log: a helper for systems, and the
-safe state's causes as they begin and end."""
+"""What the control process puts in the audit log: a helper for systems, the safe
+state's causes as they begin and end, and every alarm's changes of state."""
 
 from __future__ import annotations
 
+from edgeloop.alarms import Alarms
 from edgeloop.clock import Time
 from edgeloop.safety.audit import AuditLog
 from edgeloop.safety.safe_state import SafeState
@@ -42,3 +43,14 @@ def audit_safe_state(world: World) -> None:
     for name in seen.causes.keys() - now.keys():
         audit(world, "safety.end", cause=name)
     seen.causes = now
+
+
+def audit_alarms(world: World) -> None:
+    """SafetyStatus: every alarm raised, acknowledged or cleared since the last tick
+    (``Alarms`` keeps them until taken; without an audit log they stay there)."""
+    if world.get_resource(AuditLog) is None:
+        return
+    for change in world.resource(Alarms).transitions():
+        by = {"by": change.by} if change.by else {}
+        audit(world, "alarm", source=change.source, state=change.state.value,
+              severity=change.severity.value, text=change.text, **by)  # fmt: skip

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from edgeloop.clock import Time
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink, IoReceive
-from edgeloop.safety.audit_events import audit_safe_state
+from edgeloop.safety.audit_events import audit_alarms, audit_safe_state
 from edgeloop.safety.safe_state import ENTITY, SafeState, SafeStateStatus
 from edgeloop.safety.watchdogs import Watchdogs, check_watchdogs
 from edgeloop.schedule import (
@@ -94,7 +94,9 @@ def add_safe_state(app: App) -> None:
     app.insert_resource(Watchdogs())
     app.add_systems(FixedUpdate, follow_io_link, in_set=SafetyInput)
     app.add_systems(FixedUpdate, check_watchdogs, in_set=SafetyChecks)
-    app.add_systems(FixedUpdate, show_safe_state, audit_safe_state, in_set=SafetyStatus)
+    app.add_systems(
+        FixedUpdate, show_safe_state, audit_safe_state, audit_alarms, in_set=SafetyStatus
+    )
     # First in Shutdown: every output side that runs after it sees the state.
     app.add_systems(Shutdown, trip_at_shutdown)
 
