@@ -19,8 +19,10 @@ written, as a whole; anything else is refused by the server with exception 2, a 
 outside ``min``/``max`` with exception 3. An accepted write goes to the control process
 as a command, which checks it again (the field must exist and be writable, the value
 within limits), applies it to the field, logs it with the peer's address and counts
-it. A read-back shows the written value at once and the World's from the next
-snapshot on (sent at once after a refusal, so a refused value does not linger).
+it. Every write is a control command in the audit log, accepted or refused (one the
+server refused too: it tells the control process why). A read-back shows the written
+value at once and the World's from the next snapshot on (sent at once after a refusal,
+so a refused value does not linger).
 
 Records on the io channel:
 
@@ -29,6 +31,8 @@ Records on the io channel:
   sent when any changed and at least every ``REFRESH_S``.
 - ``modbus_server.write``, io -> control, HIGH, key the peer's ``host:port``:
   ``[[index, value], ...]``, engineering values of the points one request wrote.
+- ``modbus_server.refused``, io -> control, HIGH, key the peer's ``host:port``:
+  ``[what, value, reason]`` of a write the server refused (value None if it has none).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink, IoReceive, IoSend
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
+from edgeloop.safety.audit_events import audit
 from edgeloop.schedule import ActuatorOutput, FixedUpdate, SensorInput, SystemSet
 from edgeloop.world import World
 
@@ -77,6 +82,7 @@ log = logging.getLogger("edgeloop.modbus_server")
 
 TOPIC_VALUES = "modbus_server.values"
 TOPIC_WRITE = "modbus_server.write"
+TOPIC_REFUSED = "modbus_server.refused"
 REFRESH_S = 1.0  # a snapshot at least this often, so a restarted io process has values
 RESOLVE_EVERY_S = 1.0  # how often fields not found yet are looked for again
 MAX_POINTS = 2000
@@ -277,23 +283,36 @@ def _is_nan(value: Any) -> bool:
 
 
 def apply_external_writes(world: World) -> None:
-    """ModbusServerInput: writes from Modbus clients, checked as any command, applied."""
+    """ModbusServerInput: writes from Modbus clients, checked as any command, applied;
+    each one audited, with those the server refused."""
     served = world.resource(ServedFields)
     for message in world.read(IoInput):
-        if message.topic != TOPIC_WRITE:
-            continue
         peer = message.key or "an unknown peer"
-        for write in message.payload:
-            if isinstance(write, list) and len(write) == 2:
-                _apply_write(served, peer, write[0], write[1])
+        if message.topic == TOPIC_WRITE:
+            for write in message.payload:
+                if isinstance(write, list) and len(write) == 2:
+                    _apply_write(world, served, peer, write[0], write[1])
+        elif message.topic == TOPIC_REFUSED and _is_refusal(message.payload):
+            what, value, reason = message.payload
+            _audit_write(world, peer, what, value, accepted=False, why=reason)
 
 
-def _apply_write(served: ServedFields, peer: str, index: Any, value: Any) -> None:
+def _is_refusal(payload: Any) -> bool:
+    return (
+        isinstance(payload, list)
+        and len(payload) == 3
+        and isinstance(payload[0], str)
+        and isinstance(payload[2], str)
+    )
+
+
+def _apply_write(world: World, served: ServedFields, peer: str, index: Any, value: Any) -> None:
     if not served.config.may_write(peer):
-        _refuse(served, peer, f"points[{index!r}]", value, "the client is not in write_from")
+        where = f"points[{index!r}]"
+        _refuse(world, served, peer, where, value, reason="the client is not in write_from")
         return
     if not isinstance(index, int) or not 0 <= index < len(served.points):
-        _refuse(served, peer, f"points[{index!r}]", value, "no such point")
+        _refuse(world, served, peer, f"points[{index!r}]", value, reason="no such point")
         return
     point = served.points[index]
     component = served.components[index]
@@ -301,17 +320,26 @@ def _apply_write(served: ServedFields, peer: str, index: Any, value: Any) -> Non
     if reason is None and component is None:
         reason = "the field is not in the World"
     if reason is not None or component is None:
-        _refuse(served, peer, point.path, value, reason or "")
+        _refuse(world, served, peer, point.path, value, reason=reason or "")
         return
     current = getattr(component, point.field)
     new, reason = _as_field_type(current, value)
     if reason is not None:
-        _refuse(served, peer, point.path, value, reason)
+        _refuse(world, served, peer, point.path, value, reason=reason)
         return
     served.writes_applied += 1
+    _audit_write(world, peer, point.path, new, accepted=True, why="applied")
     if new != current:
         setattr(component, point.field, new)
         log.info("write from %s: %s = %r", peer, point.path, new)
+
+
+def _audit_write(
+    world: World, peer: str, where: str, value: Any, *, accepted: bool, why: str
+) -> None:
+    what = f"modbus_server write {where}" + ("" if value is None else f" = {value!r}")
+    audit(world, "command", by=f"modbus_server client {peer}", what=what, accepted=accepted,
+          reason=why)  # fmt: skip
 
 
 def _as_field_type(current: Any, value: Any) -> tuple[Any, str | None]:
@@ -329,8 +357,11 @@ def _as_field_type(current: Any, value: Any) -> tuple[Any, str | None]:
     return None, f"a {type(current).__name__} field cannot be written"
 
 
-def _refuse(served: ServedFields, peer: str, where: str, value: Any, reason: str) -> None:
+def _refuse(
+    world: World, served: ServedFields, peer: str, where: str, value: Any, *, reason: str
+) -> None:
     served.writes_refused += 1
+    _audit_write(world, peer, where, value, accepted=False, why=reason)
     served._sent_at = None  # the io side shows the refused value until the next snapshot
     if every_power_of_ten(served.writes_refused):
         log.warning(
@@ -428,26 +459,31 @@ class ServedRegisters(SimCore):
         address: int,
         values: list[int] | list[bool],
     ) -> ExcCodes | None:
-        """A write from the client at ``peer`` (``host:port``): refused, or sent to the
-        control process."""
+        """A write from the client at ``peer`` (``host:port``): refused (and the control
+        process told why, for the audit log), or sent to the control process."""
         if not self.config.may_write(peer):
-            return ExcCodes.ILLEGAL_FUNCTION
+            why = "the client is not in write_from"
+            return self._refuse(peer, f"address {address}", why, code=ExcCodes.ILLEGAL_FUNCTION)
         table = self._table(device_id, func_code)
         cells = self.cells[table]
         written: dict[int, list[int]] = {}
         for cell_address, value in enumerate(values, start=address):
             cell = cells.get(cell_address)
             if cell is None or not self.points[cell[0]].writable:
-                return ExcCodes.ILLEGAL_ADDRESS
+                where, why = f"{table} {cell_address}", "no writable point there"
+                return self._refuse(peer, where, why, code=ExcCodes.ILLEGAL_ADDRESS)
             written.setdefault(cell[0], []).append(int(value))
         writes: list[list[Any]] = []
         for index, registers in written.items():
             point = self.points[index]
             if len(registers) != point.width:  # part of a value is no value
-                return ExcCodes.ILLEGAL_ADDRESS
+                why = f"{len(registers)} of its {point.width} registers: part of a value"
+                return self._refuse(peer, point.path, why, code=ExcCodes.ILLEGAL_ADDRESS)
             value = self._value(point, registers)
-            if value is None or point.refusal(value) is not None:
-                return ExcCodes.ILLEGAL_VALUE
+            reason = "not a value of its type" if value is None else point.refusal(value)
+            if reason is not None:
+                code = ExcCodes.ILLEGAL_VALUE
+                return self._refuse(peer, point.path, reason, code=code, value=value)
             writes.append([index, value])
         self.context.send(Record(TOPIC_WRITE, peer, Priority.HIGH, writes))
         # The answer echoes the registers (FC5, FC6, FC23): they hold the written value
@@ -455,6 +491,13 @@ class ServedRegisters(SimCore):
         for index, registers in written.items():
             self.registers[index] = registers
         return None
+
+    def _refuse(
+        self, peer: str, what: str, reason: str, *, code: ExcCodes, value: Any = None
+    ) -> ExcCodes:
+        """Tell the control process (for the audit log); the exception to answer."""
+        self.context.send(Record(TOPIC_REFUSED, peer, Priority.HIGH, [what, value, reason]))
+        return code
 
     @staticmethod
     def _value(point: ServedPoint, registers: list[int]) -> Any:
