@@ -69,6 +69,7 @@ FieldInput = SystemSet("FieldInput")  # first in SensorInput: the values of this
 FieldOutput = SystemSet("FieldOutput")  # after ActuatorOutput: the writes of this tick
 
 _QUALITIES = tuple(Quality)
+_STALE = int(Quality.STALE)
 _UNREACHED = ("connecting", "offline")  # device health states with nothing written yet
 
 
@@ -268,7 +269,8 @@ def receive_field_values(world: World) -> None:
                 inputs = model._inputs.get(device)
                 if inputs is not None:
                     _apply_values(inputs, *record.payload)
-                    watchdogs.heard(device, record.tick)
+                    if _heard_from(record.payload[2]):
+                        watchdogs.heard(device, record.tick)
             elif record.topic == TOPIC_HEALTH:
                 health = model.health.get(record.key)
                 if health is not None:
@@ -295,6 +297,15 @@ def receive_field_values(world: World) -> None:
                     model.bad_records,
                     error,
                 )
+
+
+def _heard_from(quality: list[int] | int) -> bool:
+    """Whether a block of values is word from the device: one all STALE is the io side
+    ageing out what it last had (a receive timeout, a poll overdue), and must not feed
+    the device's watchdog (it would end the Disconnected state it is reporting)."""
+    if isinstance(quality, int):
+        return quality != _STALE
+    return any(q != _STALE for q in quality)
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
