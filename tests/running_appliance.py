@@ -185,7 +185,8 @@ class Appliance:
     log_path: Path
     plc: RecordingMemory
     can: CanEar
-    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # the `edgeloop sim` processes by bus; each takes fault commands on its stdin
+    simulators: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -202,6 +203,13 @@ class Appliance:
     @property
     def modbus_server_port(self) -> int:
         return self.place.port_base + PORTS[("modbus_server", "port")]
+
+    def fault(self, bus: str, command: str) -> None:
+        """A fault command to the simulator of ``bus`` (``silence 3``: drivers/sim_faults.py)."""
+        stdin = self.simulators[bus].stdin
+        assert stdin is not None
+        stdin.write(command.encode() + b"\n")
+        stdin.flush()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -286,11 +294,12 @@ def _placed_config(place: DemoPlace, edit: Edit) -> Path:
     return path
 
 
-def _other_simulators(config: Config) -> Iterator[list[str]]:
-    """The demo's simulators but the PLC (in this process) and the robots (the test's)."""
+def _other_simulators(config: Config) -> Iterator[tuple[str, list[str]]]:
+    """The demo's simulators but the PLC (in this process) and the robots (the test's),
+    by bus."""
     for command, _ in simulator_commands(config):
         if command[len(SIM)] in ("can", "serial"):
-            yield command
+            yield command[len(SIM)], command
 
 
 @asynccontextmanager
@@ -304,10 +313,10 @@ async def running_appliance(run_dir: Path, edit: Edit = lambda _: None) -> Async
     plc = PlcSimulator([1], PLC_SIZE)
     plc.memory = plc_memory
     await plc.serve_tcp("127.0.0.1", place.port_base + PORTS[("modbus", "lines", 0, "tcp", "port")])
-    others = [
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        for command in _other_simulators(config)
-    ]
+    others = {
+        bus: subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        for bus, command in _other_simulators(config)
+    }
     ear = CanEar(config)
     log_path = run_dir / "appliance.log"
     with log_path.open("wb") as log_file:
@@ -323,12 +332,14 @@ async def running_appliance(run_dir: Path, edit: Edit = lambda _: None) -> Async
     finally:
         stopped = await _stop(appliance)
         ear.close()
-        for other in others:
+        for other in others.values():
             other.terminate()
-        for other in others:
+        for other in others.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(other.wait, 5)
             other.kill()
+            if other.stdin is not None:
+                other.stdin.close()
         await plc.stop()
     assert stopped == 0, f"exit status {stopped}: {appliance.log()[-3000:]}"
 

@@ -36,7 +36,7 @@ DRIVE_MAX_RPM = 3000  # config/demo.yaml: the CAN point's max
 # Press to safe value on the wire. The target is a tick (bench/estop.py measures it);
 # this only bounds it on a loaded 2-core box, where a second means it did not happen.
 SAFE_WITHIN_S = 2.0
-ANSWER_S = 10.0
+DRIVE_SILENT_S = 2  # the drive's watchdog is 3 of its 20 ms status periods
 WANTED = ["Name", "Robot", "SafeStateStatus"]
 
 
@@ -232,6 +232,42 @@ async def test_a_silent_robot_is_disconnected_alarmed_and_stopped_alone(
         await appliance.until(
             lambda: bool(_audited(appliance, "safety.end", cause="watchdog:quiet-1")), 10, "end"
         )
+
+
+async def test_a_silent_drive_gets_its_safe_setpoint_and_only_it(appliance: Appliance) -> None:
+    can, plc = appliance.can, appliance.plc
+    async with _hmi(appliance) as hmi:
+        started = time.monotonic()
+        speed = encode("float32", 1200.0)
+        assert not (await hmi.write_registers(SERVED_SPEED, speed, device_id=1)).isError()
+        await appliance.until(
+            lambda: any(c["SpeedSetpoint"] == 1200 for c in can.commands(started)), 10, "1200"
+        )
+        appliance.fault("can", f"silence {DRIVE_SILENT_S}")
+        await _wait_audited(appliance, "safety.trip", cause="watchdog:drive1")
+        await _wait_audited(
+            appliance, "alarm", source="watchdog:drive1", state="active_unacked", severity="fault"
+        )
+        tripped = time.monotonic()
+        seen = await watch(
+            appliance.place, "drive", lambda s: "plc1" in s.online(), 10, ["Name", "DeviceHealth"]
+        )
+        assert "drive1" not in seen.online(), "Disconnected while silent"
+        # The bus carries the safe setpoint to the silent drive; the PLC is not held.
+        assert not (await hmi.write_coil(SERVED_RUN, True, device_id=1)).isError()
+        await appliance.until(lambda: True in plc.coil_writes(RUN_COIL, tripped), 10, "run on")
+        await appliance.until(lambda: len(can.commands(tripped)) >= 3, 10, "frames")
+        assert {c["SpeedSetpoint"] for c in can.commands(tripped)} == {0}
+
+        ended = await appliance.until(
+            lambda: bool(_audited(appliance, "safety.end", cause="watchdog:drive1")),
+            DRIVE_SILENT_S + 10,
+            "heard again",
+        )
+        await appliance.until(lambda: len(can.commands(ended)) >= 3, 10, "frames after")
+        assert {c["SpeedSetpoint"] for c in can.commands(ended)} == {0}, "no surprise restart"
+        assert not (await hmi.write_coil(SERVED_RUN, False, device_id=1)).isError()
+        await appliance.until(lambda: plc.coil_writes(RUN_COIL)[-1:] == [False], 10, "run off")
 
 
 async def test_writes_out_of_bounds_are_refused_with_a_reason_and_audited(
