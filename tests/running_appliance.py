@@ -305,43 +305,52 @@ def _other_simulators(config: Config) -> Iterator[tuple[str, list[str]]]:
 @asynccontextmanager
 async def running_appliance(run_dir: Path, edit: Edit = lambda _: None) -> AsyncIterator[Appliance]:
     """`edgeloop run` of the demo config with ``edit`` applied, its devices up; stopped
-    (SIGTERM, exit status 0 expected) at the end."""
+    (SIGTERM, exit status 0 expected) at the end, and everything it started with it,
+    however far the start got."""
     place = demo_place(run_dir)
     config_path = _placed_config(place, edit)
     config = load_config(config_path)
     plc_memory = RecordingMemory()
     plc = PlcSimulator([1], PLC_SIZE)
     plc.memory = plc_memory
-    await plc.serve_tcp("127.0.0.1", place.port_base + PORTS[("modbus", "lines", 0, "tcp", "port")])
-    others = {
-        bus: subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        for bus, command in _other_simulators(config)
-    }
-    ear = CanEar(config)
-    log_path = run_dir / "appliance.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*EDGELOOP, "run", "-c", str(config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
+    async with contextlib.AsyncExitStack() as started:
+        await plc.serve_tcp(
+            "127.0.0.1", place.port_base + PORTS[("modbus", "lines", 0, "tcp", "port")]
         )
-    appliance = Appliance(place, config_path, config, proc, log_path, plc_memory, ear, others)
-    try:
-        await watch(place, "e2e-ready", lambda s: {"plc1", "drive1"} <= s.online(), START_S)
-        yield appliance
-    finally:
-        stopped = await _stop(appliance)
-        ear.close()
-        for other in others.values():
-            other.terminate()
-        for other in others.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(other.wait, 5)
-            other.kill()
-            if other.stdin is not None:
-                other.stdin.close()
-        await plc.stop()
+        started.push_async_callback(plc.stop)
+        others: dict[str, subprocess.Popen[bytes]] = {}
+        started.push_async_callback(_stop_simulators, others)
+        for bus, command in _other_simulators(config):
+            others[bus] = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+            )
+        ear = CanEar(config)
+        started.callback(ear.close)
+        log_path = run_dir / "appliance.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [*EDGELOOP, "run", "-c", str(config_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        appliance = Appliance(place, config_path, config, proc, log_path, plc_memory, ear, others)
+        try:
+            await watch(place, "e2e-ready", lambda s: {"plc1", "drive1"} <= s.online(), START_S)
+            yield appliance
+        finally:
+            stopped = await _stop(appliance)
     assert stopped == 0, f"exit status {stopped}: {appliance.log()[-3000:]}"
+
+
+async def _stop_simulators(simulators: dict[str, subprocess.Popen[bytes]]) -> None:
+    for simulator in simulators.values():
+        simulator.terminate()
+    for simulator in simulators.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(simulator.wait, 5)
+        simulator.kill()
+        if simulator.stdin is not None:
+            simulator.stdin.close()
 
 
 async def _stop(appliance: Appliance) -> int | None:

@@ -36,12 +36,16 @@ DRIVE_MAX_RPM = 3000  # config/demo.yaml: the CAN point's max
 # Press to safe value on the wire. The target is a tick (bench/estop.py measures it);
 # this only bounds it on a loaded 2-core box, where a second means it did not happen.
 SAFE_WITHIN_S = 2.0
-DRIVE_SILENT_S = 2  # the drive's watchdog is 3 of its 20 ms status periods
+DRIVE_WATCHDOG_S = 0.5
+DRIVE_SILENT_S = 3
 WANTED = ["Name", "Robot", "SafeStateStatus"]
 
 
 def _edit(config: dict[str, Any]) -> None:
     config["robots"] = {"watchdog_s": WATCHDOG_S}
+    # The demo's drive watchdog is 3 status periods (60 ms): a loaded box trips it now
+    # and then, and a test of the drive's silence must be the only one that does.
+    config["can"]["devices"][0]["watchdog_s"] = DRIVE_WATCHDOG_S
     config["modbus_server"]["points"] += [
         {"entity": "press1", "component": "Press", "field": "run", "table": "coil",
          "address": SERVED_RUN, "writable": True},
@@ -98,6 +102,16 @@ def _safety(seen: Seen) -> dict[str, Any]:
         if component == "SafeStateStatus" and seen.names.get(entity) == "safety":
             return values
     return {}
+
+
+def _drive_offline(seen: Seen) -> bool:
+    return (
+        any(
+            c == "DeviceHealth" and seen.names.get(e) == "drive1" and v["state"] == "offline"
+            for (e, c), v in seen.latest.items()
+        )
+        and "plc1" in seen.online()
+    )
 
 
 def _estop_ended(seen: Seen) -> bool:
@@ -249,10 +263,9 @@ async def test_a_silent_drive_gets_its_safe_setpoint_and_only_it(appliance: Appl
             appliance, "alarm", source="watchdog:drive1", state="active_unacked", severity="fault"
         )
         tripped = time.monotonic()
-        seen = await watch(
-            appliance.place, "drive", lambda s: "plc1" in s.online(), 10, ["Name", "DeviceHealth"]
-        )
-        assert "drive1" not in seen.online(), "Disconnected while silent"
+        # The dashboards' mirror may lag the audit log a little on a loaded box.
+        seen = await watch(appliance.place, "drive", _drive_offline, 10, ["Name", "DeviceHealth"])
+        assert "plc1" in seen.online()
         # The bus carries the safe setpoint to the silent drive; the PLC is not held.
         assert not (await hmi.write_coil(SERVED_RUN, True, device_id=1)).isError()
         await appliance.until(lambda: True in plc.coil_writes(RUN_COIL, tripped), 10, "run on")
