@@ -15,9 +15,10 @@ be, and it is exact: a field set back to the value last written is no change.
 
 The output side is where ``SafeState`` holds: while it holds a device, each of its
 outputs with a ``safe_value`` is set to it (in the World too) and sent at CRITICAL
-priority; an output without one keeps what the device has. A device that comes back
-online while held gets its safe values again. A value outside an output's
-``min``/``max`` is refused, never clamped: the field goes back to what the device
+priority as the hold begins, even if it was the value last written (the device may
+have been changed there since); an output without one keeps what the device has. A
+device that comes back online while held gets its safe values again. A value outside
+an output's ``min``/``max`` is refused, never clamped: the field goes back to what the device
 holds, the refusal is counted, logged (rate-limited) and raised as an alarm.
 
 A device may do its I/O in the control process instead (GPIO lines: reading or driving
@@ -77,6 +78,7 @@ log = logging.getLogger("edgeloop.field")
 
 
 _QUALITIES = tuple(Quality)
+_STALE = int(Quality.STALE)
 _UNREACHED = ("connecting", "offline")  # device health states with nothing written yet
 
 
@@ -315,7 +317,8 @@ def _receive(model: FieldModel, watchdogs: Watchdogs, record: IoInput | Record, 
             inputs = model._inputs.get(device)
             if inputs is not None:
                 _apply_values(inputs, *payload)
-                watchdogs.heard(device, tick)
+                if _heard_from(payload[2]):
+                    watchdogs.heard(device, tick)
         elif topic == TOPIC_HEALTH:
             health = model.health.get(key)
             if health is not None:
@@ -339,6 +342,15 @@ def _receive(model: FieldModel, watchdogs: Watchdogs, record: IoInput | Record, 
                 model.bad_records,
                 error,
             )
+
+
+def _heard_from(quality: list[int] | int) -> bool:
+    """Whether a block of values is word from the device: one all STALE is the io side
+    ageing out what it last had (a receive timeout, a poll overdue), and must not feed
+    the device's watchdog (it would end the Disconnected state it is reporting)."""
+    if isinstance(quality, int):
+        return quality != _STALE
+    return any(q != _STALE for q in quality)
 
 
 def _follow_io_process(model: FieldModel, link: IoLink) -> None:
@@ -521,10 +533,15 @@ def send_field_writes(world: World) -> None:
     safe = world.resource(SafeState)
     for device, outputs in model._outputs.items():
         held = bool(safe.causes) and safe.safe_for(device)
+        # Sent, not assumed, as the state begins: what the device holds may have been
+        # changed there (its own program, a local panel) since it was last written; and
+        # a device back from offline holds its defaults.
         if held != (device in model._held):
             _show_held(world, model, device, outputs, held=held)
-        if held and device in model._reconnected:
-            _forget_safe_values(outputs)  # a device back from offline holds its defaults
+            if held:
+                _forget_safe_values(outputs)
+        elif held and device in model._reconnected:
+            _forget_safe_values(outputs)
         writes: list[list[Any]] | None = None
         for index, output in outputs:
             value = getattr(output.component, output.field)

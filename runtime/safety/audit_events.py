@@ -55,5 +55,6 @@ def audit_alarm_transitions(world: World) -> None:
     if log is None:
         return
     for t in transitions:
+        by = {"by": t.by} if t.by else {}  # only an acknowledge has an operator
         log.append("alarm", tick=t.tick, source=t.source, state=str(t.state), text=t.text,
-                   severity=t.severity.value, by=t.by)  # fmt: skip
+                   severity=t.severity.value, **by)  # fmt: skip

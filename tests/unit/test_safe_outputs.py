@@ -200,9 +200,33 @@ def test_control_logic_writing_every_tick_is_held_too() -> None:
     app.world.resource(SafeState).trip("estop", "pressed", 2)
     app.run_for(3)
     assert sorted(_writes(link)) == [
-        ("drive1", [[0, 0.0]], Priority.CRITICAL),
+        ("drive1", [[0, 0.0], [1, False]], Priority.CRITICAL),
         ("valve2", [[0, True]], Priority.CRITICAL),
     ], "once, not once per tick"
+
+
+def test_a_safe_value_already_written_is_sent_again_as_the_hold_begins() -> None:
+    """The device may have been changed there since (its program, a local panel): the
+    appliance sends its safe values, it does not assume them."""
+    app, link = _app()
+    app.startup()
+    app.run_for(1)
+    assert ("valve2", [[0, False]], Priority.HIGH) in _writes(link)
+    _valve(app).open = True  # the safe value, written before anything holds
+    app.run_for(1)
+    assert _writes(link) == [("valve2", [[0, True]], Priority.HIGH)]
+    safe = app.world.resource(SafeState)
+    safe.trip("interlock:door", "door open", 2)
+    app.run_for(2)
+    assert sorted(_writes(link)) == [
+        ("drive1", [[0, 0.0], [1, False]], Priority.CRITICAL),
+        ("valve2", [[0, True]], Priority.CRITICAL),
+    ], "every safe value, once"
+    safe.release("interlock:door")
+    app.run_for(1)
+    safe.trip("interlock:door", "door open again", 4)
+    app.run_for(1)
+    assert ("valve2", [[0, True]], Priority.CRITICAL) in _writes(link), "each hold"
 
 
 @pytest.mark.parametrize(

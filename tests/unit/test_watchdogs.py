@@ -85,6 +85,25 @@ def test_a_silent_device_goes_offline_alarmed_with_safe_outputs_and_recovers_whe
     assert not alarm.active
 
 
+def test_values_the_io_side_ages_out_are_not_word_from_the_device() -> None:
+    """A receive timeout (CAN) or an overdue poll (Modbus) sends the last values again
+    as STALE: the device is no less silent for it."""
+    app, link = _device_app()
+    app.startup()
+    _read(link, 1.0)
+    app.run_for(GRACE_TICKS)
+    _read(link, 1.0)  # the last it says
+    app.run_for(50 + 2 * CHECK_EVERY_TICKS)
+    safe = app.world.resource(SafeState)
+    assert "watchdog:plc1" in safe.causes
+    stale = int(Quality.STALE)
+    for quality in (stale, [stale]):
+        link.inbox.append(Record(TOPIC_VALUES, "plc1/b", int(Priority.NORMAL), [0, [1.0], quality]))
+        app.run_for(2 * CHECK_EVERY_TICKS)
+        assert "watchdog:plc1" in safe.causes, f"still silent after {quality!r}"
+    assert app.world.resource(FieldModel).health["plc1"].state == "offline"
+
+
 def test_with_reset_recovery_a_device_heard_again_waits_for_the_operator() -> None:
     app, link = _device_app("reset")
     app.startup()
