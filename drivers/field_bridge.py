@@ -247,7 +247,7 @@ def add_field_devices(app: App, driver: str, devices: Sequence[DeviceSpec]) -> F
         app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput, IoSend)
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
-        safe_output(app, send_field_writes)
+        safe_output(app, send_field_writes, first=True)
     for device in devices:
         model.add(device)
     return model

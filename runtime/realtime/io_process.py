@@ -201,8 +201,10 @@ class IoService:
                 callback()
 
     def _readable(self) -> None:
-        for batch in self.channel.receive():
-            self.handle(batch)
+        # A batch is handled as soon as it is read: the first (an e-stop's field writes)
+        # does not wait for the decoding of those behind it (the fleet's stops).
+        while batches := self.channel.receive(max_batches=1):
+            self.handle(batches[0])
         if self.channel.closed and not self.stopped.is_set():
             log.info("control process closed the io channel; stopping")
             self.stopped.set()
