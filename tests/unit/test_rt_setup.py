@@ -25,6 +25,7 @@ import pytest
 from edgeloop.realtime.rt_setup import (
     CAP_IPC_LOCK,
     CAP_SYS_NICE,
+    NO_PINNING,
     ONE_CPU_NOTE,
     CpuPlan,
     RtReport,
@@ -494,3 +495,33 @@ def test_io_settings_without_a_control_core_pin_nothing() -> None:
         return {**report_dict(report), "unchanged": sorted(os.sched_getaffinity(0)) == before}
 
     assert in_child(body) == {"applied": [], "degraded": [], "unchanged": True}
+
+
+@needs_sys_nice
+def test_io_settings_run_the_io_process_under_fifo_when_asked() -> None:
+    def body() -> dict[str, Any]:
+        report = apply_io_settings(NO_PINNING, rt_priority=10)
+        return {
+            **report_dict(report),
+            "fifo": os.sched_getscheduler(0) == os.SCHED_FIFO,
+            "priority": os.sched_getparam(0).sched_priority,
+        }
+
+    assert in_child(body) == {
+        "applied": ["SCHED_FIFO 10"],
+        "degraded": [],
+        "fifo": True,
+        "priority": 10,
+    }
+
+
+def test_io_fifo_refused_unprivileged_names_its_own_setting() -> None:
+    def body() -> dict[str, Any]:
+        drop_privileges()
+        return report_dict(apply_io_settings(NO_PINNING, rt_priority=10))
+
+    result = in_child(body)
+    assert result["applied"] == []
+    (note,) = result["degraded"]
+    assert note.startswith("io_rt_priority 10: SCHED_FIFO refused (EPERM")
+    assert note.endswith("or set runtime.io_rt_priority: 0")
