@@ -5,10 +5,10 @@ It runs in a process of its own, forked before the bench starts any thread, and 
 each write by the kernel's receive timestamp (``SO_TIMESTAMPNS``), not by when a
 Python thread got round to reading it: what is measured is when the frame left the io
 process and crossed loopback, without the bench's own scheduling and GIL in it. It
-stands in for a PLC, a machine with its own CPU, so it asks for SCHED_FIFO above the
-io process's (PEER_RT_PRIORITY) where it may: a device slow to answer the poll under
-way would otherwise hold the safe write behind it. The robot fleet, the load, gets no
-such help.
+stands in for a PLC, a machine with its own CPU, so it runs above the io process
+(``above_the_io_process``) where it may: a device slow to answer the poll under way
+would otherwise hold the safe write behind it. The bench's press does the same. The
+robot fleet, the load, gets no such help.
 
 Timestamps are CLOCK_REALTIME (what ``SO_TIMESTAMPNS`` gives), so the bench takes its
 press times from ``time.time()``; over the few ms measured, clock slewing is nothing.
@@ -30,7 +30,7 @@ from edgeloop.realtime.rt_setup import die_with_parent
 # the socket module does not name it.
 SO_TIMESTAMPNS = 35
 TIMESPEC = struct.Struct("@ll")
-PEER_RT_PRIORITY = 20  # above the io process's default runtime.io_rt_priority (10)
+BENCH_RT_PRIORITY = 20  # above the io process's default runtime.io_rt_priority (10)
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE = 0x03, 0x06, 0x10
 ILLEGAL_FUNCTION = 0x01
@@ -109,9 +109,19 @@ class Peer:
                     return None
 
 
+def above_the_io_process() -> int:
+    """SCHED_FIFO BENCH_RT_PRIORITY for the calling thread (not for processes it starts
+    later), where permitted; the priority got (0: none, an ordinary thread)."""
+    policy = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(BENCH_RT_PRIORITY))
+    except OSError:
+        return 0
+    return BENCH_RT_PRIORITY
+
+
 def _serve(listener: socket.socket, reports: int, address: int) -> None:
-    with contextlib.suppress(OSError):  # without the privilege: an ordinary process
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(PEER_RT_PRIORITY))
+    above_the_io_process()
     lock = threading.Lock()
     while True:
         connection, _ = listener.accept()
