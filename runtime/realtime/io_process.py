@@ -299,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     heartbeats.set_io(args.io_worker, IoSlot.CONFIG_CHANGED, bool(changed))
     heartbeats.set_io_fault(args.io_worker, "")  # what a previous process of it said
     sections = installed_sections(config.sections)
-    report = apply_io_settings(
-        child_args.cpu_plan(args), rt_priority=config.runtime.io_rt_priority
-    )
+    report = apply_io_settings(child_args.cpu_plan(args), rt_priority=config.runtime.io_rt_priority)
     heartbeats.set_io(args.io_worker, IoSlot.DEGRADED, len(report.degraded))
     if len(args.io_fd) != 1:
         log.critical("an io worker takes one channel, not %d", len(args.io_fd))
