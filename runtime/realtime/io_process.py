@@ -39,7 +39,12 @@ from edgeloop.realtime import child_args
 from edgeloop.realtime.heartbeat import Heartbeats, IoSlot
 from edgeloop.realtime.io_part import IoContext, IoPart
 from edgeloop.realtime.ipc import Batch, Channel, Record
-from edgeloop.realtime.rt_setup import apply_io_settings, die_with_parent, set_process_name
+from edgeloop.realtime.rt_setup import (
+    apply_io_priority,
+    apply_io_settings,
+    die_with_parent,
+    set_process_name,
+)
 
 log = logging.getLogger("edgeloop.io")
 
@@ -141,7 +146,10 @@ class IoService:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run(self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0) -> None:
+    async def run(
+        self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0, rt_priority: int = 0
+    ) -> None:
+        """Start ``parts``, then run under SCHED_FIFO ``rt_priority`` (0: not) until stopped."""
         loop = asyncio.get_running_loop()
         loop.add_reader(self.channel.fileno(), self._readable)
         started = []
@@ -151,6 +159,10 @@ class IoService:
                 started.append(part)
             except Exception:  # one broken part (a port in use) must not stop the others
                 log.exception("io part %s failed to start", type(part).__name__)
+        refused = len(apply_io_priority(rt_priority).degraded)
+        if refused:
+            degraded = self.heartbeats.io(self.worker, IoSlot.DEGRADED)
+            self.heartbeats.set_io(self.worker, IoSlot.DEGRADED, degraded + refused)
         tasks = [asyncio.create_task(self._beat())]
         if synthetic_per_s > 0:
             tasks.append(asyncio.create_task(self._synthetic(synthetic_per_s)))
@@ -299,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     heartbeats.set_io(args.io_worker, IoSlot.CONFIG_CHANGED, bool(changed))
     heartbeats.set_io_fault(args.io_worker, "")  # what a previous process of it said
     sections = installed_sections(config.sections)
-    report = apply_io_settings(child_args.cpu_plan(args), rt_priority=config.runtime.io_rt_priority)
+    report = apply_io_settings(child_args.cpu_plan(args))
     heartbeats.set_io(args.io_worker, IoSlot.DEGRADED, len(report.degraded))
     if len(args.io_fd) != 1:
         log.critical("an io worker takes one channel, not %d", len(args.io_fd))
@@ -322,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stopped.set)
         parts = io_parts(config, sections, service)
-        await service.run(parts, args.synthetic_records_per_s)
+        await service.run(
+            parts, args.synthetic_records_per_s, rt_priority=config.runtime.io_rt_priority
+        )
 
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:

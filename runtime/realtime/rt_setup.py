@@ -238,18 +238,23 @@ def apply_control_settings(cpu: CpuPlan, rt_priority: int, lock: bool) -> RtRepo
     return _report("control", steps)
 
 
-def apply_io_settings(
-    cpu: CpuPlan, role: str = "io", rt_priority: int = RT_PRIORITY_OFF
-) -> RtReport:
-    """Settings of the supervisor and io process: keep off the control core, if any; the
-    io process's SCHED_FIFO (``runtime.io_rt_priority``), so that the safe values it
-    must send do not wait for the CPU behind ordinary processes on its cores."""
+def apply_io_settings(cpu: CpuPlan, role: str = "io") -> RtReport:
+    """Settings of the supervisor and io process: keep off the control core, if any."""
     steps: list[tuple[str, str | None]] = []
     if cpu.control is not None and cpu.others:
         steps.append((f"cpus {cpu_list(cpu.others)}", pin_to(cpu.others)))
+    return _report(role, steps)
+
+
+def apply_io_priority(rt_priority: int) -> RtReport:
+    """The io process's SCHED_FIFO (``runtime.io_rt_priority``), so that the safe values
+    it sends do not wait for the CPU behind ordinary processes on its cores. Applied
+    once its parts have started: start-up (imports, first connections) at a real-time
+    priority would hold the supervisor and everything else on those cores back."""
+    steps: list[tuple[str, str | None]] = []
     if rt_priority != RT_PRIORITY_OFF:
         steps.append((f"SCHED_FIFO {rt_priority}", set_fifo(rt_priority, "io_rt_priority")))
-    return _report(role, steps)
+    return _report("started io", steps)
 
 
 def _report(role: str, steps: list[tuple[str, str | None]]) -> RtReport:

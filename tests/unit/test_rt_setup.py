@@ -25,11 +25,11 @@ import pytest
 from edgeloop.realtime.rt_setup import (
     CAP_IPC_LOCK,
     CAP_SYS_NICE,
-    NO_PINNING,
     ONE_CPU_NOTE,
     CpuPlan,
     RtReport,
     apply_control_settings,
+    apply_io_priority,
     apply_io_settings,
     collect_young,
     cpu_list,
@@ -500,7 +500,7 @@ def test_io_settings_without_a_control_core_pin_nothing() -> None:
 @needs_sys_nice
 def test_io_settings_run_the_io_process_under_fifo_when_asked() -> None:
     def body() -> dict[str, Any]:
-        report = apply_io_settings(NO_PINNING, rt_priority=10)
+        report = apply_io_priority(10)
         return {
             **report_dict(report),
             "fifo": os.sched_getscheduler(0) == os.SCHED_FIFO,
@@ -518,7 +518,7 @@ def test_io_settings_run_the_io_process_under_fifo_when_asked() -> None:
 def test_io_fifo_refused_unprivileged_names_its_own_setting() -> None:
     def body() -> dict[str, Any]:
         drop_privileges()
-        return report_dict(apply_io_settings(NO_PINNING, rt_priority=10))
+        return report_dict(apply_io_priority(10))
 
     result = in_child(body)
     assert result["applied"] == []
