@@ -159,7 +159,7 @@ class IoService:
                 started.append(part)
             except Exception:  # one broken part (a port in use) must not stop the others
                 log.exception("io part %s failed to start", type(part).__name__)
-        refused = len(apply_io_priority(rt_priority).degraded)
+        refused = len(apply_io_priority(rt_priority).degraded) if rt_priority else 0
         if refused:
             degraded = self.heartbeats.io(self.worker, IoSlot.DEGRADED)
             self.heartbeats.set_io(self.worker, IoSlot.DEGRADED, degraded + refused)
