@@ -5,17 +5,18 @@ process) runs an ``estop`` input on the simulated GPIO chip, a ``modbus`` device
 ``pump1`` polled every 10 ms whose output point ``Drive.speed`` (holding register 0,
 ``safe_value: 0``) is written by a SCADA through the appliance's ``modbus_server``
 (the same field, writable), and the TCP provider for the operator's reset. The pump is
-this script's own Modbus TCP peer: a small asyncio server in a thread that speaks enough
-MBAP to answer reads and timestamps (CLOCK_MONOTONIC, on arrival) every write to
-register 0.
+this script's own Modbus TCP peer (``estop_peer``: a process of its own that speaks
+enough MBAP to answer reads, and times every write to register 0 by the kernel's
+receive timestamp).
 
 One press cycle:
 
 1. wait a random part of a tick, so presses fall on every phase of the 100 Hz loop;
-2. **press**: ``time.monotonic()``, then ``sim_client.set_level`` on the state_dir's
+2. **press**: ``time.time()``, then ``sim_client.set_level`` on the state_dir's
    chip socket (the chip thread applies the ``set`` datagram: the edge);
 3. wait for the write of 0 to register 0 to arrive at the peer: the latency is its
-   arrival time minus the press time (same clock, same machine). None within
+   arrival time (the kernel's, on the peer's socket) minus the press time (the same
+   clock, CLOCK_REALTIME, on the same machine). None within
    PRESS_DEADLINE_S counts as ``missed``;
 4. **release** the input, then **reset** as an operator (``safety.Reset`` over the TCP
    provider, on one connection kept for the run; sent again while the control process
@@ -54,16 +55,15 @@ import math
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from estop_peer import Peer, above_the_io_process
 from pymodbus.client import AsyncModbusTcpClient
 from report import emit, machine_description
 
@@ -88,10 +88,6 @@ ROBOT_RATE_HZ = 100.0
 TARGET_P99_MS = 2.0
 OPERATOR_TOKEN = "estop-bench-operator"
 ROBOT_TOKEN = "estop-bench-robot"
-
-MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
-READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE = 0x03, 0x06, 0x10
-ILLEGAL_FUNCTION = 0x01
 
 
 def write_config(
@@ -129,105 +125,6 @@ modbus_server:
     - {{entity: pump1, component: Drive, field: speed, type: uint16, table: holding, address: 0, writable: true}}
 """  # noqa: E501 - a point is one line of YAML
     )
-
-
-class _PeerConnection(asyncio.Protocol):
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        arrived = time.monotonic()
-        self.buffer += data
-        while len(self.buffer) >= MBAP.size:
-            tid, _, length, unit = MBAP.unpack_from(self.buffer)
-            end = MBAP.size - 1 + length
-            if len(self.buffer) < end:
-                return
-            pdu = bytes(self.buffer[MBAP.size : end])
-            del self.buffer[:end]
-            answer = self.peer.answer(pdu, arrived)
-            assert self.transport is not None
-            self.transport.write(MBAP.pack(tid, 0, len(answer) + 1, unit) + answer)
-
-
-class Peer:
-    """The Modbus TCP device: holding registers of zeros that reads answer, and the
-    arrival time and value of every write to OUTPUT_ADDRESS."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[float, int]] = []
-        self._written = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._listening = threading.Event()
-        self.port = 0
-        self._thread = threading.Thread(target=self._serve, name="modbus-peer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        self._listening.wait()
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            self._loop.create_server(lambda: _PeerConnection(self), "127.0.0.1", 0)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._listening.set()
-        self._loop.run_forever()
-        self._server.close()
-        self._loop.close()
-
-    def answer(self, pdu: bytes, arrived: float) -> bytes:
-        function = pdu[0]
-        if function == READ_HOLDING:
-            _, count = struct.unpack_from(">HH", pdu, 1)
-            return bytes([function, 2 * count]) + bytes(2 * count)
-        if function == WRITE_SINGLE:
-            address, value = struct.unpack_from(">HH", pdu, 1)
-            self._record(address, value, arrived)
-            return pdu[:5]
-        if function == WRITE_MULTIPLE:
-            address, _ = struct.unpack_from(">HH", pdu, 1)
-            (value,) = struct.unpack_from(">H", pdu, 6)
-            self._record(address, value, arrived)
-            return pdu[:5]
-        return bytes([function | 0x80, ILLEGAL_FUNCTION])
-
-    def _record(self, address: int, value: int, arrived: float) -> None:
-        if address != OUTPUT_ADDRESS:
-            return
-        with self._written:
-            self.writes.append((arrived, value))
-            self._written.notify_all()
-
-    def count(self) -> int:
-        with self._written:
-            return len(self.writes)
-
-    def wait_write(self, since: int, safe: bool, timeout: float) -> float | None:
-        """The arrival time of the first write from index ``since`` on that is the safe
-        value (``safe``) or another one; None after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._written:
-            while True:
-                for arrived, value in self.writes[since:]:
-                    if (value == SAFE_RAW) == safe:
-                        return arrived
-                since = len(self.writes)
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._written.wait(left):
-                    return None
 
 
 class Appliance:
@@ -339,15 +236,19 @@ async def _press_cycles(
     *,
     presses: int,
     duration: float,
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, int]:
+    """The latencies, how many missed, and the press's SCHED_FIFO priority (0: none)."""
     latencies: list[float] = []
     missed = 0
+    # The press is timed, then sent: neither the appliance nor the robots may come
+    # between the two (the edge would be dated early by their share of the CPU).
+    rt_priority = above_the_io_process()
     end = time.monotonic() + duration
     done = 0
     while done < presses and time.monotonic() < end:
         await asyncio.sleep(random.uniform(0, TICK_S))
         since = peer.count()
-        pressed_at = time.monotonic()
+        pressed_at = time.time()  # the peer's kernel timestamps are CLOCK_REALTIME
         _set_estop(state_dir, 1)
         arrived = await asyncio.to_thread(peer.wait_write, since, True, PRESS_DEADLINE_S)
         if arrived is None:
@@ -358,7 +259,7 @@ async def _press_cycles(
         _set_estop(state_dir, 0)
         await _reset(client, done)
         await _run_pump(peer, scada)
-    return latencies, missed
+    return latencies, missed, rt_priority
 
 
 async def _wait_started(peer: Peer, state_dir: Path, appliance: Appliance) -> None:
@@ -378,8 +279,8 @@ async def _wait_started(peer: Peer, state_dir: Path, appliance: Appliance) -> No
 async def _bench(workdir: Path, load: str, presses: int, duration: float) -> dict[str, Any]:
     state_dir = workdir / "state"
     tcp_port, scada_port = free_port(), free_port()
-    peer = Peer()
-    peer.start()
+    peer = Peer(OUTPUT_ADDRESS, SAFE_RAW)
+    peer.start()  # forks: before anything starts a thread
     config = workdir / "config.yaml"
     write_config(config, state_dir, peer.port, tcp_port, scada_port)
     appliance = Appliance(config, workdir / "appliance.log", duration + START_MARGIN_S)
@@ -397,7 +298,7 @@ async def _bench(workdir: Path, load: str, presses: int, duration: float) -> dic
                 await asyncio.sleep(2.0)  # a load ramp: let the fleet connect, not a sync
                 if robots.poll() is not None:
                     raise RuntimeError(f"the robots exited with {robots.returncode}")
-            latencies, missed = await _press_cycles(
+            latencies, missed, rt_priority = await _press_cycles(
                 peer, state_dir, client, scada, presses=presses, duration=duration
             )
         finally:
@@ -408,7 +309,9 @@ async def _bench(workdir: Path, load: str, presses: int, duration: float) -> dic
             _stop(robots)
         appliance.stop()
         peer.stop()
-    return _figures(latencies, missed, load, duration)
+    figures = _figures(latencies, missed, load, duration)
+    figures["bench_rt_priority"] = rt_priority  # the press's and the peer's, if permitted
+    return figures
 
 
 def _percentile(ordered: Sequence[float], fraction: float) -> float:

@@ -284,7 +284,7 @@ def field_model(app: App) -> FieldModel:
         app.configure_sets(FixedUpdate, ActuatorOutput, FieldOutput, IoSend)
         app.add_systems(FixedUpdate, receive_field_values, in_set=FieldInput)
         app.add_systems(FixedUpdate, send_field_writes, in_set=FieldOutput)
-        safe_output(app, send_field_writes)
+        safe_output(app, send_field_writes, first=True)
     return model
 
 

@@ -12,7 +12,8 @@ config, so a point travels as its index in its device's ``points``):
   small list per point was the largest cost of a 10 000-register poll.
 - ``field.health``, key ``"<device>"``, NORMAL: a ``HealthTracker.snapshot()``.
 - ``field.write``, key ``"<device>"``, HIGH, control -> io: ``[[index, value], ...]``,
-  engineering values of output points that changed.
+  engineering values of output points that changed; CRITICAL when they are the safe
+  values of a device the safe state holds.
 """
 
 from __future__ import annotations
@@ -135,11 +136,20 @@ class DeviceChannel:
             )
 
 
-def on_writes(context: IoContext, handlers: dict[str, WriteHandler]) -> None:
-    """Route ``field.write`` records to the handler of the device they name."""
+def on_writes(
+    context: IoContext,
+    handlers: dict[str, WriteHandler],
+    *,
+    safe_handlers: dict[str, WriteHandler] | None = None,
+) -> None:
+    """Route ``field.write`` records to the handler of the device they name: CRITICAL
+    ones (the safe values) to its ``safe_handlers`` entry when there is one, for a driver
+    that would otherwise queue them behind its polls."""
 
     def route(record: Record) -> None:
         handler = handlers.get(record.key)
+        if safe_handlers is not None and record.priority == Priority.CRITICAL:
+            handler = safe_handlers.get(record.key, handler)
         if handler is None:
             return
         try:

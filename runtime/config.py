@@ -124,6 +124,9 @@ class RuntimeConfig(Section):
     # the real-time runner (docs/config.md explains each, and what to do when refused)
     cpu: Annotated[int, Field(ge=0, le=1023, strict=True)] | Literal["auto"] | None = "auto"
     rt_priority: Annotated[int, Field(ge=0, le=99, strict=True)] = 50
+    # the io process's SCHED_FIFO, below the control's: the e-stop's safe values must
+    # not wait for the CPU behind ordinary processes (docs/safety.md has the figures)
+    io_rt_priority: Annotated[int, Field(ge=0, le=99, strict=True)] = 10
     lock_memory: Annotated[bool, Field(strict=True)] = True
     gc: Literal["freeze", "normal"] = "freeze"
     spin_us: Annotated[int, Field(ge=0, le=5000, strict=True)] = 200

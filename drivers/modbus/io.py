@@ -18,6 +18,8 @@ A Modbus exception answer only makes that block's values BAD: the device is aliv
 Polls and writes take turns by when they fell due, so control logic that changes an
 output every tick cannot starve the polls of its device or of its line. A group whose
 poll is overdue (the line is busy elsewhere) turns STALE even though its device answers.
+The safe values (CRITICAL writes: an e-stop, another cause of the safe state) are due
+before every poll: they wait only for the exchange under way.
 """
 
 from __future__ import annotations
@@ -267,13 +269,16 @@ class _Device:
         """Re-sends after a timeout: none while the device is failing, one probe will do."""
         return 0 if self.backoff.attempts else self.line_retries
 
-    def queue_writes(self, writes: list[tuple[int, Any]]) -> None:
+    def queue_writes(self, writes: list[tuple[int, Any]], *, safe: bool = False) -> None:
+        """``safe``: the safe values, due before every poll (not when queued)."""
         points = self.config.points
         queued = bool(self.pending)
         for index, value in writes:
             if 0 <= index < len(points) and points[index].writes:
                 self.pending[index] = value
-        if not queued and self.pending:
+        if safe and self.pending:
+            self.write_due = -math.inf
+        elif not queued and self.pending:
             self.write_due = time.monotonic()
 
     def requeue(self, values: dict[int, Any]) -> None:
@@ -742,6 +747,10 @@ class ModbusIo(DriverIo):
         on_writes(
             context,
             {name: _write_handler(device, link_of[name]) for name, device in self.devices.items()},
+            safe_handlers={
+                name: _write_handler(device, link_of[name], safe=True)
+                for name, device in self.devices.items()
+            },
         )
 
     async def start(self) -> None:
@@ -770,9 +779,11 @@ class ModbusIo(DriverIo):
             self._overdue = None
 
 
-def _write_handler(device: _Device, link: _Link) -> Callable[[list[tuple[int, Any]]], None]:
+def _write_handler(
+    device: _Device, link: _Link, *, safe: bool = False
+) -> Callable[[list[tuple[int, Any]]], None]:
     def queue(writes: list[tuple[int, Any]]) -> None:
-        device.queue_writes(writes)
+        device.queue_writes(writes, safe=safe)
         link.wakeup.set()
 
     return queue

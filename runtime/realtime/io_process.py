@@ -40,7 +40,12 @@ from edgeloop.realtime import child_args
 from edgeloop.realtime.heartbeat import Heartbeats, IoSlot
 from edgeloop.realtime.io_part import IoContext, IoPart
 from edgeloop.realtime.ipc import Batch, Channel, Record
-from edgeloop.realtime.rt_setup import apply_io_settings, die_with_parent, set_process_name
+from edgeloop.realtime.rt_setup import (
+    apply_io_priority,
+    apply_io_settings,
+    die_with_parent,
+    set_process_name,
+)
 
 log = logging.getLogger("edgeloop.io")
 
@@ -144,7 +149,10 @@ class IoService:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run(self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0) -> None:
+    async def run(
+        self, parts: Sequence[IoPart] = (), synthetic_per_s: float = 0.0, rt_priority: int = 0
+    ) -> None:
+        """Start ``parts``, then run under SCHED_FIFO ``rt_priority`` (0: not) until stopped."""
         loop = asyncio.get_running_loop()
         loop.add_reader(self.channel.fileno(), self._readable)
         started = []
@@ -154,6 +162,10 @@ class IoService:
                 started.append(part)
             except Exception:  # one broken part (a port in use) must not stop the others
                 log.exception("io part %s failed to start", type(part).__name__)
+        refused = len(apply_io_priority(rt_priority).degraded) if rt_priority else 0
+        if refused:
+            degraded = self.heartbeats.io(self.worker, IoSlot.DEGRADED)
+            self.heartbeats.set_io(self.worker, IoSlot.DEGRADED, degraded + refused)
         tasks = [asyncio.create_task(self._beat())]
         if synthetic_per_s > 0:
             tasks.append(asyncio.create_task(self._synthetic(synthetic_per_s)))
@@ -204,8 +216,10 @@ class IoService:
                 callback()
 
     def _readable(self) -> None:
-        for batch in self.channel.receive():
-            self.handle(batch)
+        # A batch is handled as soon as it is read: the first (an e-stop's field writes)
+        # does not wait for the decoding of those behind it (the fleet's stops).
+        while batches := self.channel.receive(max_batches=1):
+            self.handle(batches[0])
         if self.channel.closed and not self.stopped.is_set():
             log.info("control process closed the io channel; stopping")
             self.stopped.set()
@@ -324,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stopped.set)
         parts = io_parts(config, sections, service)
-        await service.run(parts, args.synthetic_records_per_s)
+        await service.run(
+            parts, args.synthetic_records_per_s, rt_priority=config.runtime.io_rt_priority
+        )
 
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:

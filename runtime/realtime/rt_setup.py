@@ -150,22 +150,23 @@ def pin_to(cpus: Iterable[int]) -> str | None:
     return None
 
 
-def set_fifo(priority: int) -> str | None:
-    """Run this process under SCHED_FIFO at ``priority``; 0 leaves it SCHED_OTHER."""
+def set_fifo(priority: int, key: str = "rt_priority") -> str | None:
+    """Run this process under SCHED_FIFO at ``priority``; 0 leaves it SCHED_OTHER.
+    ``key``: the ``runtime`` setting that asked for it, named in the note."""
     if not RT_PRIORITY_OFF <= priority <= RT_PRIORITY_MAX:
-        raise ValueError(f"rt_priority {priority}: outside 0..99 (0 turns SCHED_FIFO off)")
+        raise ValueError(f"{key} {priority}: outside 0..99 (0 turns SCHED_FIFO off)")
     if priority == RT_PRIORITY_OFF:
         return None
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as error:
-        return _fifo_note(priority, error)
+        return _fifo_note(priority, error, key)
     return None
 
 
-def _fifo_note(priority: int, error: OSError) -> str:
-    refused = f"rt_priority {priority}: SCHED_FIFO refused ({_errno_name(error.errno)}"
-    off = f"or set runtime.rt_priority: {RT_PRIORITY_OFF}"
+def _fifo_note(priority: int, error: OSError, key: str) -> str:
+    refused = f"{key} {priority}: SCHED_FIFO refused ({_errno_name(error.errno)}"
+    off = f"or set runtime.{key}: {RT_PRIORITY_OFF}"
     if error.errno != errno.EPERM:
         return f"{refused}: {error.strerror}); {off}"
     if _has_capability(CAP_SYS_NICE):
@@ -243,6 +244,17 @@ def apply_io_settings(cpu: CpuPlan, role: str = "io") -> RtReport:
     if cpu.control is not None and cpu.others:
         steps.append((f"cpus {cpu_list(cpu.others)}", pin_to(cpu.others)))
     return _report(role, steps)
+
+
+def apply_io_priority(rt_priority: int) -> RtReport:
+    """The io process's SCHED_FIFO (``runtime.io_rt_priority``), so that the safe values
+    it sends do not wait for the CPU behind ordinary processes on its cores. Applied
+    once its parts have started: start-up (imports, first connections) at a real-time
+    priority would hold the supervisor and everything else on those cores back."""
+    steps: list[tuple[str, str | None]] = []
+    if rt_priority != RT_PRIORITY_OFF:
+        steps.append((f"SCHED_FIFO {rt_priority}", set_fifo(rt_priority, "io_rt_priority")))
+    return _report("started io", steps)
 
 
 def _report(role: str, steps: list[tuple[str, str | None]]) -> RtReport:

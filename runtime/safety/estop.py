@@ -149,10 +149,10 @@ class EStop:
             detail = "pressed" if all(states) else "inputs disagree (a channel fault)"
             if safe.trip(CAUSE, detail, tick, latched=True):
                 self.presses += 1
+                if acted_now:  # the safe values first: the log and the audit can wait
+                    apply_safe_state_now(world)
                 log.warning("e-stop: %s; outputs to their safe values", detail)
                 audit(world, "estop.press", detail=detail)
-                if acted_now:
-                    apply_safe_state_now(world)
         elif self.pressed:
             safe.release(CAUSE)
             audit(world, "estop.release")

@@ -44,6 +44,7 @@ class SafeOutputsNow:
 
     def __init__(self) -> None:
         self.systems: list[Callable[[World], None]] = []
+        self.firsts = 0  # how many of ``systems`` were registered ``first``
 
 
 class WakeSources:
@@ -55,19 +56,28 @@ class WakeSources:
 
 
 def apply_safe_state_now(world: World) -> None:
-    """Between ticks: every output side applies the safe state, and the io link sends."""
+    """Between ticks: every output side applies the safe state, and the io link sends
+    what each one queued before the next one runs (a fleet's stops, a record each, must
+    not hold up a field device's safe values)."""
+    link = world.get_resource(IoLink)
+    tick = world.resource(Time).tick
     for system in world.resource(SafeOutputsNow).systems:
         system(world)
-    link = world.get_resource(IoLink)
-    if link is not None:
-        link.flush(world.resource(Time).tick)
+        if link is not None:
+            link.flush(tick)
 
 
-def safe_output(app: App, system: Callable[[World], None]) -> None:
+def safe_output(app: App, system: Callable[[World], None], *, first: bool = False) -> None:
     """Register an output side's system to run at once on an e-stop, and at Shutdown
-    (after SafeState's own trip there)."""
+    (after SafeState's own trip there). ``first``: before the others (that are not),
+    for output sides with a record or two per device: field drivers, not robot fleets."""
     add_safe_state(app)
-    app.world.resource(SafeOutputsNow).systems.append(system)
+    now = app.world.resource(SafeOutputsNow)
+    if first:
+        now.systems.insert(now.firsts, system)
+        now.firsts += 1
+    else:
+        now.systems.append(system)
     app.add_systems(Shutdown, system)
 
 

@@ -29,6 +29,7 @@ from edgeloop.realtime.rt_setup import (
     CpuPlan,
     RtReport,
     apply_control_settings,
+    apply_io_priority,
     apply_io_settings,
     collect_young,
     cpu_list,
@@ -494,3 +495,33 @@ def test_io_settings_without_a_control_core_pin_nothing() -> None:
         return {**report_dict(report), "unchanged": sorted(os.sched_getaffinity(0)) == before}
 
     assert in_child(body) == {"applied": [], "degraded": [], "unchanged": True}
+
+
+@needs_sys_nice
+def test_io_settings_run_the_io_process_under_fifo_when_asked() -> None:
+    def body() -> dict[str, Any]:
+        report = apply_io_priority(10)
+        return {
+            **report_dict(report),
+            "fifo": os.sched_getscheduler(0) == os.SCHED_FIFO,
+            "priority": os.sched_getparam(0).sched_priority,
+        }
+
+    assert in_child(body) == {
+        "applied": ["SCHED_FIFO 10"],
+        "degraded": [],
+        "fifo": True,
+        "priority": 10,
+    }
+
+
+def test_io_fifo_refused_unprivileged_names_its_own_setting() -> None:
+    def body() -> dict[str, Any]:
+        drop_privileges()
+        return report_dict(apply_io_priority(10))
+
+    result = in_child(body)
+    assert result["applied"] == []
+    (note,) = result["degraded"]
+    assert note.startswith("io_rt_priority 10: SCHED_FIFO refused (EPERM")
+    assert note.endswith("or set runtime.io_rt_priority: 0")
