@@ -78,6 +78,19 @@ def _until(what: str, condition: object, timeout_s: float = 30.0) -> object:
         time.sleep(0.05)
 
 
+def _opens_clean_having_lost_one_interval_at_most(path: Path, killed_us: int) -> None:
+    db = sqlite3.connect(path)  # as the next logger opens it: the WAL is recovered
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
+    kept = _newest_us(path)
+    assert kept is not None
+    lost_s = (killed_us - kept) / 1e6
+    # One interval, plus the ticks on their way to the io process when it died.
+    assert lost_s <= FLUSH_S + 0.25, f"{lost_s:.3f} s of samples lost"
+
+
 def test_the_plant_is_logged_and_queried(
     appliance: tuple[subprocess.Popen[bytes], Path], tmp_path: Path
 ) -> None:
@@ -110,16 +123,7 @@ def test_a_killed_io_process_loses_at_most_the_flush_interval(
     time.sleep(FLUSH_S * 1.3)  # mid-interval, not just after a commit
     os.kill(io, signal.SIGKILL)
     killed_us = time.time_ns() // 1000
-    db = sqlite3.connect(path)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        db.close()
-    kept = _newest_us(path)
-    assert kept is not None
-    lost_s = (killed_us - kept) / 1e6
-    # One interval, plus the ticks on their way to the io process when it died.
-    assert lost_s <= FLUSH_S + 0.25, f"{lost_s:.3f} s of samples lost"
+    _opens_clean_having_lost_one_interval_at_most(path, killed_us)
     _until("the restarted io process logging again", lambda: (_newest_us(path) or 0) > killed_us)
 
 
@@ -134,12 +138,4 @@ def test_a_killed_process_tree_leaves_a_clean_database_within_the_flush_interval
         os.kill(pid, signal.SIGKILL)
     killed_us = time.time_ns() // 1000
     proc.wait(10)
-    db = sqlite3.connect(path)  # as the next boot's logger opens it: the WAL is recovered
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        db.close()
-    kept = _newest_us(path)
-    assert kept is not None
-    lost_s = (killed_us - kept) / 1e6
-    assert lost_s <= FLUSH_S + 0.25, f"{lost_s:.3f} s of samples lost"
+    _opens_clean_having_lost_one_interval_at_most(path, killed_us)
