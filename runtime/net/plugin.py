@@ -52,6 +52,7 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.web.http import HttpFace
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
 log = logging.getLogger("edgeloop.net")
@@ -131,6 +132,8 @@ class NetworkConfig(Section):
     websocket: WebSocketListen | None = WebSocketListen()
     tls: TlsFiles | None = None  # both providers then speak TLS only
     tokens: list[TokenGrant] = Field(default_factory=list)
+    # a scraper's token: /metrics and nothing else (any of `tokens` opens it too)
+    metrics_token: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("tokens")
     @classmethod
@@ -225,11 +228,22 @@ class NetworkIo:
             context.on_room(self.tcp.resume_all)
         if config.websocket is not None:
             ws = config.websocket
+            tokens = [t.token for t in config.tokens]
+            face = HttpFace(
+                context.heartbeats,
+                lambda: self.subscriptions.mirror.values,
+                lambda: context.connections,
+                tokens=[*tokens, *([config.metrics_token] if config.metrics_token else [])],
+                # Failed before the supervisor gives up on the loop (and exits for
+                # systemd to restart it): a probe sees why in between.
+                stall_s=context.control_timeout_s / 2,
+            )
             self.ws = WebSocketProvider(
                 hub("ws", ws.hello_timeout_s),
                 max_frame_bytes=ws.max_frame_bytes,
                 max_lag_s=ws.max_lag_s,
                 max_output_bytes=ws.max_output_bytes,
+                http_handler=face,
             )
             context.on_room(self.ws.resume_all)
         # NORMAL messages wait in their hub until the next flush to the control process.

@@ -48,8 +48,8 @@ CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server en
 # ``oversize`` error; a bigger one the library refuses unread (close code 1009).
 READ_LIMIT_BYTES = 1 << 20
 
-# (path) -> a response for plain HTTP requests on the port, or None for 404.
-HttpHandler = Callable[[str], Response | None]
+# (request) -> a response for plain HTTP requests on the port, or None for 404.
+HttpHandler = Callable[[Request], Response | None]
 
 
 def encode_json(name: str, schema_hash: int, payload: Any) -> str:
@@ -244,7 +244,7 @@ class WebSocketProvider:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == WS_PATH:
             return None  # go on with the WebSocket handshake
-        response = None if self.http_handler is None else self.http_handler(request.path)
+        response = None if self.http_handler is None else self.http_handler(request)
         if response is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         return response

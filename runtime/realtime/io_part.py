@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from edgeloop.net.registry import Registry
+    from edgeloop.realtime.heartbeat import Heartbeats
     from edgeloop.realtime.ipc import Record
 
 
@@ -21,6 +22,8 @@ class IoContext(Protocol):
     workers: int
     connection_ids: Iterator[int]  # for network peers: unique appliance-wide, never reused
     state_dir: Path  # runtime.state_dir: what must outlive a restart and a power cut
+    heartbeats: Heartbeats  # the shared block: the control loop's ticks, the safe state
+    control_timeout_s: float  # runtime.control_timeout_s: a loop silent longer is stalled
 
     def send(self, record: Record) -> bool:
         """Queue a record for the control process; False when CRITICAL/HIGH records are

@@ -75,9 +75,11 @@ class IoService:
         worker: int = 0,
         workers: int = 1,
         state_dir: Path = DEFAULT_STATE_DIR,
+        control_timeout_s: float = RuntimeConfig().control_timeout_s,
     ) -> None:
         self.budget_bytes = budget_bytes
         self.state_dir = state_dir
+        self.control_timeout_s = control_timeout_s
         self.worker = worker
         self.workers = workers
         self.connection_ids: Iterator[int] = ConnectionIds(worker, heartbeats)
@@ -331,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         worker=args.io_worker,
         workers=heartbeats.io_workers,
         state_dir=config.runtime.state_dir,
+        control_timeout_s=config.runtime.control_timeout_s,
     )
 
     async def serve() -> None:

@@ -1,0 +1,1 @@
+"""The appliance's HTTP face on the WebSocket port: /healthz, /readyz, /metrics."""
