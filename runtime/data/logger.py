@@ -44,6 +44,7 @@ class DataLogger:
         self.rows_written = 0
         self.commits = 0
         self.dropped = 0
+        self.failed = False  # the store could not be opened, or its writer died
         self._batches: list[Batch] = []
         self._pending = 0  # samples in _batches
         self._names: list[tuple[int, str]] = []
@@ -54,6 +55,9 @@ class DataLogger:
 
     def _on_batch(self, record: Record) -> None:
         _, t_us, declared, flat = record.payload
+        if self.failed:
+            self._drop(len(flat) // 2)  # no store to write them to (said when it failed)
+            return
         with self._lock:  # the writer swaps the lists out under it
             if declared:
                 self._names.extend((int(i), str(n)) for i, n in declared)
@@ -71,7 +75,14 @@ class DataLogger:
             log.warning("data log behind: %d samples dropped so far", self.dropped)
 
     async def start(self) -> None:
-        db = store.connect(self.path, self.config.synchronous)  # a bad path fails here
+        try:
+            db = store.connect(self.path, self.config.synchronous)
+        except (OSError, sqlite3.Error, store.SchemaError) as error:
+            # The rest of the appliance runs; the status line says what is missing.
+            log.error("data log %s cannot be opened: %s; nothing is logged", self.path, error)
+            self.context.degraded("data_log", f"{self.path}: {error}")
+            self.failed = True
+            return
         self._thread = threading.Thread(
             target=self._run, args=(db,), name="edgeloop-data-log", daemon=True
         )
@@ -103,6 +114,7 @@ class DataLogger:
                     next_retain = time.monotonic() + RETAIN_EVERY_S
                     store.retain(db, retention, time.time_ns() // 1000)
         except sqlite3.Error as error:
+            self.failed = True
             log.error("data log %s stopped: %s", self.path, error)
             self.context.degraded("data_log", f"{self.path}: {error}")
         finally:

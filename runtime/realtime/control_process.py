@@ -229,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         loop.app.insert_resource(audit)
     record = args.record or runtime.record
     if record is not None:
-        add_recorder(loop.app, RecordingWriter(record, config))
-        log.info("recording the control process's inputs to %s", record)
+        try:
+            add_recorder(loop.app, RecordingWriter(record, config))
+            log.info("recording the control process's inputs to %s", record)
+        except OSError as error:  # run the machine; say the recording is missing
+            log.critical("cannot record to %s: %s; running without a recording", record, error)
     supervisor = socket.socket(fileno=args.supervisor_fd)
     supervisor.setblocking(False)
     loop.add_wake_source(supervisor.fileno(), lambda: _receive_io_channel(supervisor, watch))
