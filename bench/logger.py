@@ -44,6 +44,7 @@ from edgeloop.data import store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO_TANKS = 2
+STATE = "STATE_DIR"  # in a phase's config text, for its own state directory
 KILL_AFTER_S = 3.3  # a third of a flush interval past a commit, more or less
 _STOPPED = re.compile(r"control loop stopped after (\d+) ticks: lateness p99 (\d+) µs, (\d+) over")
 _SENT = re.compile(r"data log: (\d+) samples in \d+ batches handed")
@@ -62,10 +63,11 @@ class Run:
     seconds: float = 0.0
 
 
-def _config(state: Path, tanks: int, data_log: str | None) -> str:
+def _config(tanks: int, data_log: str | None) -> str:
+    """The phase's config; ``_start`` puts its own state directory for ``STATE``."""
     rows = "\n".join(f"    - {{name: tank{i}}}" for i in range(tanks))
     section = "" if data_log is None else f"data_log: {data_log}\n"
-    return f"runtime: {{name: bench, state_dir: {state}}}\ntank_plant:\n  tanks:\n{rows}\n{section}"
+    return f"runtime: {{name: bench, state_dir: {STATE}}}\ntank_plant:\n  tanks:\n{rows}\n{section}"
 
 
 def _child(parent: int, comm: str, deadline_s: float = 30.0) -> int:
@@ -92,7 +94,7 @@ def _start(workdir: Path, name: str, config: str) -> tuple[subprocess.Popen[byte
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(parents=True)
     path = place / "config.yaml"
-    path.write_text(config.replace("{state}", str(place / "state")))
+    path.write_text(config.replace(STATE, str(place / "state")))
     log = place / "run.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -180,15 +182,13 @@ def main() -> int:
 
 
 def _measure(workdir: Path, duration_s: float, tanks: int) -> dict[str, Any]:
-    idle = run_phase(workdir, "idle", _config(Path("{state}"), tanks, None), duration_s)
-    load = run_phase(workdir, "load", _config(Path("{state}"), tanks, "{}"), duration_s)
+    idle = run_phase(workdir, "idle", _config(tanks, None), duration_s)
+    load = run_phase(workdir, "load", _config(tanks, "{}"), duration_s)
     demo: dict[str, Run] = {}
     for sync in ("full", "normal"):
         section = f"{{synchronous: {sync}}}"
-        demo[sync] = run_phase(
-            workdir, f"demo-{sync}", _config(Path("{state}"), DEMO_TANKS, section), duration_s
-        )
-    lost_s = kill_loss(workdir, _config(Path("{state}"), tanks, "{}"))
+        demo[sync] = run_phase(workdir, f"demo-{sync}", _config(DEMO_TANKS, section), duration_s)
+    lost_s = kill_loss(workdir, _config(tanks, "{}"))
     events_per_s = load.sent / (load.ticks / 100.0) if load.ticks else 0.0
     per_hour = {sync: run.io_write_bytes * 3600 / run.seconds for sync, run in demo.items()}
     demo_rate = demo["full"].sent / (demo["full"].ticks / 100.0) if demo["full"].ticks else 0.0
