@@ -91,13 +91,20 @@ ROBOT_TOKEN = "estop-bench-robot"
 
 
 def write_config(
-    path: Path, state_dir: Path, modbus_port: int, tcp_port: int, scada_port: int
+    path: Path,
+    state_dir: Path,
+    modbus_port: int,
+    tcp_port: int,
+    scada_port: int,
+    *,
+    drivers_alone: bool = False,
 ) -> None:
+    workers = "\n  io_workers: 2\n  io_drivers_alone: true" if drivers_alone else ""
     path.write_text(
         f"""runtime:
   name: estop-bench
   rate_hz: 100
-  state_dir: {state_dir}
+  state_dir: {state_dir}{workers}
 estop:
   inputs:
     - {{chip: sim, offset: {ESTOP_OFFSET}}}
@@ -276,13 +283,17 @@ async def _wait_started(peer: Peer, state_dir: Path, appliance: Appliance) -> No
         await asyncio.sleep(0.1)
 
 
-async def _bench(workdir: Path, load: str, presses: int, duration: float) -> dict[str, Any]:
+async def _bench(
+    workdir: Path, load: str, presses: int, duration: float, drivers: str
+) -> dict[str, Any]:
     state_dir = workdir / "state"
     tcp_port, scada_port = free_port(), free_port()
     peer = Peer(OUTPUT_ADDRESS, SAFE_RAW)
     peer.start()  # forks: before anything starts a thread
     config = workdir / "config.yaml"
-    write_config(config, state_dir, peer.port, tcp_port, scada_port)
+    write_config(
+        config, state_dir, peer.port, tcp_port, scada_port, drivers_alone=drivers == "alone"
+    )
     appliance = Appliance(config, workdir / "appliance.log", duration + START_MARGIN_S)
     robots: subprocess.Popen[bytes] | None = None
     try:
@@ -310,6 +321,7 @@ async def _bench(workdir: Path, load: str, presses: int, duration: float) -> dic
         appliance.stop()
         peer.stop()
     figures = _figures(latencies, missed, load, duration)
+    figures["drivers"] = drivers
     figures["bench_rt_priority"] = rt_priority  # the press's and the peer's, if permitted
     return figures
 
@@ -350,7 +362,8 @@ def format_table(result: dict[str, Any]) -> str:
         ("target", f"p99 < {result['target_p99_ms']:g} ms under io load, 0 missed"),
     ]
     width = max(len(name) for name, _ in rows)
-    lines = [f"E-stop edge -> safe value on the wire, load {load}, {result['machine']}"]
+    drivers = "drivers in an io process alone" if result["drivers"] == "alone" else "one io process"
+    lines = [f"E-stop edge -> safe value on the wire, load {load}, {drivers}, {result['machine']}"]
     lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
     return "\n".join(lines)
 
@@ -362,6 +375,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--presses", type=int, default=sys.maxsize, help="stop after this many (default: none)"
     )
+    parser.add_argument(
+        "--drivers",
+        choices=("shared", "alone"),
+        default="alone",
+        help="alone: runtime.io_drivers_alone (the field drivers' io process runs no network)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args(argv)
 
@@ -369,7 +388,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="estop-bench-") as folder:
-        result = asyncio.run(_bench(Path(folder), args.load, args.presses, args.duration))
+        result = asyncio.run(
+            _bench(Path(folder), args.load, args.presses, args.duration, args.drivers)
+        )
     emit(format_table(result), result, args.json)
     return 0 if result["presses"] else 1
 

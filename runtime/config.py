@@ -138,6 +138,9 @@ class RuntimeConfig(Section):
     io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
     # io processes: more than one shares the network listeners out (SO_REUSEPORT)
     io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
+    # the first io worker runs the field drivers and no network listener (safe values
+    # never wait behind robots and dashboards); the others run the network
+    io_drivers_alone: Annotated[bool, Field(strict=True)] = False
     # what must outlive a restart and a power cut: the audit log (systemd's StateDirectory)
     state_dir: Path = DEFAULT_STATE_DIR
     # record every input of the control process for `edgeloop replay` (docs/data.md)
@@ -145,6 +148,21 @@ class RuntimeConfig(Section):
     record_max_mb: Annotated[int, Field(ge=1, le=1 << 20, strict=True)] = 1024
     record_segment_mb: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
     record_hash_every: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 100
+
+    @pydantic.field_validator("io_drivers_alone")
+    @classmethod
+    def _leaves_a_network_worker(cls, alone: bool, info: pydantic.ValidationInfo) -> bool:
+        if alone and info.data.get("io_workers", 2) < 2:  # io_workers is validated first
+            raise ValueError(
+                "io_drivers_alone needs io_workers of 2 or more: one for the drivers, "
+                "the others for the network"
+            )
+        return alone
+
+    @property
+    def network_workers(self) -> range:
+        """The io workers that run the network listeners."""
+        return range(1 if self.io_drivers_alone else 0, self.io_workers)
 
 
 @dataclass(frozen=True)

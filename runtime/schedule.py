@@ -178,6 +178,10 @@ class Schedule:
         self._conditions: dict[SystemSet, list[Condition]] = {}
         self._systems: dict[SystemSet, list[SystemEntry]] = {}
         self._order: list[SystemSet] | None = None
+        # Called with a set's name once it has run and its commands are applied: the
+        # real-time runner acts on an urgent input (an e-stop edge) there instead of at
+        # the end of the tick, and a replay does the same at the same place.
+        self.between_sets: Callable[[str], None] | None = None
         # set -> the sets declared to run before it, once both are configured
         self._declared: dict[SystemSet, set[SystemSet]] = {}
         self.set_timings: dict[SystemSet, Timing] = {}
@@ -293,3 +297,5 @@ class Schedule:
             world.change_tick += 1
             commands.apply()
             self.set_timings[set_].add(clock_ns() - set_started)
+            if self.between_sets is not None:
+                self.between_sets(set_.name)

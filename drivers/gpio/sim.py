@@ -25,7 +25,10 @@ requested once; a second request of it fails, busy.
 The chip's thread serves the socket: it applies each datagram, ends debounce periods,
 and counts each edge of an input into the input's eventfd, which is the input's
 ``fileno``: readable until ``read_edges`` reads the count (which zeroes it). The control
-loop never waits for that thread: reading a line reads an attribute.
+loop never waits for that thread: reading a line reads an attribute. The thread needs
+the GIL to count an edge, so the chip lowers the process's switch interval to
+``GIL_SWITCH_S``: a press during a tick is counted within that, as a kernel would count
+it at once.
 
 A socket file left by a killed process is removed when the chip opens; one that a live
 process answers on is that process's chip, and opening fails.
@@ -39,6 +42,7 @@ import math
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,6 +56,7 @@ LINES = 64  # offsets 0..63, as a gpio-sim bank configured with 64 lines
 MAX_DATAGRAM = 256
 USAGE = "expected 'set <offset> <0|1>' or 'get <offset>'"
 _EVENTFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+GIL_SWITCH_S = 0.0002
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -165,6 +170,12 @@ class SimChip:
         self._socket = _listening_socket(path)
         self._stop = os.eventfd(0, _EVENTFD_FLAGS)
         self._thread = threading.Thread(target=self._serve, name="gpio-sim", daemon=True)
+        # The thread stands in for the kernel, which counts an edge whatever this
+        # process runs. Python's thread that waits for the GIL gets it only after the
+        # switch interval (5 ms by default): during a tick, that would hold every press
+        # back by up to that much, which a real chip does not.
+        if sys.getswitchinterval() > GIL_SWITCH_S:
+            sys.setswitchinterval(GIL_SWITCH_S)
         self._thread.start()
 
     @property

@@ -1,9 +1,9 @@
-"""The recording file: every input of the control process, tick by tick (format 1).
+"""The recording file: every input of the control process, tick by tick (format 2).
 
 A recording is one or more segment files, ``PATH``, ``PATH.1``, ``PATH.2``, ... Each is
 a stream of msgpack objects; the first of each segment is its header, a map::
 
-    {"format": "edgeloop-recording", "version": 1, "segment": 0, "edgeloop": "0.1.0",
+    {"format": "edgeloop-recording", "version": 2, "segment": 0, "edgeloop": "0.1.0",
      "config_digest": "...", "runtime": {...}, "sections": {name: {...}}}
 
 (``runtime`` and ``sections``: the validated config, as JSON-able values), then events,
@@ -15,7 +15,8 @@ each an array whose first item says what it is:
 - ``["in", name, k, value]``: input ``name`` (an e-stop line, ``estop.inputs[0]``) read
   ``value`` at its ``k``-th read (counted from 1), and every read since its previous
   event the previous value: only changes are written.
-- ``["wake", T, name]``: a wake source's handler (``estop``) ran after tick T.
+- ``["wake", T, name]``: a wake source's handler (``estop``) ran after tick T;
+  ``["wake", T, name, S]``: during tick T, after its system set ``S`` (version 2).
 - ``["update", T]``: an Update pass ran after tick T.
 - ``["hash", T, digest, {component type: digest}]``: ``World.state_hash()`` and
   ``component_hashes()`` after tick T and what followed it, every ``record_hash_every``
@@ -44,7 +45,8 @@ from edgeloop.config import Config, config_digest
 log = logging.getLogger("edgeloop.record")
 
 FORMAT = "edgeloop-recording"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1 has no wakes during a tick
 MAX_QUEUED = 100_000
 _STOP = object()
 
@@ -172,8 +174,10 @@ def _open_segment(path: Path, index: int) -> tuple[dict[str, Any], msgpack.Unpac
         raise RecordingError(f"{path}: no header ({error or 'empty'})") from None
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise RecordingError(f"{path}: not an edgeloop recording")
-    if head.get("version") != VERSION:
-        raise RecordingError(f"{path}: format version {head.get('version')}, not {VERSION}")
+    if head.get("version") not in READABLE_VERSIONS:
+        raise RecordingError(
+            f"{path}: format version {head.get('version')}, not one of {READABLE_VERSIONS}"
+        )
     if head.get("segment") != index:
         raise RecordingError(f"{path}: segment {head.get('segment')}, expected {index}")
     return head, unpacker

@@ -22,6 +22,7 @@ from edgeloop.data.recording import RecordingError, read_recording
 from edgeloop.data.tape import InputTape
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Outbox, Record
+from edgeloop.schedule import FixedUpdate
 
 
 class ReplayLink(IoLink):
@@ -135,17 +136,16 @@ def _run_step(
         if kind == "tick":
             tick, records = event[1], event[2]
             link.inbox.extend(Record(topic, key, 0, payload) for topic, key, payload in records)
+            during = [e for e in step if e[0] == "wake" and len(e) == 4 and e[1] == tick]
+            app.schedule(FixedUpdate).between_sets = _wakes_between_sets(tape, during, result)
             app.tick()
+            app.schedule(FixedUpdate).between_sets = None
             link.drop_outputs()
             result.ticks += 1
             if app.time.tick != tick:
                 result.notes.append(f"recorded tick {tick} replayed as {app.time.tick}")
-        elif kind == "wake":
-            handler = tape.handlers.get(event[2])
-            if handler is None:
-                result.notes.append(f"tick {event[1]}: no wake handler {event[2]!r} here")
-            else:
-                handler()
+        elif kind == "wake" and len(event) == 3:
+            _run_wake(tape, event, result)
         elif kind == "update":
             app.update()
         elif kind == "hash":
@@ -163,3 +163,26 @@ def _run_step(
             result.end = str(event[2])
             return False
     return True
+
+
+def _wakes_between_sets(
+    tape: InputTape, during: list[list[Any]], result: ReplayResult
+) -> Callable[[str], None] | None:
+    """The tick's hook that runs each wake recorded during it after the same set."""
+    if not during:
+        return None
+    pending = list(during)
+
+    def between_sets(set_name: str) -> None:
+        while pending and pending[0][3] == set_name:
+            _run_wake(tape, pending.pop(0), result)
+
+    return between_sets
+
+
+def _run_wake(tape: InputTape, event: list[Any], result: ReplayResult) -> None:
+    handler = tape.handlers.get(event[2])
+    if handler is None:
+        result.notes.append(f"tick {event[1]}: no wake handler {event[2]!r} here")
+    else:
+        handler()

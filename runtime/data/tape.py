@@ -1,5 +1,6 @@
 """The inputs of the control process that do not come on the io channel — GPIO lines
-it reads itself, and the wake sources that run handlers between ticks — on tape: taken
+it reads itself, and the wake sources that run handlers between ticks or between the
+sets of a tick — on tape: taken
 down while recording, played back in a replay.
 
 Whoever opens such an input asks the ``InputTape`` resource, when the App has one, to
@@ -13,6 +14,7 @@ from typing import Any
 
 from edgeloop.clock import Time
 from edgeloop.drivers.gpio import InputLine
+from edgeloop.safety.systems import WakeSources
 from edgeloop.world import World
 
 
@@ -60,9 +62,13 @@ class InputTape:
         if self.emit is None:
             return lambda: None
 
+        wake = self.world.get_resource(WakeSources)
+
         def recorded() -> None:
             assert self.emit is not None
-            self.emit(["wake", self.world.resource(Time).tick, name])
+            tick = self.world.resource(Time).tick
+            position = None if wake is None else wake.position
+            self.emit(["wake", tick, name] if position is None else ["wake", tick, name, position])
             handler()
 
         return recorded

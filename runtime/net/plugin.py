@@ -197,7 +197,7 @@ class NetworkIo:
         # One id space for both providers: an id names one peer.
         ids = context.connection_ids
         # Several workers listen on the same ports; the kernel shares connections out.
-        self.reuse_port = context.workers > 1
+        self.reuse_port = context.network_workers > 1
 
         def hub(name: str, hello_timeout_s: float) -> Hub:
             made = Hub(

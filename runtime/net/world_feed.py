@@ -50,17 +50,18 @@ class WorldFeed:
 
 
 def publish_world_changes(world: World) -> None:
-    """WebUIUpdates: changed components and despawned entities to every io worker, and
-    everything to a worker that has just (re)started."""
+    """WebUIUpdates: changed components and despawned entities to every network io
+    worker, and everything to one that has just (re)started."""
     link = world.get_resource(IoLink)
     if link is None or link.links_up == 0:
         return
     feed = world.resource(WorldFeed)
     if len(feed.generations) != link.workers:
         feed.generations = [-1] * link.workers
-    fresh = [w for w, g in enumerate(link.generations) if g != feed.generations[w]]
+    fed = range(link.broadcast_from, link.workers)
+    fresh = [w for w in fed if link.generations[w] != feed.generations[w]]
     feed.generations[:] = link.generations
-    everyone_fresh = len(fresh) == link.workers
+    everyone_fresh = len(fresh) == len(fed)
     for ctype in world.component_types():
         if everyone_fresh:
             _send_values(link, ctype, world.query(ctype, changed=(ctype,), since=0), None)

@@ -223,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         io_sock = socket.socket(fileno=fd)
         io_sock.setblocking(False)
         channels.append(Channel(io_sock))
-    link = IoLink(*channels, records_per_tick=runtime.io_records_per_tick)
+    link = IoLink(
+        *channels,
+        records_per_tick=runtime.io_records_per_tick,
+        broadcast_from=runtime.network_workers.start,
+    )
     loop, watch = build_loop(config, link, heartbeats)
     if audit is not None:
         loop.app.insert_resource(audit)

@@ -62,9 +62,14 @@ class IoLink:
     follows the worker's last records in the inbox.
     """
 
-    def __init__(self, *channels: Channel | None, records_per_tick: int = 1000) -> None:
+    def __init__(
+        self, *channels: Channel | None, records_per_tick: int = 1000, broadcast_from: int = 0
+    ) -> None:
         self.channels: list[Channel | None] = list(channels) or [None]
         self.outboxes = [Outbox() if c is None else c.outbox for c in self.channels]
+        # A broadcast (the world feed, the network's) goes to the network workers only:
+        # with ``runtime.io_drivers_alone`` the drivers' worker never decodes it.
+        self.broadcast_from = broadcast_from
         self.records_per_tick = records_per_tick
         self.inbox: deque[Record] = deque()
         # Per worker, channels replaced so far: a restarted worker knows nothing.
@@ -103,7 +108,7 @@ class IoLink:
         worker: int | None = None,
     ) -> None:
         """Queue a record for the end of this tick, to one io worker or (``None``) to
-        every one, whose parts ignore topics they have no handler for. ``TypeError``
+        every network worker, whose parts ignore topics they have no handler for. ``TypeError``
         here, in the system that sends it, if the payload cannot be encoded;
         ``IndexError`` for a worker that does not exist."""
         record = Record(topic, key, int(priority), payload)
@@ -111,7 +116,7 @@ class IoLink:
             self.outboxes[worker].put(record)
             return
         data = encode_record(record)
-        for outbox in self.outboxes:
+        for outbox in self.outboxes[self.broadcast_from :]:
             outbox.put_encoded(record, data)
 
     @property

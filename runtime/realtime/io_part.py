@@ -20,6 +20,7 @@ class IoContext(Protocol):
     connections: dict[str, int]  # peers connected, per provider (for the status line)
     worker: int  # which io worker this is, 0 to ``workers`` - 1 (runtime.io_workers)
     workers: int
+    network_workers: int  # how many of them run the network listeners
     connection_ids: Iterator[int]  # for network peers: unique appliance-wide, never reused
     state_dir: Path  # runtime.state_dir: what must outlive a restart and a power cut
     heartbeats: Heartbeats  # the shared block: the control loop's ticks, the safe state

@@ -74,6 +74,7 @@ class IoService:
         budget_bytes: int = 64 << 20,
         worker: int = 0,
         workers: int = 1,
+        network_workers: int | None = None,
         state_dir: Path = DEFAULT_STATE_DIR,
         control_timeout_s: float = RuntimeConfig().control_timeout_s,
     ) -> None:
@@ -82,6 +83,7 @@ class IoService:
         self.control_timeout_s = control_timeout_s
         self.worker = worker
         self.workers = workers
+        self.network_workers = workers if network_workers is None else network_workers
         self.connection_ids: Iterator[int] = ConnectionIds(worker, heartbeats)
         self.channel = channel
         self.heartbeats = heartbeats
@@ -272,17 +274,28 @@ class IoService:
 
 def io_parts(config: Config, sections: Sequence[ConfigSection], context: IoContext) -> list[IoPart]:
     """The io-process part of every configured plugin that has one and runs in this
-    worker: worker 0 runs them all, the others those ``io_in_every_worker``."""
+    worker: worker 0 runs those that must run once (drivers), and a network worker
+    those ``io_in_every_worker`` (worker 0 is one unless ``runtime.io_drivers_alone``)."""
+    networked = context.worker >= context.workers - context.network_workers
     factories = {
         s.name: s.io
         for s in sections
-        if s.io is not None and (context.worker == 0 or s.io_in_every_worker)
+        if s.io is not None and (networked if s.io_in_every_worker else context.worker == 0)
     }
     return [
         factories[name](model, context)
         for name, model in config.sections.items()
         if name in factories
     ]
+
+
+def io_priority(config: Config, worker: int) -> int:
+    """``runtime.io_rt_priority``; with the drivers alone, their worker's, and one less
+    for the network workers: a busy network worker must not hold a safe value back."""
+    priority = config.runtime.io_rt_priority
+    if config.runtime.io_drivers_alone and worker != 0:
+        return max(priority - 1, 0)
+    return priority
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -332,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         budget_bytes=config.runtime.io_buffer_mb << 20,
         worker=args.io_worker,
         workers=heartbeats.io_workers,
+        network_workers=len(config.runtime.network_workers),
         state_dir=config.runtime.state_dir,
         control_timeout_s=config.runtime.control_timeout_s,
     )
@@ -342,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signum, service.stopped.set)
         parts = io_parts(config, sections, service)
         await service.run(
-            parts, args.synthetic_records_per_s, rt_priority=config.runtime.io_rt_priority
+            parts, args.synthetic_records_per_s, rt_priority=io_priority(config, args.io_worker)
         )
 
     factory = _event_loop_factory()

@@ -225,7 +225,7 @@ def open_estop(world: World) -> None:
     wake = world.get_resource(WakeSources)
     if wake is not None:
         for line in estop.lines():
-            wake.add(line.fileno(), handler)
+            wake.add_urgent(line.fileno(), handler)
     estop.poll(world)  # pressed at start: latched before the first output
 
 

@@ -49,10 +49,20 @@ class SafeOutputsNow:
 
 class WakeSources:
     """Resource (the real-time runner's): file descriptors that wake the control loop
-    as soon as they are readable, with what to call then."""
+    as soon as they are readable, with what to call then (``add``). An urgent one
+    (``add_urgent``, an e-stop line) is looked at between the system sets of a tick as
+    well, so a press during a tick is acted on once the set under way has run, not when
+    the tick ends; while its handler runs there, ``position`` is that set's name (None
+    between ticks)."""
 
-    def __init__(self, add: Callable[[int, Callable[[], None]], None]) -> None:
+    def __init__(
+        self,
+        add: Callable[[int, Callable[[], None]], None],
+        add_urgent: Callable[[int, Callable[[], None]], None],
+    ) -> None:
         self.add = add
+        self.add_urgent = add_urgent
+        self.position: str | None = None
 
 
 def apply_safe_state_now(world: World) -> None:

@@ -398,3 +398,13 @@ def test_the_digest_follows_what_a_config_says_not_how_it_is_written(tmp_path: P
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_has_a_digest(path: Path) -> None:
     assert len(config_digest(load_config(path))) == 16
+
+
+def test_drivers_alone_needs_a_network_worker_beside_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.yaml", "runtime:\n  name: x\n  io_drivers_alone: true\n")
+    (problem,) = problems_of(path)
+    assert "io_drivers_alone needs io_workers of 2 or more" in problem.message
+    assert where(problem)[:2] == ("config.yaml", 3)
+
+    path.write_text("runtime:\n  io_workers: 2\n  io_drivers_alone: true\n")
+    assert list(load(path).runtime.network_workers) == [1]

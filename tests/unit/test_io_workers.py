@@ -50,10 +50,14 @@ def _channel(sock: socket.socket) -> Channel:
 
 
 def _two_workers(
-    records_per_tick: int = 1000, workers: int = 2
+    records_per_tick: int = 1000, workers: int = 2, broadcast_from: int = 0
 ) -> tuple[App, IoLink, list[Channel]]:
     pairs = [socketpair() for _ in range(workers)]
-    link = IoLink(*(_channel(c) for c, _ in pairs), records_per_tick=records_per_tick)
+    link = IoLink(
+        *(_channel(c) for c, _ in pairs),
+        records_per_tick=records_per_tick,
+        broadcast_from=broadcast_from,
+    )
     app = App(rate_hz=100)
     app.insert_resource(Registry([Ping]))
     app.add_plugin(IoLinkPlugin(link))
@@ -79,6 +83,24 @@ def test_a_record_goes_to_its_worker_and_a_broadcast_to_every_worker() -> None:
     assert [r.topic for r in _received(io1)] == ["world.value"]
     with pytest.raises(IndexError):
         link.send("t", "k", 0, worker=2)
+
+
+def test_with_the_drivers_alone_no_broadcast_reaches_their_worker() -> None:
+    app, link, (io0, io1) = _two_workers(broadcast_from=1)  # runtime.io_drivers_alone
+    robot = app.world.spawn(Name("robot-1"))
+    link.send("field.write", "plc1", [[0, 1.0]], Priority.CRITICAL, worker=0)
+    link.send("net.broadcast", "", None)
+    app.run_for(5)  # past a 30 Hz WebUIUpdates: the world feed too
+    assert [r.topic for r in _received(io0)] == ["field.write"]
+    to_network = _received(io1)
+    assert "net.broadcast" in [r.topic for r in to_network]
+    assert robot in [r.payload[0] for r in to_network if r.topic == WORLD_VALUE]
+
+    control_end, io_end = socketpair()  # the drivers' worker restarted: no world for it
+    new_io0 = _channel(io_end)
+    link.replace(control_end, worker=0)
+    app.run_for(5)
+    assert not [r for r in _received(new_io0) if r.topic == WORLD_VALUE]
 
 
 def test_network_sends_reach_the_worker_holding_the_connection() -> None:
@@ -186,6 +208,18 @@ def test_only_the_first_worker_runs_the_parts_that_must_exist_once() -> None:
         io_parts(config, sections, service)  # type: ignore[arg-type]
         heartbeats.close()
     assert started == [("network", 0), ("devices", 0), ("network", 1)]
+
+    started.clear()  # runtime.io_drivers_alone: worker 0 runs the devices alone
+    for worker in range(3):
+        control_end, io_end = socketpair()
+        _opened.append(Channel(control_end))
+        heartbeats = Heartbeats(io_workers=3)
+        service = IoService(
+            _channel(io_end), heartbeats, worker=worker, workers=3, network_workers=2
+        )
+        io_parts(config, sections, service)  # type: ignore[arg-type]
+        heartbeats.close()
+    assert started == [("devices", 0), ("network", 1), ("network", 2)]
 
 
 def test_the_control_loop_reads_every_worker_in_turn_under_a_flood() -> None:
