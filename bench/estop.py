@@ -2,12 +2,13 @@
 
 The real appliance (``edgeloop run -c`` a temporary config: supervisor, control and io
 process) runs an ``estop`` input on the simulated GPIO chip, a ``modbus`` device
-``pump1`` polled every 10 ms whose output point ``Drive.speed`` (holding register 0,
-``safe_value: 0``) is written by a SCADA through the appliance's ``modbus_server``
-(the same field, writable), and the TCP provider for the operator's reset. The pump is
-this script's own Modbus TCP peer (``estop_peer``: a process of its own that speaks
-enough MBAP to answer reads, and times every write to register 0 by the kernel's
-receive timestamp).
+``pump1`` polled every 10 ms, taking two outstanding requests (``max_outstanding: 2``,
+as Modbus TCP allows: the safe write need not wait for the poll's answer), whose output
+point ``Drive.speed`` (holding register 0, ``safe_value: 0``) is written by a SCADA
+through the appliance's ``modbus_server`` (the same field, writable), and the TCP
+provider for the operator's reset. The pump is this script's own Modbus TCP peer
+(``estop_peer``: a process of its own that speaks enough MBAP to answer reads, and
+times every write to register 0 by the kernel's receive timestamp).
 
 One press cycle:
 
@@ -30,6 +31,9 @@ something writes them again (docs/safety.md), and a config can only add plugins 
 are installed entry points; the ``tank_plant``'s pump is its own component, which no
 driver point can name. The ``modbus_server`` write is a real writer of the field, with
 a known moment, so step 5 needs no sleep.
+
+``--drivers alone`` (the default) gives the field drivers an io process of their own
+(``runtime.io_drivers_alone``, two io workers); ``shared``: one io process for all.
 
 ``--load io``: ROBOTS simulated robots (``edgeloop sim robots``, one process on the
 same machine) send telemetry to the TCP provider at ROBOT_RATE_HZ each during the
@@ -122,6 +126,7 @@ modbus:
       devices:
         - name: pump1
           poll_s: 0.01
+          max_outstanding: 2
           points:
             - {{entity: pump1, component: Drive, field: speed, table: holding, address: {OUTPUT_ADDRESS}, type: uint16, direction: output, safe_value: {SAFE_RAW}}}
             - {{entity: pump1, component: Drive, field: status, table: holding, address: 1, type: uint16}}

@@ -19,7 +19,9 @@ Polls and writes take turns by when they fell due, so control logic that changes
 output every tick cannot starve the polls of its device or of its line. A group whose
 poll is overdue (the line is busy elsewhere) turns STALE even though its device answers.
 The safe values (CRITICAL writes: an e-stop, another cause of the safe state) are due
-before every poll: they wait only for the exchange under way.
+before every poll: they wait only for the exchange under way. On a device with
+``max_outstanding`` > 1 they do not wait for it either: they go on the wire beside the
+poll's reads, within the window, and their answers are taken once the poll is done.
 """
 
 from __future__ import annotations
@@ -194,6 +196,18 @@ _READ_REQUESTS: dict[str, type[ModbusPDU]] = {
 }
 
 
+def _write_pdu(request: _Write, unit: int) -> ModbusPDU:
+    start, values = request.start, request.values
+    if request.table == "coil" and len(values) == 1:
+        return WriteSingleCoilRequest(address=start, bits=[bool(values[0])], dev_id=unit)
+    if request.table == "coil":
+        return WriteMultipleCoilsRequest(address=start, bits=[bool(v) for v in values], dev_id=unit)
+    if len(values) == 1:
+        return WriteSingleRegisterRequest(address=start, registers=[int(values[0])], dev_id=unit)
+    words = [int(v) for v in values]
+    return WriteMultipleRegistersRequest(address=start, registers=words, dev_id=unit)
+
+
 def _wire(request: ModbusPDU) -> bytes:
     """A request's PDU as it travels: function code, then its data."""
     return bytes((request.function_code,)) + request.encode()
@@ -209,6 +223,25 @@ class _Sent:
         self.answer = answer
         self.at = time.monotonic()
         self.retries = retries
+
+
+class _Beside:
+    """A safe write sent during a poll: its device, request, values and answer."""
+
+    __slots__ = ("answer", "at", "device", "request", "values")
+
+    def __init__(
+        self,
+        device: _Device,
+        request: _Write,
+        values: dict[int, Any],
+        answer: asyncio.Future[ModbusPDU],
+    ) -> None:
+        self.device = device
+        self.request = request
+        self.values = values
+        self.answer = answer
+        self.at = time.monotonic()
 
 
 class _Group:
@@ -281,11 +314,18 @@ class _Device:
         elif not queued and self.pending:
             self.write_due = time.monotonic()
 
-    def requeue(self, values: dict[int, Any]) -> None:
-        """Write ``values`` again, unless a newer value of a point is pending."""
-        if values and not self.pending:
+    def requeue(self, values: dict[int, Any], *, safe: bool = False) -> None:
+        """Write ``values`` again, unless a newer value of a point is pending; ``safe``:
+        they are safe values, due before every poll."""
+        if values and safe:
+            self.write_due = -math.inf
+        elif values and not self.pending:
             self.write_due = time.monotonic()
         self.pending = {**values, **self.pending}
+
+    @property
+    def safe_waiting(self) -> bool:
+        return bool(self.pending) and self.write_due == -math.inf
 
     def answered(self, rtt_s: float) -> None:
         """A good exchange; a device back from offline gets its outputs written again."""
@@ -403,6 +443,8 @@ class _Link(Link):
         self.line = line
         self.label = line.label
         self.devices = devices
+        # TCP devices that take several outstanding requests: a safe write goes beside a poll
+        self._pipelined = [d for d in devices if d.config.max_outstanding > 1]
         self.gap_s = line.rtu.gap_s() if line.rtu is not None else 0.0
         self.wakeup = asyncio.Event()  # set when a write is queued, and to stop
         self.client: ModbusBaseClient | None = None  # RTU
@@ -602,16 +644,27 @@ class _Link(Link):
         window = device.config.max_outstanding
         unit, retries = device.unit, device.retries
         sent: deque[_Sent] = deque()
+        beside: deque[_Beside] = deque()  # safe writes sent meanwhile, in the window too
         queued = 0
         try:
             while queued < len(blocks) or sent:
-                while queued < len(blocks) and len(sent) < window:
+                while queued < len(blocks) and len(sent) + len(beside) < window:
                     block = blocks[queued]
                     sent.append(_Sent(block, self._send(connection, unit, block), retries))
                     queued += 1
+                if not sent:  # the window is full of safe writes: their answers first
+                    await self._settle(beside.popleft())
+                    continue
                 head = sent[0]
                 if not head.answer.done():
                     connection.flush()
+                    room = window - len(sent) - len(beside)
+                    if room > 0 and self._pipelined:
+                        await self._answer_or_safe_values(head.answer)
+                        if not head.answer.done():
+                            beside += self._send_safe_values(connection, room)
+                            connection.flush()
+                            continue
                 try:
                     response = await head.answer
                 except (ModbusException, OSError, TimeoutError) as err:
@@ -625,9 +678,73 @@ class _Link(Link):
                     continue
                 sent.popleft()
                 self._take(device, head.block, response, time.monotonic() - head.at)
+        except BaseException:
+            for write in beside:  # not known to have arrived: sent again, first
+                write.answer.cancel()
+                write.device.requeue(write.values, safe=True)
+            raise
         finally:
             for abandoned in sent:  # a failed poll: their answers are not waited for
                 abandoned.answer.cancel()
+        while beside:
+            await self._settle(beside.popleft())
+
+    async def _answer_or_safe_values(self, answer: asyncio.Future[ModbusPDU]) -> None:
+        """Wait for ``answer`` or for a safe value to write (the write handlers wake the
+        link), whichever comes first; stopping, only for ``answer``."""
+        if not self.running:  # the wake-up is the stop's: it stays set for the session
+            await asyncio.wait((answer,))
+            return
+        self.wakeup.clear()
+        if any(device.safe_waiting for device in self._pipelined):
+            return
+        woken = asyncio.ensure_future(self.wakeup.wait())
+        try:
+            await asyncio.wait((answer, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+
+    def _send_safe_values(self, connection: MbapConnection, room: int) -> list[_Beside]:
+        """Up to ``room`` write requests of the safe values waiting, on the wire now."""
+        sending: list[_Beside] = []
+        for device in self._pipelined:
+            if not device.safe_waiting or len(sending) >= room:
+                continue
+            pending, device.pending = device.pending, {}
+            requests, problems = _write_requests(device.config.points, pending)
+            for problem in problems:
+                device.channel.error("write", problem)
+            for position, request in enumerate(requests):
+                values = {i: pending[i] for i in request.indices}
+                if len(sending) >= room:
+                    device.requeue(values, safe=True)
+                    continue
+                try:
+                    wire = _wire(_write_pdu(request, device.unit))
+                    answer = connection.send(device.unit, wire)
+                except OSError:  # lost meanwhile: the poll fails, these go first after it
+                    for rest in requests[position:]:
+                        device.requeue({i: pending[i] for i in rest.indices}, safe=True)
+                    break
+                sending.append(_Beside(device, request, values, answer))
+        return sending
+
+    async def _settle(self, write: _Beside) -> None:
+        """Take the answer to a safe write sent beside a poll, as ``_write_pending``
+        would have."""
+        device = write.device
+        try:
+            response = await write.answer
+        except (ModbusException, OSError, TimeoutError) as err:
+            failure = self._failure(err, write.at)
+            device.failed("write", f"{failure.kind}: {failure.detail} "
+                          f"({write.request.describe()})")  # fmt: skip
+            device.requeue(write.values, safe=True)
+            return
+        if self._accepted(device, write.request, response, time.monotonic() - write.at):
+            device.written.update(write.values)
+            if device.config.verify_writes:
+                await self._verify(device, write.request)
 
     def _send(
         self, connection: MbapConnection, unit: int, block: _Block
@@ -689,19 +806,11 @@ class _Link(Link):
 
     async def _write_one(self, device: _Device, request: _Write) -> bool:
         """Send one write request; whether the device accepted it."""
-        start, values, unit = request.start, request.values, device.unit
-        pdu: ModbusPDU
-        if request.table == "coil" and len(values) == 1:
-            pdu = WriteSingleCoilRequest(address=start, bits=[bool(values[0])], dev_id=unit)
-        elif request.table == "coil":
-            bits = [bool(v) for v in values]
-            pdu = WriteMultipleCoilsRequest(address=start, bits=bits, dev_id=unit)
-        elif len(values) == 1:
-            pdu = WriteSingleRegisterRequest(address=start, registers=[int(values[0])], dev_id=unit)
-        else:
-            words = [int(v) for v in values]
-            pdu = WriteMultipleRegistersRequest(address=start, registers=words, dev_id=unit)
+        pdu = _write_pdu(request, device.unit)
         response, rtt = await self._exchange(pdu, device.retries)
+        return self._accepted(device, request, response, rtt)
+
+    def _accepted(self, device: _Device, request: _Write, response: ModbusPDU, rtt: float) -> bool:
         if response.isError():
             code = response.exception_code
             device.channel.error("write", f"code {code} writing {request.describe()}")
