@@ -308,6 +308,11 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stop asked for during start-up is kept and honoured once the event loop runs,
+    # so the parts that started are stopped (the default action would just kill it).
+    early_stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda got, _frame: early_stop.append(got))
     args = _parser().parse_args(argv)
     set_process_name(f"{PROCESS_NAME}{args.io_worker or ''}")
     die_with_parent(parent=args.supervisor_pid)
@@ -354,16 +359,22 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stopped.set)
+        if early_stop:
+            service.stopped.set()
         parts = io_parts(config, sections, service)
         await service.run(
             parts, args.synthetic_records_per_s, rt_priority=io_priority(config, args.io_worker)
         )
+        # Stopping already: a late SIGTERM from the supervisor (its drain time is up
+        # while this worker still closes its peers) must not turn it into a kill. Here,
+        # not after the loop: closing it would put the default action back.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
 
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve())
-    # Stopping already: a late SIGTERM from the supervisor must not turn it into a kill.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         sock.close()
     log.info("io process stopped")

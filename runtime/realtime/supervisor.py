@@ -83,6 +83,7 @@ class _IoWorker:
     restarts: int = 0  # in a row, for the back-off; reset once it has run a while
     restart_at: float | None = None  # killed, to be started again then
     fault: str = ""  # why it is degraded, as last read (see Heartbeats.io_fault)
+    beats_at_start: int = 0  # the beat counter when this process started: still starting
 
 
 class Supervisor:
@@ -298,7 +299,8 @@ class Supervisor:
         control_end.close()
         io_end.close()
         io.started = time.monotonic()
-        io.watch = _Watch(self.heartbeats.io(io.index, IoSlot.BEATS), io.started + STARTUP_GRACE_S)
+        io.beats_at_start = self.heartbeats.io(io.index, IoSlot.BEATS)
+        io.watch = _Watch(io.beats_at_start, io.started + STARTUP_GRACE_S)
         io.restarts += 1
         self.io_restarts += 1
         log.warning("%s restarted (%d restarts so far)", self._io_name(io), self.io_restarts)
@@ -359,7 +361,10 @@ class Supervisor:
 
     def _stop_children(self, status: int) -> int:
         if self._control is not None and self._control.poll() is None:
-            status = _stop(self._control, "control process", STOP_TIMEOUT_S, status)
+            starting = self.heartbeats[Slot.CONTROL_TICKS] == 0  # no Startup run yet
+            status = _stop(
+                self._control, "control process", STOP_TIMEOUT_S, status, starting=starting
+            )
         # The io workers stop by themselves once control has closed their channels
         # (after control's last outputs reached them); a signal now could cut that
         # short. Then together, against one deadline: N hung workers must not take N
@@ -373,17 +378,28 @@ class Supervisor:
             io.proc.terminate()
         stopped_by = time.monotonic() + STOP_TIMEOUT_S
         for io in running:
-            status = _stop(io.proc, self._io_name(io), stopped_by - time.monotonic(), status)
+            # One still importing has no handler for SIGTERM yet, and nothing to lose.
+            starting = self.heartbeats.io(io.index, IoSlot.BEATS) == io.beats_at_start
+            timeout_s = stopped_by - time.monotonic()
+            status = _stop(io.proc, self._io_name(io), timeout_s, status, starting=starting)
         if self._to_control is not None:
             self._to_control.close()
         self.heartbeats.close()
         return status
 
 
-def _stop(child: subprocess.Popen[bytes], name: str, timeout_s: float, status: int) -> int:
+def _stop(
+    child: subprocess.Popen[bytes],
+    name: str,
+    timeout_s: float,
+    status: int,
+    *,
+    starting: bool = False,
+) -> int:
     """Terminate ``child`` (running when it was asked to stop) and wait up to
     ``timeout_s``; the exit status to report, made 1 by a child that had to be killed or
-    failed while stopping."""
+    failed while stopping. ``starting``: it has not run yet, and SIGTERM's default
+    action ending it is a clean stop."""
     child.terminate()
     try:
         code = child.wait(max(0.0, timeout_s))
@@ -391,6 +407,9 @@ def _stop(child: subprocess.Popen[bytes], name: str, timeout_s: float, status: i
         log.error("%s did not stop within %g s; killed", name, STOP_TIMEOUT_S)
         _kill(child)
         return status or 1
+    if code == -signal.SIGTERM and starting:
+        log.info("%s stopped during its start-up", name)
+        return status
     if code != 0:
         log.error("%s exited with status %d while stopping", name, code)
         return status or 1
