@@ -275,5 +275,16 @@ def read(
     return [Point(p.t_us, p.value, p.value, p.value) for p in points]
 
 
+def raw_count(db: sqlite3.Connection, name: str, since_us: int, until_us: int) -> int:
+    """How many raw samples of ``name`` the chunks overlapping ``[since_us, until_us)``
+    hold: what a raw ``read`` would decode, known without decoding it."""
+    row = db.execute(
+        "SELECT coalesce(sum(n), 0) FROM raw JOIN fields ON raw.field = fields.id "
+        "WHERE fields.name = ? AND t1_us >= ? AND t0_us < ?",
+        (name, since_us, until_us),
+    ).fetchone()
+    return int(row[0])
+
+
 def names(db: sqlite3.Connection) -> list[str]:
     return [name for (name,) in db.execute("SELECT name FROM fields ORDER BY name")]

@@ -52,7 +52,9 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.web.access import Gate
 from edgeloop.web.http import HttpFace
+from edgeloop.web.trend import Trends
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
 log = logging.getLogger("edgeloop.net")
@@ -217,6 +219,7 @@ class NetworkIo:
         self.listeners: dict[str, Listener] = {}  # by provider: "tcp", "websocket"
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
+        self.http: HttpFace | None = None
         if config.tcp is not None:
             tcp = config.tcp
             self.tcp = TcpProvider(
@@ -228,12 +231,13 @@ class NetworkIo:
             context.on_room(self.tcp.resume_all)
         if config.websocket is not None:
             ws = config.websocket
-            tokens = [t.token for t in config.tokens]
-            face = HttpFace(
+            scrape = [config.metrics_token] if config.metrics_token else []
+            self.http = face = HttpFace(
                 context.heartbeats,
                 lambda: self.subscriptions.mirror.values,
                 lambda: context.connections,
-                tokens=[*tokens, *([config.metrics_token] if config.metrics_token else [])],
+                gate=Gate([t.token for t in config.tokens], scrape),
+                trends=Trends(context.data_log),
                 # Failed before the supervisor gives up on the loop (and exits for
                 # systemd to restart it): a probe sees why in between.
                 stall_s=context.control_timeout_s / 2,
@@ -295,6 +299,8 @@ class NetworkIo:
         for listener in self.listeners.values():
             await listener.stop()
         self.subscriptions.close()
+        if self.http is not None:
+            self.http.close()
         for provider in (self.tcp, self.ws):
             if provider is not None:
                 await provider.close()

@@ -21,7 +21,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import msgspec
@@ -49,7 +49,8 @@ CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server en
 READ_LIMIT_BYTES = 1 << 20
 
 # (request) -> a response for plain HTTP requests on the port, or None for 404.
-HttpHandler = Callable[[Request], Response | None]
+# A path's response, one to come (a query on a thread), or None: not found.
+HttpHandler = Callable[[Request], Response | Awaitable[Response] | None]
 
 
 def encode_json(name: str, schema_hash: int, payload: Any) -> str:
@@ -241,7 +242,9 @@ class WebSocketProvider:
         log.info("serving %s and %s on %s:%d", scheme, WS_PATH, host, bound)
         return bound
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         if request.path == WS_PATH:
             return None  # go on with the WebSocket handshake
         response = None if self.http_handler is None else self.http_handler(request)

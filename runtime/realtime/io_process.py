@@ -32,6 +32,7 @@ from edgeloop.config import (
     installed_sections,
     load_config,
 )
+from edgeloop.data.config import data_log_of
 from edgeloop.logs import every_power_of_ten, setup_logging
 from edgeloop.net.connection_ids import ConnectionIds
 from edgeloop.net.registry import Registry, registry_of
@@ -76,8 +77,10 @@ class IoService:
         workers: int = 1,
         state_dir: Path = DEFAULT_STATE_DIR,
         control_timeout_s: float = RuntimeConfig().control_timeout_s,
+        data_log: Path | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
+        self.data_log = data_log
         self.state_dir = state_dir
         self.control_timeout_s = control_timeout_s
         self.worker = worker
@@ -334,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=heartbeats.io_workers,
         state_dir=config.runtime.state_dir,
         control_timeout_s=config.runtime.control_timeout_s,
+        data_log=data_log_of(config),
     )
 
     async def serve() -> None:

@@ -41,6 +41,7 @@ network:
   metrics_token: {SCRAPE}
 tank_plant:
   tanks: [{{name: tank1}}]
+data_log: {{flush_interval_s: 0.2}}
 modbus:
   lines:
     - tcp: {{host: 127.0.0.1, port: {free_port()}}}
@@ -68,10 +69,14 @@ modbus:
             proc.kill()
 
 
-def _get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+def _get(
+    port: int, path: str, token: str | None = None, *, cookie: str | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
+    if cookie is not None:
+        request.add_header("Cookie", f"edgeloop_token={cookie}")
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, answer.read()
@@ -140,3 +145,42 @@ def test_healthz_fails_while_the_control_loop_is_stopped(appliance: tuple[int, i
     assert "no tick for" in found["checks"]["control_loop"]["detail"]
     assert readyz == 503
     _until(port, "/healthz", lambda s, b: s == 200, timeout_s=30)
+
+
+def _trend(port: int, query: str) -> dict[str, Any]:
+    status, body = _get(port, f"/api/trend?{query}", cookie=TOKEN)
+    assert status == 200, body
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def test_trends_read_what_the_appliance_logs_decimated(appliance: tuple[int, int]) -> None:
+    port, _ = appliance
+    level = "tank1.TankLevel.level_m"
+    assert _get(port, "/api/fields")[0] == 401
+    assert _get(port, "/api/fields", SCRAPE)[0] == 403, "the scrape token opens /metrics only"
+    deadline = time.monotonic() + 30
+    while level not in json.loads(_get(port, "/api/fields", cookie=TOKEN)[1])["fields"]:
+        assert time.monotonic() < deadline, "the data log never had the tank's level"
+        time.sleep(0.1)
+    since = time.time() - 60  # buckets of 15 s at 4 points: read from raw
+    # Enough logged (100 Hz, committed every 0.2 s); the window then ends at the last
+    # sample seen, so both reads below see the same committed samples.
+    while len((full := _trend(port, f"field={level}&since={since}&points=10000"))["t"]) < 200:
+        assert time.monotonic() < deadline, f"too few samples logged: {len(full['t'])}"
+        time.sleep(0.1)
+    window = f"field={level}&since={since}&until={full['t'][-1] + 1e-3}"
+    full = _trend(port, f"{window}&points=10000")
+    decimated = _trend(port, f"{window}&points=4")
+    assert (full["resolution"], decimated["resolution"]) == ("raw", "raw")
+    assert 1 <= len(decimated["t"]) <= 4 < len(full["t"])
+    assert min(decimated["min"]) == min(full["min"])
+    assert max(decimated["max"]) == max(full["max"])
+    for low, mean, high in zip(decimated["min"], decimated["mean"], decimated["max"], strict=True):
+        assert low <= mean <= high
+    status, body = _get(port, f"/api/trend?field={level}&since=20&until=10", TOKEN)
+    assert status == 400
+    assert "since (20) must be before until (10)" in json.loads(body)["error"]
+    assert _get(port, "/api/trend?field=no.Such.field", TOKEN)[0] == 400
+    assert _get(port, "/no/such/path")[0] == 401, "a token first, whatever the path"
+    assert _get(port, "/no/such/path", cookie=TOKEN)[0] == 404
