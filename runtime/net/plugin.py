@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
@@ -236,6 +237,7 @@ class NetworkIo:
                 context.heartbeats,
                 lambda: self.subscriptions.mirror.values,
                 lambda: context.connections,
+                self._provider_counters,
                 gate=Gate([t.token for t in config.tokens], scrape),
                 trends=Trends(context.data_log),
                 # Failed before the supervisor gives up on the loop (and exits for
@@ -282,6 +284,10 @@ class NetworkIo:
             )
             self.listeners[name] = listener
             await listener.start()
+
+    def _provider_counters(self) -> dict[str, Counter[str]]:
+        """Each provider's counts of traffic, drops and refusals, by its hub's name."""
+        return {p.hub.name: p.counters for p in (self.tcp, self.ws) if p is not None}
 
     def _listener_changed(self, listener: Listener) -> None:
         source = f"network.{listener.name}"

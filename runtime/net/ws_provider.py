@@ -31,7 +31,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgeloop.net import protocol
-from edgeloop.net.output_queue import DEFAULT_MAX_BYTES, SLOW, OutputQueue, count_cut_off
+from edgeloop.net.output_queue import (
+    DEFAULT_MAX_BYTES,
+    SENT,
+    SLOW,
+    OutputQueue,
+    count_cut_off,
+)
 from edgeloop.net.registry import ProtocolError, info
 from edgeloop.net.session import Hub, Session
 from edgeloop.priority import Priority
@@ -132,6 +138,7 @@ class WsConnection:
     def _queue(self, data: str | bytes, priority: int, key: Hashable | None) -> None:
         if self.cut_reason:
             return
+        self.output.counters[SENT] += 1
         reason = self.output.put(data, priority, key, time.monotonic())
         if reason is not None:
             detail = f"{self.output.bytes + len(data)} bytes unsent, over {self.output.max_bytes}"

@@ -251,9 +251,16 @@ class IoService:
         slots = self.heartbeats.slots
         beats = self.heartbeats.io_slot(self.worker, IoSlot.BEATS)
         connections = self.heartbeats.io_slot(self.worker, IoSlot.CONNECTIONS)
+        conflated = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_CONFLATED)
+        dropped_low = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_DROPPED_LOW)
+        dropped_urgent = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_DROPPED_URGENT)
         while True:
             slots[beats] += 1
             slots[connections] = sum(self.connections.values())
+            outbox = self.channel.outbox
+            slots[conflated] = outbox.conflated
+            slots[dropped_low] = outbox.dropped_low
+            slots[dropped_urgent] = outbox.dropped_urgent
             if len(self.channel.outbox):
                 self._flush()  # retry what the socket refused earlier
             await asyncio.sleep(BEAT_PERIOD_S)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ class HttpFace:
         heartbeats: Heartbeats,
         mirror: Callable[[], Mapping[tuple[int, str], dict[str, Any]]],
         connections: Callable[[], Mapping[str, int]],
+        network: Callable[[], Mapping[str, Counter[str]]],
         *,
         gate: Gate,
         trends: Trends,
@@ -45,7 +47,7 @@ class HttpFace:
         self.trends = trends
         self.stall_s = stall_s
         self.registry = metrics.registry(
-            metrics.ApplianceCollector(heartbeats, mirror, connections)
+            metrics.ApplianceCollector(heartbeats, mirror, connections, network)
         )
         self.routes: dict[str, tuple[Access, Handler]] = {
             "/healthz": (Access.PUBLIC, self._healthz),

@@ -110,14 +110,35 @@ def test_metrics_want_a_token_and_parse_with_the_families(appliance: tuple[int, 
     assert _get(port, "/metrics")[0] == 401
     assert _get(port, "/metrics", "not-a-token")[0] == 403
     assert _get(port, "/metrics", TOKEN)[0] == 200
-    status, body = _get(port, "/metrics", SCRAPE)
-    assert status == 200
-    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert _get(port, "/metrics", cookie=TOKEN)[0] == 200
+    families = _metrics_once_figures_are_in(port)
     for name in ("edgeloop_control_ticks", "edgeloop_control_overruns",
-                 "edgeloop_control_lateness_p99_seconds", "edgeloop_safe_state",
-                 "edgeloop_device_state", "edgeloop_process_cpu_seconds",
-                 "edgeloop_process_resident_memory_bytes", "edgeloop_connections"):  # fmt: skip
+                 "edgeloop_control_skipped_ticks", "edgeloop_control_lateness_p99_seconds",
+                 "edgeloop_control_lateness_seconds", "edgeloop_control_tick_work_seconds",
+                 "edgeloop_set_runs", "edgeloop_set_run_seconds", "edgeloop_set_run_max_seconds",
+                 "edgeloop_system_runs", "edgeloop_system_run_seconds",
+                 "edgeloop_system_run_max_seconds", "edgeloop_safe_state", "edgeloop_alarms",
+                 "edgeloop_device_state", "edgeloop_device_errors",
+                 "edgeloop_process_cpu_seconds", "edgeloop_process_resident_memory_bytes",
+                 "edgeloop_connections", "edgeloop_messages_received", "edgeloop_messages_sent",
+                 "edgeloop_messages_dropped", "edgeloop_network_events"):  # fmt: skip
         assert name in families, name
+    assert "edgeloop_estop_pressed" not in families, "no e-stop section: no e-stop family"
+    lateness = families["edgeloop_control_lateness_seconds"]
+    assert lateness.type == "histogram"
+    buckets = [s.value for s in lateness.samples if s.name.endswith("_bucket")]
+    count = next(s.value for s in lateness.samples if s.name.endswith("_count"))
+    assert buckets == sorted(buckets) and buckets[-1] == count > 0
+    simulate = [
+        s for s in families["edgeloop_system_runs"].samples
+        if s.labels == {"schedule": "FixedUpdate", "set": "SensorInput", "system": "simulate_tanks"}
+    ]  # fmt: skip
+    assert simulate and simulate[0].value > 0
+    alarms = {s.labels["state"]: s.value for s in families["edgeloop_alarms"].samples}
+    assert set(alarms) == {"active_unacked", "active_acked", "cleared_unacked", "normal"}
+    assert alarms["active_unacked"] >= 1, "plc1's watchdog alarm"
+    paths = {s.labels["path"] for s in families["edgeloop_messages_dropped"].samples}
+    assert {"ws_output", "io_to_control", "control_to_io"} <= paths
     ticks = families["edgeloop_control_ticks"].samples[0].value
     assert ticks > 0
     processes = {s.labels["process"] for s in families["edgeloop_process_cpu_seconds"].samples}
@@ -127,6 +148,21 @@ def test_metrics_want_a_token_and_parse_with_the_families(appliance: tuple[int, 
         if s.labels == {"device": "plc1", "state": "online"}
     ]  # fmt: skip
     assert offline and offline[0].value == 0
+
+
+def _metrics_once_figures_are_in(port: int) -> dict[str, Any]:
+    """The families of /metrics once the control process has written its figures (once
+    a second) with plc1's watchdog alarm (after its start grace of 5 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = _get(port, "/metrics", SCRAPE)
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        alarms = {s.labels["state"]: s.value for s in families["edgeloop_alarms"].samples}
+        if alarms.get("active_unacked"):
+            return families
+        assert time.monotonic() < deadline, f"no alarm in the figures: {alarms}"
+        time.sleep(0.2)
 
 
 def test_healthz_fails_while_the_control_loop_is_stopped(appliance: tuple[int, int]) -> None:
