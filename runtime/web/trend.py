@@ -39,9 +39,9 @@ from edgeloop.data.query_cli import resolution_for
 DEFAULT_POINTS = 1000
 MAX_POINTS = 10_000
 DEFAULT_SPAN_S = 3600.0
-# Raw chunks are decoded in Python, a few µs a sample: 50 000 is ~0.1 s of the io
+# Raw chunks are decoded in Python, a few µs a sample: 20 000 is ~0.1 s of the io
 # process's CPU; more than that is read from the minute tier.
-MAX_RAW_SAMPLES = 50_000
+MAX_RAW_SAMPLES = 20_000
 
 
 class BadQuery(ValueError):
