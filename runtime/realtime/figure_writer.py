@@ -31,7 +31,7 @@ from edgeloop.schedule import FixedUpdate, Timing, Update
 
 log = logging.getLogger("edgeloop.control")
 
-FIGURES_EVERY_TICKS = 100  # once a second at 100 Hz: ~30 µs of copying
+FIGURES_EVERY_TICKS = 100  # once a second at 100 Hz: ~0.1 ms of CPU (the p99 scan: ~0.16)
 FIGURES_AT_TICK = 50  # between the p99 scans (at multiples of 100): no tick does both
 
 

@@ -64,7 +64,7 @@ class ApplianceCollector(Collector):
         heartbeats: Heartbeats,
         mirror: Mirror,
         connections: Callable[[], Mapping[str, int]],
-        network: Callable[[], Mapping[str, Counter[str]]] = dict,
+        network: Callable[[], Mapping[str, Counter[str]]],
     ) -> None:
         self.heartbeats = heartbeats
         self.figures = FigureReader(heartbeats)

@@ -39,6 +39,7 @@ from edgeloop.data.query_cli import resolution_for
 DEFAULT_POINTS = 1000
 MAX_POINTS = 10_000
 DEFAULT_SPAN_S = 3600.0
+LATEST_S = 1e11  # the year 5138: later is a typo, and would not fit SQLite's integers
 # Raw chunks are decoded in Python, a few µs a sample: 20 000 is ~0.1 s of the io
 # process's CPU; more than that is read from the minute tier.
 MAX_RAW_SAMPLES = 20_000
@@ -107,7 +108,7 @@ def _seconds(params: dict[str, list[str]], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise BadQuery(f"{name}: {text!r} is not a time in unix seconds") from None
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value) or not 0 <= value <= LATEST_S:
         raise BadQuery(f"{name}: {text!r} is not a time in unix seconds")
     return value
 

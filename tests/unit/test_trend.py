@@ -50,6 +50,8 @@ def db(path: Path) -> sqlite3.Connection:
         (f"field={LEVEL}&points=many", "'many' is not a whole number"),
         (f"field={LEVEL}&since=yesterday", "since: 'yesterday' is not a time"),
         (f"field={LEVEL}&until=nan", "until: 'nan' is not a time"),
+        (f"field={LEVEL}&since=-5", "since: '-5' is not a time"),
+        (f"field={LEVEL}&until=1e300", "until: '1e300' is not a time"),
         (f"field={LEVEL}&field=other", "field is given 2 times"),
         (f"field={LEVEL}&colour=red", "unknown parameter 'colour'"),
     ],
