@@ -270,14 +270,22 @@ def _processes_metrics() -> Iterator[Metric]:
         "edgeloop_process_resident_memory_bytes", "Resident memory of each edgeloop process",
         labels=["process"],
     )  # fmt: skip
+    # What reaches the storage layer (/proc/PID/io write_bytes), as bench/logger.py
+    # measures the data log's SD-card wear: its rate is the bytes written per hour.
+    written = CounterMetricFamily(
+        "edgeloop_process_written_bytes", "Bytes each edgeloop process wrote to storage",
+        labels=["process"],
+    )  # fmt: skip
     for name, process in _edgeloop_processes():
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
             memory = process.memory_info().rss
             cpu.add_metric([name], times.user + times.system)
             rss.add_metric([name], memory)
+            written.add_metric([name], process.io_counters().write_bytes)
     yield cpu
     yield rss
+    yield written
 
 
 def _edgeloop_processes() -> list[tuple[str, psutil.Process]]:

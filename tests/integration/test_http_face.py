@@ -143,6 +143,10 @@ def test_metrics_want_a_token_and_parse_with_the_families(appliance: tuple[int, 
     assert ticks > 0
     processes = {s.labels["process"] for s in families["edgeloop_process_cpu_seconds"].samples}
     assert {"supervisor", "edgeloop-ctl", "edgeloop-io"} <= processes
+    written = {
+        s.labels["process"]: s.value for s in families["edgeloop_process_written_bytes"].samples
+    }
+    assert set(written) == processes
     offline = [
         s for s in families["edgeloop_device_state"].samples
         if s.labels == {"device": "plc1", "state": "online"}
