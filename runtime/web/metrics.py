@@ -18,13 +18,10 @@ docs/http.md has the table of families.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,17 +35,9 @@ from edgeloop.net.output_queue import CONFLATED, DROPPED_LOW, SENT
 from edgeloop.realtime.heartbeat import Heartbeats, IoSlot, Slot
 from edgeloop.realtime.loop_figures import FigureReader, HistogramFigures, LoopFigures
 from edgeloop.safety.safe_state import KINDS, kinds_of
+from edgeloop.web import board
+from edgeloop.web.processes import EdgeloopProcesses
 
-THERMAL = Path("/sys/class/thermal")
-THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
-# The firmware's get_throttled bits: what holds now (0..3) and since boot (16..19)
-THROTTLE_BITS = {
-    "under_voltage": 0,
-    "frequency_capped": 1,
-    "throttled": 2,
-    "soft_temperature_limit": 3,
-}
-SINCE_BOOT_SHIFT = 16
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECEIVED = "messages"  # the hub's count of messages accepted from peers
 _DEVICE_STATES = ("connecting", "online", "degraded", "offline")
@@ -71,6 +60,7 @@ class ApplianceCollector(Collector):
         self.mirror = mirror
         self.connections = connections
         self.network = network
+        self.processes = EdgeloopProcesses()
 
     def collect(self) -> Iterator[Metric]:
         figures = self.figures.read()
@@ -79,9 +69,9 @@ class ApplianceCollector(Collector):
         yield from _safety(self.heartbeats, figures)
         yield from self._devices()
         yield from self._network(figures)
-        yield from _processes_metrics()
-        yield from _temperatures()
-        yield from _throttling()
+        yield from self.processes.families()
+        yield from board.temperatures()
+        yield from board.throttling()
 
     def _control(self, figures: LoopFigures) -> Iterator[Metric]:
         beats = self.heartbeats
@@ -259,74 +249,6 @@ def _safety(heartbeats: Heartbeats, figures: LoopFigures) -> Iterator[Metric]:
     for state, count in figures.alarms.items():
         alarms.add_metric([state], count)
     yield alarms
-
-
-def _processes_metrics() -> Iterator[Metric]:
-    cpu = CounterMetricFamily(
-        "edgeloop_process_cpu_seconds", "CPU time of each edgeloop process",
-        labels=["process"],
-    )  # fmt: skip
-    rss = GaugeMetricFamily(
-        "edgeloop_process_resident_memory_bytes", "Resident memory of each edgeloop process",
-        labels=["process"],
-    )  # fmt: skip
-    # What reaches the storage layer (/proc/PID/io write_bytes), as bench/logger.py
-    # measures the data log's SD-card wear: its rate is the bytes written per hour.
-    written = CounterMetricFamily(
-        "edgeloop_process_written_bytes", "Bytes each edgeloop process wrote to storage",
-        labels=["process"],
-    )  # fmt: skip
-    for name, process in _edgeloop_processes():
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            memory = process.memory_info().rss
-            cpu.add_metric([name], times.user + times.system)
-            rss.add_metric([name], memory)
-            written.add_metric([name], process.io_counters().write_bytes)
-    yield cpu
-    yield rss
-    yield written
-
-
-def _edgeloop_processes() -> list[tuple[str, psutil.Process]]:
-    """This io process's parent (the supervisor) and the parent's children, by name
-    (``edgeloop-ctl``, ``edgeloop-io``, ``edgeloop-io1``, ...)."""
-    found = []
-    with contextlib.suppress(psutil.Error):
-        parent = psutil.Process().parent()
-        if parent is not None:
-            found.append(("supervisor", parent))
-            found += [(child.name(), child) for child in parent.children()]
-    return found
-
-
-def _temperatures(thermal: Path = THERMAL) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "edgeloop_board_temperature_celsius", "Thermal zones of the board", labels=["zone"]
-    )
-    for zone in sorted(thermal.glob("thermal_zone*")):
-        with contextlib.suppress(OSError, ValueError):
-            kind = (zone / "type").read_text().strip()
-            family.add_metric([f"{zone.name} {kind}"], int((zone / "temp").read_text()) / 1000)
-    if family.samples:
-        yield family
-
-
-def _throttling(source: Path = THROTTLED) -> Iterator[Metric]:
-    """A Raspberry Pi's under-voltage and throttling flags (the firmware's hex word)."""
-    try:
-        word = int(source.read_text().strip(), 16)
-    except (OSError, ValueError):
-        return  # not a Raspberry Pi, or a kernel without the firmware's file
-    family = GaugeMetricFamily(
-        "edgeloop_board_throttled",
-        "1 while (now) or if ever since boot (since_boot) the firmware saw the condition",
-        labels=["condition", "when"],
-    )
-    for condition, bit in THROTTLE_BITS.items():
-        family.add_metric([condition, "now"], (word >> bit) & 1)
-        family.add_metric([condition, "since_boot"], (word >> (bit + SINCE_BOOT_SHIFT)) & 1)
-    yield family
 
 
 def registry(collector: ApplianceCollector) -> CollectorRegistry:
