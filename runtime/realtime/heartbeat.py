@@ -46,6 +46,8 @@ class IoSlot(IntEnum):
     TO_CONTROL_CONFLATED = 6  # NORMAL: a later one of the same key replaced it
     TO_CONTROL_DROPPED_LOW = 7  # LOW: over the memory budget
     TO_CONTROL_DROPPED_URGENT = 8  # CRITICAL or HIGH: past the outbox's safety cap
+    DATA_LOG_WRITTEN = 9  # samples the data log committed (its worker only)
+    DATA_LOG_DROPPED = 10  # samples it dropped: behind, never declared, or no store
 
 
 FAULT_TEXT_BYTES = 256  # UTF-8, NUL-padded; longer texts are cut

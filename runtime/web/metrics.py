@@ -177,6 +177,9 @@ class ApplianceCollector(Collector):
         )
         for reason, priority, slot in to_control:
             dropped.add_metric(["io_to_control", reason, priority], beats.io_total(slot))
+        dropped.add_metric(
+            ["data_log", "dropped", "normal"], beats.io_total(IoSlot.DATA_LOG_DROPPED)
+        )
         to_io = figures.to_io_dropped
         dropped.add_metric(["control_to_io", "conflated", "normal"], to_io["conflated"])
         dropped.add_metric(["control_to_io", "dropped", "low"], to_io["dropped_low"])
@@ -184,6 +187,10 @@ class ApplianceCollector(Collector):
             ["control_to_io", "dropped", "critical_or_high"], to_io["dropped_urgent"]
         )
         yield from (received, sent, dropped, refused)
+        yield CounterMetricFamily(
+            "edgeloop_data_log_samples_written", "Samples the data log committed",
+            value=beats.io_total(IoSlot.DATA_LOG_WRITTEN),
+        )  # fmt: skip
 
 
 def _histogram(name: str, documentation: str, figures: HistogramFigures) -> Metric:

@@ -138,7 +138,8 @@ def test_metrics_want_a_token_and_parse_with_the_families(appliance: tuple[int, 
     assert set(alarms) == {"active_unacked", "active_acked", "cleared_unacked", "normal"}
     assert alarms["active_unacked"] >= 1, "plc1's watchdog alarm"
     paths = {s.labels["path"] for s in families["edgeloop_messages_dropped"].samples}
-    assert {"ws_output", "io_to_control", "control_to_io"} <= paths
+    assert {"ws_output", "io_to_control", "control_to_io", "data_log"} <= paths
+    assert families["edgeloop_data_log_samples_written"].samples[0].value > 0
     ticks = families["edgeloop_control_ticks"].samples[0].value
     assert ticks > 0
     processes = {s.labels["process"] for s in families["edgeloop_process_cpu_seconds"].samples}
