@@ -227,6 +227,9 @@ class Schedule:
     def systems(self) -> list[SystemEntry]:
         return [s for set_ in self.order() for s in self._systems[set_]]
 
+    def systems_in(self, set_: SystemSet) -> list[SystemEntry]:
+        return list(self._systems[set_])
+
     def order(self) -> list[SystemSet]:
         """Sets in run order: a topological sort, ties broken by declaration order."""
         if self._order is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from edgeloop.config import Section
+from edgeloop.config import Config, Section
 from edgeloop.data.store import Retention, Synchronous
 
 Pattern = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.*?\[\]-]+$")]
@@ -63,3 +63,11 @@ class DataLogConfig(Section):
 
 
 _EVERY_CHANGE = FieldRule(match="*")
+
+
+def data_log_of(config: Config) -> Path | None:
+    """Where ``config``'s data log is, or None if it has no ``data_log`` section."""
+    section = config.sections.get("data_log")
+    if not isinstance(section, DataLogConfig):
+        return None
+    return section.database(config.runtime.state_dir)

@@ -22,6 +22,7 @@ from edgeloop.data import store
 from edgeloop.data.collect import TOPIC_BATCH
 from edgeloop.data.config import DataLogConfig
 from edgeloop.logs import every_power_of_ten
+from edgeloop.realtime.heartbeat import IoSlot
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
 
@@ -71,8 +72,15 @@ class DataLogger:
 
     def _drop(self, count: int) -> None:
         self.dropped += count
+        self._show_counts()
         if every_power_of_ten(self.dropped):
             log.warning("data log behind: %d samples dropped so far", self.dropped)
+
+    def _show_counts(self) -> None:
+        """The counts into this worker's heartbeat slots, for /metrics."""
+        heartbeats, worker = self.context.heartbeats, self.context.worker
+        heartbeats.set_io(worker, IoSlot.DATA_LOG_WRITTEN, self.rows_written)
+        heartbeats.set_io(worker, IoSlot.DATA_LOG_DROPPED, self.dropped)
 
     async def start(self) -> None:
         try:
@@ -148,3 +156,4 @@ class DataLogger:
                 self._drop(unknown)
         self.rows_written += store.write(db, by_field)
         self.commits += 1
+        self._show_counts()

@@ -259,7 +259,7 @@ def read(
             (row[0], since_us, until_us),
         )
         return [Point(t, mean, low, high) for t, mean, low, high in rows]
-    points = []
+    samples: list[tuple[int, float | None]] = []
     chunks = db.execute(
         "SELECT t0_us, times, vals FROM raw WHERE field = ? AND t1_us >= ? AND t0_us < ?",
         (row[0], since_us, until_us),
@@ -270,9 +270,21 @@ def read(
         for offset, value in zip(offsets, values, strict=True):
             t = t0 + offset
             if since_us <= t < until_us:
-                points.append(Point(t, value if math.isfinite(value) else None))
-    points.sort(key=lambda point: point.t_us)
-    return [Point(p.t_us, p.value, p.value, p.value) for p in points]
+                samples.append((t, value if math.isfinite(value) else None))
+    # Sorted by time alone: samples of one time keep their order (a stable sort).
+    samples.sort(key=lambda sample: sample[0])
+    return [Point(t, value, value, value) for t, value in samples]
+
+
+def raw_count(db: sqlite3.Connection, name: str, since_us: int, until_us: int) -> int:
+    """How many raw samples of ``name`` the chunks overlapping ``[since_us, until_us)``
+    hold: what a raw ``read`` would decode, known without decoding it."""
+    row = db.execute(
+        "SELECT coalesce(sum(n), 0) FROM raw JOIN fields ON raw.field = fields.id "
+        "WHERE fields.name = ? AND t1_us >= ? AND t0_us < ?",
+        (name, since_us, until_us),
+    ).fetchone()
+    return int(row[0])
 
 
 def names(db: sqlite3.Connection) -> list[str]:

@@ -33,6 +33,7 @@ OVERFLOW = "output_overflow"  # counted, and the reason the peer is given as dis
 SLOW = "slow_consumer"
 CONFLATED = "output_conflated"
 DROPPED_LOW = "output_dropped_low"
+SENT = "messages_sent"  # written to a peer, or queued for it
 
 D = TypeVar("D", bound=str | bytes)  # what the transport sends: bytes, or text too
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
@@ -52,7 +53,9 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.web.access import Gate
 from edgeloop.web.http import HttpFace
+from edgeloop.web.trend import Trends
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
 log = logging.getLogger("edgeloop.net")
@@ -217,6 +220,7 @@ class NetworkIo:
         self.listeners: dict[str, Listener] = {}  # by provider: "tcp", "websocket"
         self.tcp: TcpProvider | None = None
         self.ws: WebSocketProvider | None = None
+        self.http: HttpFace | None = None
         if config.tcp is not None:
             tcp = config.tcp
             self.tcp = TcpProvider(
@@ -228,12 +232,14 @@ class NetworkIo:
             context.on_room(self.tcp.resume_all)
         if config.websocket is not None:
             ws = config.websocket
-            tokens = [t.token for t in config.tokens]
-            face = HttpFace(
+            scrape = [config.metrics_token] if config.metrics_token else []
+            self.http = face = HttpFace(
                 context.heartbeats,
                 lambda: self.subscriptions.mirror.values,
                 lambda: context.connections,
-                tokens=[*tokens, *([config.metrics_token] if config.metrics_token else [])],
+                self._provider_counters,
+                gate=Gate([t.token for t in config.tokens], scrape),
+                trends=Trends(context.data_log),
                 # Failed before the supervisor gives up on the loop (and exits for
                 # systemd to restart it): a probe sees why in between.
                 stall_s=context.control_timeout_s / 2,
@@ -279,6 +285,10 @@ class NetworkIo:
             self.listeners[name] = listener
             await listener.start()
 
+    def _provider_counters(self) -> dict[str, Counter[str]]:
+        """Each provider's counts of traffic, drops and refusals, by its hub's name."""
+        return {p.hub.name: p.counters for p in (self.tcp, self.ws) if p is not None}
+
     def _listener_changed(self, listener: Listener) -> None:
         source = f"network.{listener.name}"
         self.context.degraded(source, None if listener.listening else listener.problem)
@@ -295,6 +305,8 @@ class NetworkIo:
         for listener in self.listeners.values():
             await listener.stop()
         self.subscriptions.close()
+        if self.http is not None:
+            self.http.close()
         for provider in (self.tcp, self.ws):
             if provider is not None:
                 await provider.close()

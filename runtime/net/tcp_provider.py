@@ -24,7 +24,13 @@ from collections.abc import Hashable
 from typing import Any, cast
 
 from edgeloop.net import protocol
-from edgeloop.net.output_queue import DEFAULT_MAX_BYTES, SLOW, OutputQueue, count_cut_off
+from edgeloop.net.output_queue import (
+    DEFAULT_MAX_BYTES,
+    SENT,
+    SLOW,
+    OutputQueue,
+    count_cut_off,
+)
 from edgeloop.net.registry import ProtocolError
 from edgeloop.net.session import Hub, Session
 from edgeloop.priority import Priority
@@ -171,6 +177,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        self.output.counters[SENT] += 1
         if not self._write_paused and not self.output:
             transport.write(data)
             return

@@ -21,7 +21,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import msgspec
@@ -31,7 +31,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgeloop.net import protocol
-from edgeloop.net.output_queue import DEFAULT_MAX_BYTES, SLOW, OutputQueue, count_cut_off
+from edgeloop.net.output_queue import (
+    DEFAULT_MAX_BYTES,
+    SENT,
+    SLOW,
+    OutputQueue,
+    count_cut_off,
+)
 from edgeloop.net.registry import ProtocolError, info
 from edgeloop.net.session import Hub, Session
 from edgeloop.priority import Priority
@@ -49,7 +55,8 @@ CLOSE_TIMEOUT_S = 1.0  # for the closing handshake of a connection the server en
 READ_LIMIT_BYTES = 1 << 20
 
 # (request) -> a response for plain HTTP requests on the port, or None for 404.
-HttpHandler = Callable[[Request], Response | None]
+# A path's response, one to come (a query on a thread), or None: not found.
+HttpHandler = Callable[[Request], Response | Awaitable[Response] | None]
 
 
 def encode_json(name: str, schema_hash: int, payload: Any) -> str:
@@ -131,6 +138,7 @@ class WsConnection:
     def _queue(self, data: str | bytes, priority: int, key: Hashable | None) -> None:
         if self.cut_reason:
             return
+        self.output.counters[SENT] += 1
         reason = self.output.put(data, priority, key, time.monotonic())
         if reason is not None:
             detail = f"{self.output.bytes + len(data)} bytes unsent, over {self.output.max_bytes}"
@@ -241,7 +249,9 @@ class WebSocketProvider:
         log.info("serving %s and %s on %s:%d", scheme, WS_PATH, host, bound)
         return bound
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         if request.path == WS_PATH:
             return None  # go on with the WebSocket handshake
         response = None if self.http_handler is None else self.http_handler(request)

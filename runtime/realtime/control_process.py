@@ -26,6 +26,7 @@ from edgeloop.data.recording import RecordingWriter
 from edgeloop.logs import setup_logging
 from edgeloop.realtime import child_args
 from edgeloop.realtime.control_loop import ControlLoop, OverrunStop
+from edgeloop.realtime.figure_writer import FIGURES_AT_TICK, FIGURES_EVERY_TICKS, FigureWriter
 from edgeloop.realtime.heartbeat import Heartbeats, Slot
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Channel
@@ -122,6 +123,7 @@ def _heartbeat_writer(
     clock_ns = time.monotonic_ns
     safe = loop.app.world.get_resource(SafeState) or SafeState()
     shown = -1  # the safe-state generation in the slot
+    figures = FigureWriter(heartbeats, loop.app, stats, link)
 
     def beat() -> None:
         nonlocal shown
@@ -134,6 +136,8 @@ def _heartbeat_writer(
         slots[Slot.IO_LINKS_UP] = link.links_up
         if time_.tick % P99_EVERY_TICKS == 0:
             slots[Slot.CONTROL_P99_LATENESS_NS] = stats.lateness.percentile(0.99) * 1000
+        elif time_.tick % FIGURES_EVERY_TICKS == FIGURES_AT_TICK:
+            figures.write()
 
     return beat
 

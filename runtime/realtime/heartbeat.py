@@ -1,8 +1,10 @@
 """Heartbeat counters in shared memory: how the supervisor sees its children are alive.
 
-A memfd of a few 64-bit slots, mapped by the supervisor and inherited by the children:
-the control process's slots, then one block per io worker. Each process writes only its
-own slots; the supervisor only reads. A torn read of a counter is harmless (the next
+A memfd of 64-bit slots, mapped by the supervisor and inherited by the children: the
+control process's slots, its figures for ``/metrics`` (``FIGURE_SLOTS`` and the
+``FIGURE_NAMES_BYTES`` naming them, laid out by ``edgeloop.realtime.loop_figures``),
+then one block per io worker. Each process writes only its own slots; the supervisor
+and the io workers only read the others'. A torn read of a counter is harmless (the next
 read is whole), which is why counters may live here while records go through the kernel
 (see DESIGN.md).
 
@@ -40,10 +42,19 @@ class IoSlot(IntEnum):
     LAST_CONNECTION_ID = 3  # outlives the worker: its next process goes on from here
     CONFIG_CHANGED = 4  # 1: the config file differs from the appliance's; running nothing
     FAULT_SEQ = 5  # odd while the fault text after the slots is being written
+    # The records to the control process this worker's outbox dropped, by why
+    TO_CONTROL_CONFLATED = 6  # NORMAL: a later one of the same key replaced it
+    TO_CONTROL_DROPPED_LOW = 7  # LOW: over the memory budget
+    TO_CONTROL_DROPPED_URGENT = 8  # CRITICAL or HIGH: past the outbox's safety cap
+    DATA_LOG_WRITTEN = 9  # samples the data log committed (its worker only)
+    DATA_LOG_DROPPED = 10  # samples it dropped: behind, never declared, or no store
 
 
 FAULT_TEXT_BYTES = 256  # UTF-8, NUL-padded; longer texts are cut
 _IO_BLOCK_SLOTS = len(IoSlot) + FAULT_TEXT_BYTES // 8
+FIGURE_SLOTS = 1024  # ~300 sets and systems timed, with the histograms (8 KiB)
+FIGURE_NAMES_BYTES = 16384
+_CONTROL_SLOTS = len(Slot) + FIGURE_SLOTS + FIGURE_NAMES_BYTES // 8
 
 
 class Heartbeats:
@@ -53,18 +64,21 @@ class Heartbeats:
     def __init__(self, fd: int | None = None, io_workers: int = 1) -> None:
         if fd is None:
             fd = os.memfd_create("edgeloop-heartbeats", 0)  # not CLOEXEC: children inherit it
-            os.ftruncate(fd, (len(Slot) + io_workers * _IO_BLOCK_SLOTS) * 8)
+            os.ftruncate(fd, (_CONTROL_SLOTS + io_workers * _IO_BLOCK_SLOTS) * 8)
         self.fd = fd
         size = os.fstat(fd).st_size
-        self.io_workers = (size // 8 - len(Slot)) // _IO_BLOCK_SLOTS
+        self.io_workers = (size // 8 - _CONTROL_SLOTS) // _IO_BLOCK_SLOTS
         self._map = mmap.mmap(fd, size)
         self._bytes = memoryview(self._map)
         self.slots = self._bytes.cast("Q")
+        self.figures = self.slots[len(Slot) : len(Slot) + FIGURE_SLOTS]
+        names_at = (len(Slot) + FIGURE_SLOTS) * 8
+        self.figure_names = self._bytes[names_at : names_at + FIGURE_NAMES_BYTES]
 
     @staticmethod
     def io_slot(worker: int, slot: IoSlot) -> int:
         """The index in ``slots`` of one io worker's slot."""
-        return len(Slot) + worker * _IO_BLOCK_SLOTS + slot
+        return _CONTROL_SLOTS + worker * _IO_BLOCK_SLOTS + slot
 
     def io(self, worker: int, slot: IoSlot) -> int:
         return int(self.slots[self.io_slot(worker, slot)])
@@ -93,7 +107,7 @@ class Heartbeats:
         return data.rstrip(b"\0").decode(errors="ignore")
 
     def _fault_text_offset(self, worker: int) -> int:
-        return (len(Slot) + worker * _IO_BLOCK_SLOTS + len(IoSlot)) * 8
+        return (_CONTROL_SLOTS + worker * _IO_BLOCK_SLOTS + len(IoSlot)) * 8
 
     def io_total(self, slot: IoSlot) -> int:
         """The slot summed over every io worker."""
@@ -105,8 +119,12 @@ class Heartbeats:
     def __setitem__(self, slot: Slot, value: int) -> None:
         self.slots[slot] = value
 
-    def close(self) -> None:
-        self.slots.release()
-        self._bytes.release()
+    def unmap(self) -> None:
+        """Let go of the mapping, keeping the file descriptor (another mapping's)."""
+        for view in (self.figure_names, self.figures, self.slots, self._bytes):
+            view.release()
         self._map.close()
+
+    def close(self) -> None:
+        self.unmap()
         os.close(self.fd)

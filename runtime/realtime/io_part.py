@@ -25,6 +25,7 @@ class IoContext(Protocol):
     state_dir: Path  # runtime.state_dir: what must outlive a restart and a power cut
     heartbeats: Heartbeats  # the shared block: the control loop's ticks, the safe state
     control_timeout_s: float  # runtime.control_timeout_s: a loop silent longer is stalled
+    data_log: Path | None  # the data log's database, for the trends (None: none configured)
 
     def send(self, record: Record) -> bool:
         """Queue a record for the control process; False when CRITICAL/HIGH records are

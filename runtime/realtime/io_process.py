@@ -32,6 +32,7 @@ from edgeloop.config import (
     installed_sections,
     load_config,
 )
+from edgeloop.data.config import data_log_of
 from edgeloop.logs import every_power_of_ten, setup_logging
 from edgeloop.net.connection_ids import ConnectionIds
 from edgeloop.net.registry import Registry, registry_of
@@ -77,8 +78,10 @@ class IoService:
         network_workers: int | None = None,
         state_dir: Path = DEFAULT_STATE_DIR,
         control_timeout_s: float = RuntimeConfig().control_timeout_s,
+        data_log: Path | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
+        self.data_log = data_log
         self.state_dir = state_dir
         self.control_timeout_s = control_timeout_s
         self.worker = worker
@@ -250,9 +253,16 @@ class IoService:
         slots = self.heartbeats.slots
         beats = self.heartbeats.io_slot(self.worker, IoSlot.BEATS)
         connections = self.heartbeats.io_slot(self.worker, IoSlot.CONNECTIONS)
+        conflated = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_CONFLATED)
+        dropped_low = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_DROPPED_LOW)
+        dropped_urgent = self.heartbeats.io_slot(self.worker, IoSlot.TO_CONTROL_DROPPED_URGENT)
         while True:
             slots[beats] += 1
             slots[connections] = sum(self.connections.values())
+            outbox = self.channel.outbox
+            slots[conflated] = outbox.conflated
+            slots[dropped_low] = outbox.dropped_low
+            slots[dropped_urgent] = outbox.dropped_urgent
             if len(self.channel.outbox):
                 self._flush()  # retry what the socket refused earlier
             await asyncio.sleep(BEAT_PERIOD_S)
@@ -353,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         network_workers=len(config.runtime.network_workers),
         state_dir=config.runtime.state_dir,
         control_timeout_s=config.runtime.control_timeout_s,
+        data_log=data_log_of(config),
     )
 
     async def serve() -> None:

@@ -32,6 +32,11 @@ def _bin(us: int) -> int:
     return _BINS - 1
 
 
+def on_bin_edge(us: int) -> bool:
+    """Whether ``us`` is the lower edge of a bin, so counts below it are exact."""
+    return _bin_floor_us(_bin(us)) == us
+
+
 def _bin_floor_us(index: int) -> int:
     if index < _FINE_US:
         return index
@@ -43,19 +48,32 @@ def _bin_floor_us(index: int) -> int:
 
 
 class Histogram:
-    """Counts of microsecond values in fixed bins, with exact max."""
+    """Counts of microsecond values in fixed bins, with exact max and sum."""
 
-    __slots__ = ("count", "counts", "max_us")
+    __slots__ = ("count", "counts", "max_us", "total_us")
 
     def __init__(self) -> None:
         self.counts = [0] * _BINS
         self.count = 0
         self.max_us = 0
+        self.total_us = 0
 
     def record(self, us: int) -> None:
         self.counts[_bin(us)] += 1
         self.count += 1
+        self.total_us += us
         self.max_us = max(self.max_us, us)
+
+    def counts_below(self, edges_us: tuple[int, ...]) -> list[int]:
+        """How many values were below each of ``edges_us`` (ascending, each on a bin's
+        lower edge: ``on_bin_edge``), in one pass over the bins."""
+        below, seen, start = [], 0, 0
+        for edge in edges_us:
+            end = _bin(edge)
+            seen += sum(self.counts[start:end])
+            below.append(seen)
+            start = end
+        return below
 
     def percentile(self, fraction: float) -> int:
         """The lower edge of the bin holding that fraction of the samples (0 if empty)."""

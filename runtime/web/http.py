@@ -1,17 +1,19 @@
-"""The plain HTTP paths of the WebSocket port: ``/healthz`` and ``/readyz`` for anyone
-(a probe has no token), ``/metrics`` for a configured token.
+"""The plain HTTP paths of the WebSocket port, each with who may open it (``access``):
 
-``/metrics`` takes any of ``network.tokens`` (any role) or ``network.metrics_token``
-(a scraper's, good for nothing else), as ``Authorization: Bearer TOKEN``; without one
-it answers 401, with a wrong one 403.
+- ``/healthz``, ``/readyz``: for anyone (``health``);
+- ``/metrics``: the Prometheus text format (``metrics``), for a token or the scrape token;
+- ``/api/fields``, ``/api/trend``: the data log's fields and their trends (``trend``);
+- any other path: a token first, then 404.
+
+docs/http.md has the endpoints, the auth and the metric families.
 """
 
 from __future__ import annotations
 
-import hmac
 import http
 import json
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from websockets.datastructures import Headers
@@ -19,6 +21,10 @@ from websockets.http11 import Request, Response
 
 from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.web import health, metrics
+from edgeloop.web.access import Access, Gate
+from edgeloop.web.trend import Answer, Trends
+
+Handler = Callable[[str], Response | Awaitable[Response]]  # takes the query string
 
 
 class HttpFace:
@@ -29,43 +35,60 @@ class HttpFace:
         heartbeats: Heartbeats,
         mirror: Callable[[], Mapping[tuple[int, str], dict[str, Any]]],
         connections: Callable[[], Mapping[str, int]],
+        network: Callable[[], Mapping[str, Counter[str]]],
         *,
-        tokens: list[str],
+        gate: Gate,
+        trends: Trends,
         stall_s: float,
     ) -> None:
         self.heartbeats = heartbeats
         self.mirror = mirror
-        self.tokens = [t.encode() for t in tokens]
+        self.gate = gate
+        self.trends = trends
         self.stall_s = stall_s
         self.registry = metrics.registry(
-            metrics.ApplianceCollector(heartbeats, mirror, connections)
+            metrics.ApplianceCollector(heartbeats, mirror, connections, network)
         )
+        self.routes: dict[str, tuple[Access, Handler]] = {
+            "/healthz": (Access.PUBLIC, self._healthz),
+            "/readyz": (Access.PUBLIC, self._readyz),
+            "/metrics": (Access.SCRAPE, self._metrics),
+            "/api/fields": (Access.VIEWER, self._fields),
+            "/api/trend": (Access.VIEWER, self._trend),
+        }
 
-    def __call__(self, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
-        if path == "/healthz":
-            status, body = health.health_body(self.heartbeats, self.mirror(), self.stall_s)
-            return _json(status, body)
-        if path == "/readyz":
-            ok, why = health.ready(self.heartbeats, self.stall_s)
-            return _json(200 if ok else 503, {"ready": ok, "detail": why})
-        if path == "/metrics":
-            refused = self._refusal(request.headers)
-            if refused is not None:
-                return refused
-            return _response(200, metrics.render(self.registry), metrics.CONTENT_TYPE)
-        return None
+    def __call__(self, request: Request) -> Response | Awaitable[Response] | None:
+        path, _, query = request.path.partition("?")
+        access, handler = self.routes.get(path, (Access.VIEWER, None))
+        refused = self.gate.refusal(request.headers, access)
+        if refused is not None:
+            status, why = refused
+            return _json(status, {"error": why})
+        return None if handler is None else handler(query)
 
-    def _refusal(self, headers: Headers) -> Response | None:
-        scheme, _, token = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return _json(401, {"error": "a token is needed: Authorization: Bearer TOKEN"})
-        presented = token.strip().encode()
-        # Every token compared, so the time taken says nothing of which was close.
-        matches = [hmac.compare_digest(presented, known) for known in self.tokens]
-        if not any(matches):
-            return _json(403, {"error": "not a token of this appliance"})
-        return None
+    def _healthz(self, _query: str) -> Response:
+        status, body = health.health_body(self.heartbeats, self.mirror(), self.stall_s)
+        return _json(status, body)
+
+    def _readyz(self, _query: str) -> Response:
+        ok, why = health.ready(self.heartbeats, self.stall_s)
+        return _json(200 if ok else 503, {"ready": ok, "detail": why})
+
+    def _metrics(self, _query: str) -> Response:
+        return _response(200, metrics.render(self.registry), metrics.CONTENT_TYPE)
+
+    async def _fields(self, _query: str) -> Response:
+        return _answer(await self.trends.fields())
+
+    async def _trend(self, query: str) -> Response:
+        return _answer(await self.trends.trend(query))
+
+    def close(self) -> None:
+        self.trends.close()
+
+
+def _answer(answer: Answer) -> Response:
+    return _json(*answer)
 
 
 def _json(status: int, body: object) -> Response:

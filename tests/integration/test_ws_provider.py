@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import urllib.request
 from collections.abc import AsyncIterator
@@ -11,12 +12,14 @@ from typing import Any
 
 import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.http11 import Request, Response
 
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
+from edgeloop.net.output_queue import SENT
 from edgeloop.net.registry import MessageInfo, Registry, info, message
 from edgeloop.net.session import Hub, Session
-from edgeloop.net.ws_provider import WebSocketProvider
+from edgeloop.net.ws_provider import WebSocketProvider, text_response
 
 GRANTS = [Grant("viewer-secret", Role.VIEWER), Grant("op-secret", Role.OPERATOR)]
 
@@ -81,6 +84,18 @@ async def test_json_client_says_hello_and_sends_typed_messages(server: Server) -
     assert server.delivered == [(welcome["connection_id"], Setpoint("t1", 1.5))]
 
 
+async def test_messages_in_and_out_are_counted_for_metrics(server: Server) -> None:
+    async with connect(server.url) as ws:
+        await ws.send(hello_json("op-secret", "operator"))
+        await receive_json(ws)  # the Welcome
+        setpoint = info(Setpoint)
+        frame = [setpoint.name, f"{setpoint.schema_hash:016x}", {"tank": "t1", "level_m": 1.5}]
+        await ws.send(json.dumps(frame))
+        await _until(lambda: server.delivered)
+    counters = server.provider.counters
+    assert (counters["messages"], counters[SENT]) == (1, 1), "the Setpoint in, the Welcome out"
+
+
 async def test_msgpack_client_gets_msgpack_answers(server: Server) -> None:
     async with connect(server.url) as ws:
         await ws.send(protocol.encode(protocol.Hello("hmi", "viewer-secret", "viewer", 1)))
@@ -131,6 +146,16 @@ async def test_plain_http_on_other_paths(server: Server) -> None:
     url = server.url.replace("ws://", "http://").replace("/ws", "/nope")
     status = await asyncio.to_thread(_http_status, url)
     assert status == 404
+
+
+async def test_an_http_answer_may_come_later(server: Server) -> None:
+    async def later(request: Request) -> Response:
+        await asyncio.sleep(0)  # as a query on a thread of its own would
+        return text_response(http.HTTPStatus.OK, f"later for {request.path}")
+
+    server.provider.http_handler = later
+    url = server.url.replace("ws://", "http://").replace("/ws", "/later")
+    assert await asyncio.to_thread(_http_status, url) == 200
 
 
 def _http_status(url: str) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgeloop.data.collect import TOPIC_BATCH
 from edgeloop.data.config import DataLogConfig
 from edgeloop.data.logger import DataLogger
+from edgeloop.realtime.heartbeat import Heartbeats, IoSlot
 from edgeloop.realtime.ipc import Record
 
 
@@ -18,6 +19,8 @@ class Context:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self.heartbeats = Heartbeats()
+        self.worker = 0
         self.handlers: dict[str, Callable[[Record], None]] = {}
         self.said: dict[str, str | None] = {}
 
@@ -38,4 +41,6 @@ def test_a_store_that_cannot_be_opened_degrades_and_drops_counted(tmp_path: Path
     batch = [7, 1_800_000_000_000_000, [[1, "tank1.TankLevel.level_m"]], [1, 0.5, 1, 0.6]]
     context.handlers[TOPIC_BATCH](Record(TOPIC_BATCH, "7.0", 2, batch))
     assert logger.dropped == 2
+    assert context.heartbeats.io(0, IoSlot.DATA_LOG_DROPPED) == 2, "for /metrics"
     asyncio.run(logger.stop())
+    context.heartbeats.close()

@@ -39,6 +39,4 @@ def test_a_long_text_is_cut_and_a_mapped_copy_sees_it(heartbeats: Heartbeats) ->
         assert mapped.io_workers == 2
         assert mapped.io_fault(1) == "é" * (FAULT_TEXT_BYTES // 2)
     finally:
-        mapped.slots.release()
-        mapped._bytes.release()
-        mapped._map.close()
+        mapped.unmap()

@@ -1,0 +1,64 @@
+"""Who may open an HTTP path of the WebSocket port: the one place a token is checked.
+
+- ``PUBLIC`` (``/healthz``, ``/readyz``): anyone; a probe has no token.
+- ``VIEWER`` (every other path): a token of ``network.tokens``, of any role (a viewer's
+  is enough), as the cookie ``edgeloop_token`` (what a browser keeps) or as
+  ``Authorization: Bearer TOKEN`` (which wins when both are sent).
+- ``SCRAPE`` (``/metrics``): those, or ``network.metrics_token``, a scraper's token that
+  opens nothing else.
+
+No token: 401; a token that does not open the path: 403. Every known token is compared,
+in constant time, so the time taken says nothing of which (or whether any) was close.
+"""
+
+from __future__ import annotations
+
+import hmac
+from enum import Enum
+
+from websockets.datastructures import Headers
+
+COOKIE = "edgeloop_token"
+
+
+class Access(Enum):
+    PUBLIC = "public"
+    VIEWER = "viewer"
+    SCRAPE = "scrape"
+
+
+class Gate:
+    def __init__(self, tokens: list[str], scrape_tokens: list[str]) -> None:
+        self._known = [(t.encode(), Access.VIEWER) for t in tokens]
+        self._known += [(t.encode(), Access.SCRAPE) for t in scrape_tokens]
+
+    def refusal(self, headers: Headers, access: Access) -> tuple[int, str] | None:
+        """None if ``headers`` may open a path of ``access``; else the HTTP status and why."""
+        if access is Access.PUBLIC:
+            return None
+        token = presented_token(headers)
+        if token is None:
+            return 401, f"a token is needed: the {COOKIE} cookie or Authorization: Bearer TOKEN"
+        presented = token.encode()
+        opens: Access | None = None
+        for known, kind in self._known:
+            if hmac.compare_digest(presented, known) and opens is None:
+                opens = kind
+        if opens is None:
+            return 403, "not a token of this appliance"
+        if opens is Access.SCRAPE and access is not Access.SCRAPE:
+            return 403, "network.metrics_token opens /metrics only"
+        return None
+
+
+def presented_token(headers: Headers) -> str | None:
+    """The bearer token, else the ``edgeloop_token`` cookie's value; None if neither."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for header in headers.get_all("Cookie"):
+        for pair in header.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == COOKIE and value.strip('"'):
+                return value.strip('"')
+    return None
