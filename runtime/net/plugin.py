@@ -14,6 +14,7 @@ from pydantic import Field, FilePath, field_validator, model_validator
 from edgeloop.alarm_commands import Acknowledge, AckResult, acknowledge_alarms
 from edgeloop.app import App
 from edgeloop.config import ConfigSection, Section
+from edgeloop.data.config import DataLogConfig
 from edgeloop.net import protocol
 from edgeloop.net.auth import Authenticator, Grant, Role
 from edgeloop.net.listener import Listener
@@ -52,6 +53,7 @@ from edgeloop.schedule import (
     Update,
     WebUIUpdates,
 )
+from edgeloop.web.dashboard import Dashboard, first_of
 from edgeloop.web.http import HttpFace
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
@@ -243,7 +245,7 @@ class NetworkIo:
                 max_frame_bytes=ws.max_frame_bytes,
                 max_lag_s=ws.max_lag_s,
                 max_output_bytes=ws.max_output_bytes,
-                http_handler=face,
+                http_handler=first_of(face, self._dashboard(context)),
             )
             context.on_room(self.ws.resume_all)
         # NORMAL messages wait in their hub until the next flush to the control process.
@@ -251,6 +253,15 @@ class NetworkIo:
         context.on_topic(NET_SEND, self._send)
         context.on_topic(WORLD_VALUE, self.subscriptions.on_record)
         context.on_topic(WORLD_REMOVED, self.subscriptions.on_record)
+
+    def _dashboard(self, context: IoContext) -> Dashboard:
+        return Dashboard(
+            context.heartbeats,
+            roles={t.token: t.role for t in self.config.tokens},
+            state_dir=context.state_dir,
+            # The default place: a data_log.path elsewhere is not known to this section.
+            data_log=DataLogConfig().database(context.state_dir),
+        )
 
     async def start(self) -> None:
         reuse = self.reuse_port
