@@ -366,6 +366,9 @@
     if (active) {
       $("estop-causes").textContent = safety.causes || "unknown";
       $("estop-since").textContent = safety.since_tick ? `(since tick ${safety.since_tick})` : "";
+      const held = wiringRows.filter((row) => row.safe_value !== null)
+        .map((row) => `${row.field} = ${row.safe_value}`);
+      $("estop-held").textContent = held.length ? `Held: ${held.join(", ")}` : "";
     }
   }
 
@@ -572,6 +575,7 @@
         // Each poll replaces what the chart holds: at most `points` per field, ever.
         const tables = answers.map((a) => [a.t, a.mean]);
         trend.chart.setData(uPlot.join(tables));
+        $("chart").dataset.points = String(tables.reduce((n, [t]) => n + t.length, 0));
         $("trend-error").textContent = "";
       } catch (error) {
         $("trend-error").textContent = String(error.message || error);
