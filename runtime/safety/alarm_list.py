@@ -3,15 +3,24 @@ dashboard subscribed to the World sees every alarm, its state and who acknowledg
 
 Written in FixedUpdate (SafetyStatus) when an alarm changed state, from ticks only, so
 a replay builds the same list at the same tick as the run it replays.
+
+Bounded: at most ``MAX_ROWS`` rows, those an operator must see first (unacknowledged,
+then active, newest first), texts cut to ``MAX_TEXT``; ``more`` says how many are left
+out. A fleet whose robots all go silent lists a thousand alarms, and the list travels to
+the io process as one record, which must stay far below its 64 KiB.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeloop.alarms import Alarms
+from edgeloop.alarms import Alarm, Alarms
 from edgeloop.component import Component
 from edgeloop.world import World
+
+
+MAX_ROWS = 100
+MAX_TEXT = 160  # characters of a text or a source; a row stays under ~400 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +37,7 @@ class AlarmList(Component):
     """Every alarm the appliance has raised and still lists, oldest first."""
 
     alarms: tuple[AlarmRow, ...] = ()
+    more: int = 0  # alarms listed by the resource but left out here (see MAX_ROWS)
     generation: int = 0  # Alarms.generation this list shows
 
 
@@ -38,7 +48,21 @@ def show_alarms(world: World) -> None:
         if shown.generation == alarms.generation:
             continue
         shown.generation = alarms.generation
-        shown.alarms = tuple(
-            AlarmRow(a.source, a.text, a.severity.value, str(a.state), a.raised_tick, a.acked_by)
-            for a in alarms
-        )
+        every = sorted(alarms, key=_first_to_see)
+        shown.alarms = tuple(_row(a) for a in every[:MAX_ROWS])
+        shown.more = max(0, len(every) - MAX_ROWS)
+
+
+def _first_to_see(alarm: Alarm) -> tuple[bool, bool, int]:
+    return (alarm.acked, not alarm.active, -alarm.raised_tick)
+
+
+def _row(alarm: Alarm) -> AlarmRow:
+    return AlarmRow(
+        alarm.source[:MAX_TEXT],
+        alarm.text[:MAX_TEXT],
+        alarm.severity.value,
+        str(alarm.state),
+        alarm.raised_tick,
+        alarm.acked_by[:MAX_TEXT],
+    )

@@ -3,9 +3,12 @@ sees each one's state: rewritten when an alarm changes state, left alone otherwi
 
 from __future__ import annotations
 
+import msgpack
+import msgspec
+
 from edgeloop.alarms import Alarms, Severity
 from edgeloop.app import App
-from edgeloop.safety.alarm_list import AlarmList, AlarmRow
+from edgeloop.safety.alarm_list import MAX_ROWS, AlarmList, AlarmRow
 from edgeloop.safety.systems import add_safe_state
 
 
@@ -46,3 +49,20 @@ def test_an_unchanged_list_is_not_written_again() -> None:
     written = app.world.change_tick
     app.run_for(3)
     assert not list(app.world.query(AlarmList, changed=(AlarmList,), since=written))
+
+
+def test_a_thousand_alarms_list_the_unacknowledged_first_within_a_records_size() -> None:
+    app = _app()
+    alarms = app.world.resource(Alarms)
+    for robot in range(1000):
+        source = f"watchdog:robot-{robot}-" + "x" * 300  # as long as a source gets
+        alarms.activate(source, "silent " * 100, Severity.FAULT, tick=robot + 1)
+        if robot < 990:
+            alarms.acknowledge(source, "ann (operator)", tick=robot + 1)
+    app.run_for(1)
+    (shown,) = app.world.query(AlarmList)
+    assert len(shown.alarms) == MAX_ROWS and shown.more == 1000 - MAX_ROWS
+    assert [r.state for r in shown.alarms[:10]] == ["active_unacked"] * 10
+    assert shown.alarms[0].source.startswith("watchdog:robot-999-")  # newest first
+    size = len(msgpack.packb(msgspec.to_builtins(shown.alarms)))
+    assert size < 48 << 10, f"{size} bytes: too close to an io record's 64 KiB"
