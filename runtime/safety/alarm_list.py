@@ -18,7 +18,6 @@ from edgeloop.alarms import Alarm, Alarms
 from edgeloop.component import Component
 from edgeloop.world import World
 
-
 MAX_ROWS = 100
 MAX_TEXT = 160  # characters of a text or a source; a row stays under ~400 bytes
 
