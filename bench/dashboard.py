@@ -251,18 +251,25 @@ async def _dashboards(ws_port: int, count: int, seconds: float, polls: bool) -> 
                         next_poll += 1.0
                         # a poll that fails (a busy box) is the page's problem too: go on
                         with contextlib.suppress(OSError):
-                            await asyncio.to_thread(_get_loop, ws_port)
+                            await _get_loop(ws_port)
 
     await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
     return updates
 
 
-def _get_loop(ws_port: int) -> None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{ws_port}/api/loop", headers={"Authorization": f"Bearer {TOKEN_VIEWER}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
+async def _get_loop(ws_port: int) -> None:
+    """``GET /api/loop`` as the page does, on the event loop (a thread per poll would make
+    100 clients wait on a pool of threads, not on the appliance)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ws_port)
+    try:
+        writer.write(
+            f"GET /api/loop HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: Bearer {TOKEN_VIEWER}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        await reader.read()  # to the end: the server closes after its answer
+    finally:
+        writer.close()
 
 
 def _dashboard_processes(ws_port: int, count: int, seconds: float, polls: bool) -> list[int]:
