@@ -37,6 +37,7 @@ bench: $(STAMP)
 	done
 	$(BIN)/python bench/ingest.py --duration $(BENCH_DURATION) --json bench/results/ingest.json
 	$(BIN)/python bench/fanout.py --duration $(BENCH_DURATION) --json bench/results/fanout.json
+	$(BIN)/python bench/dashboard.py --duration $(BENCH_DURATION) --json bench/results/dashboard.json
 	$(BIN)/python bench/modbus_poll.py --duration $(BENCH_DURATION) --json bench/results/modbus_poll.json
 	$(BIN)/python bench/can_rx.py --duration $(BENCH_DURATION) --json bench/results/can_rx.json
 	$(BIN)/python bench/audit.py --duration $(BENCH_DURATION) --json bench/results/audit.json

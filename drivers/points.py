@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from edgeloop.config import KeyPath, Section
-from edgeloop.wiring import Claim, write
+from edgeloop.wiring import Claim
 
 
 class Quality(enum.IntEnum):
@@ -219,7 +219,7 @@ def point_claims(
         by = f"{driver} {device} points[{index}]"
         where = (*at, "points", index)
         if point.reads:
-            yield write(point.path, by, "driver input", where)
+            yield Claim(point.path, "write", by, "driver input", where, unit=point.unit)
         if point.writes:
             yield Claim(
                 point.path,
@@ -230,6 +230,7 @@ def point_claims(
                 min=point.min,
                 max=point.max,
                 safe_value=point.safe_value,
+                unit=point.unit,
             )
 
 

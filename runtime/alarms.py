@@ -74,12 +74,13 @@ class Alarms:
     it cleared, it is a new alarm (unacknowledged, counted from 1).
     """
 
-    __slots__ = ("_by_source", "_transitions", "transitions_dropped")
+    __slots__ = ("_by_source", "_transitions", "generation", "transitions_dropped")
 
     def __init__(self) -> None:
         self._by_source: dict[str, Alarm] = {}
         self._transitions: deque[AlarmTransition] = deque(maxlen=MAX_TRANSITIONS)
         self.transitions_dropped = 0
+        self.generation = 0  # advanced by every change of state: what a view compares
 
     def activate(self, source: str, text: str, severity: Severity, tick: int) -> Alarm:
         alarm = self._by_source.get(source)
@@ -118,6 +119,7 @@ class Alarms:
         return taken
 
     def _record(self, tick: int, alarm: Alarm, by: str = "") -> None:
+        self.generation += 1
         if len(self._transitions) == MAX_TRANSITIONS:
             self.transitions_dropped += 1  # the append drops the oldest
         self._transitions.append(

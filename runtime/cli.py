@@ -39,6 +39,7 @@ from edgeloop.realtime.supervisor import Supervisor
 from edgeloop.safety import estop_client
 from edgeloop.safety.audit_cli import add_audit_commands
 from edgeloop.sim.robots import fleet_clients
+from edgeloop.web.address import dashboard_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -250,7 +251,12 @@ def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     with as_file(files("edgeloop.examples") / "demo.yaml") as source:
         path = place_demo_config(source, args.run_dir, args.port_base)
-    simulators = [] if args.single_process else start_simulators(load_config(path))
+    config = load_config(path)
+    url = dashboard_url(config)
+    if url is not None:
+        # config/demo.yaml's published tokens: viewer reads, operator also stops and resets
+        log.info("dashboard: %s?token=demo-viewer (operator: %s?token=demo-operator)", url, url)
+    simulators = [] if args.single_process else start_simulators(config)
     try:
         return _run_config(path, args)
     finally:

@@ -37,6 +37,7 @@ class Claim:
     min: float | None = None  # what a write to the field must stay within
     max: float | None = None
     safe_value: Bound = None  # what the field's device gets while the safe state holds
+    unit: str = ""  # the engineering unit the config gives the field's values in
 
 
 def write(target: str, by: str, how: str, at: tuple[Any, ...]) -> Claim:
@@ -59,6 +60,7 @@ class WiredField:
     min: float | None = None
     max: float | None = None
     safe_value: Any = None  # bool, float or None: the wire form has no such union
+    unit: str = ""  # the first unit a claim of the field gives (a dashboard shows it)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class _Row:
     writer: Claim | None = None
     readers: list[Claim] = field(default_factory=list)
     bounded: list[Claim] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
 
 Where = Callable[[tuple[Any, ...]], str]
@@ -114,6 +117,7 @@ def table(claims: Sequence[Claim], where: Where) -> list[WiredField]:
     rows: dict[str, _Row] = {}
     for claim in claims:
         row = rows.setdefault(claim.field, _Row())
+        row.claims.append(claim)
         if claim.access == "write" and row.writer is None:
             row.writer = claim
         elif claim.access == "read":
@@ -135,6 +139,7 @@ def table(claims: Sequence[Claim], where: Where) -> list[WiredField]:
                 safe_value=next(
                     (c.safe_value for c in row.bounded if c.safe_value is not None), None
                 ),
+                unit=next((c.unit for c in row.claims if c.unit), ""),
             )
         )
     return wired

@@ -86,7 +86,7 @@ from edgeloop.schedule import (
     ModbusServerOutput,
     SensorInput,
 )
-from edgeloop.wiring import Claim, read
+from edgeloop.wiring import Claim
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.modbus_server")
@@ -640,10 +640,12 @@ def wiring(config: ModbusServerConfig) -> Iterator[Claim]:
     """Every point is read by the server; a writable one written by its clients."""
     for index, point in enumerate(config.points):
         by, at = f"modbus_server points[{index}]", ("points", index)
-        yield read(point.path, by, "Modbus-server read", at)
+        yield Claim(point.path, "read", by, "Modbus-server read", at, unit=point.unit)
         if point.writable:
             how = "Modbus-server write"
-            yield Claim(point.path, "write", by, how, at, min=point.min, max=point.max)
+            yield Claim(
+                point.path, "write", by, how, at, min=point.min, max=point.max, unit=point.unit
+            )
 
 
 SECTION = ConfigSection(

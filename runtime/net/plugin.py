@@ -54,6 +54,7 @@ from edgeloop.schedule import (
     WebUIUpdates,
 )
 from edgeloop.web.access import Gate
+from edgeloop.web.dashboard import Dashboard, first_of
 from edgeloop.web.http import HttpFace
 from edgeloop.web.trend import Trends
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
@@ -233,12 +234,13 @@ class NetworkIo:
         if config.websocket is not None:
             ws = config.websocket
             scrape = [config.metrics_token] if config.metrics_token else []
+            gate = Gate({t.token: t.role for t in config.tokens}, scrape)
             self.http = face = HttpFace(
                 context.heartbeats,
                 lambda: self.subscriptions.mirror.values,
                 lambda: context.connections,
                 self._provider_counters,
-                gate=Gate([t.token for t in config.tokens], scrape),
+                gate=gate,
                 trends=Trends(context.data_log),
                 # Failed before the supervisor gives up on the loop (and exits for
                 # systemd to restart it): a probe sees why in between.
@@ -249,7 +251,10 @@ class NetworkIo:
                 max_frame_bytes=ws.max_frame_bytes,
                 max_lag_s=ws.max_lag_s,
                 max_output_bytes=ws.max_output_bytes,
-                http_handler=face,
+                # The page first: HttpFace asks a token of every path it does not know.
+                http_handler=first_of(
+                    Dashboard(context.heartbeats, gate=gate, state_dir=context.state_dir), face
+                ),
             )
             context.on_room(self.ws.resume_all)
         # NORMAL messages wait in their hub until the next flush to the control process.

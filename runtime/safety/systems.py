@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from edgeloop.clock import Time
 from edgeloop.names import Name
 from edgeloop.realtime.io_link import HOME_WORKER, IO_LOST, IoInput, IoLink
+from edgeloop.safety.alarm_list import AlarmList, show_alarms
 from edgeloop.safety.audit_events import audit_alarm_transitions, audit_safe_state
 from edgeloop.safety.safe_state import ENTITY, HeldOutputs, SafeState, SafeStateStatus
 from edgeloop.safety.watchdogs import Watchdogs, check_watchdogs
@@ -119,6 +120,7 @@ def add_safe_state(app: App) -> None:
     app.add_systems(
         FixedUpdate,
         show_safe_state,
+        show_alarms,
         audit_safe_state,
         audit_alarm_transitions,
         in_set=SafetyStatus,
@@ -128,7 +130,7 @@ def add_safe_state(app: App) -> None:
 
 
 def spawn_safety_entity(world: World) -> None:
-    world.commands.spawn(Name(ENTITY), SafeStateStatus())
+    world.commands.spawn(Name(ENTITY), SafeStateStatus(), AlarmList())
 
 
 def follow_io_link(world: World) -> None:

@@ -140,8 +140,12 @@ async def test_the_demo_shows_modbus_can_and_serial_values_flowing(tmp_path: Pat
         return seen.fresh() == FRESH and seen.online() >= DEVICES and len(seen.cycles) >= 3
 
     place = demo_place(tmp_path)
-    async with running_demo(place, []):
+    log: list[str] = []
+    async with running_demo(place, log):
         await watch(place, "test", flowing, 45)
+    # where a person opens it, moved with the demo's ports
+    page = place.dashboard.replace("ws://", "http://").removesuffix("ws")
+    assert f"dashboard: {page}?token=demo-viewer (operator: {page}?token=demo-operator)" in log[0]
 
 
 async def test_two_demos_at_once_each_show_their_own_robots_and_devices(tmp_path: Path) -> None:

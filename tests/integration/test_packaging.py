@@ -44,6 +44,10 @@ def test_wheel_contains_the_mapped_packages_and_the_demo_config(tmp_path: Path) 
         "edgeloop/realtime/control_loop.py",
         "edgeloop/drivers/__init__.py",
         "edgeloop/examples/demo.yaml",
+        "edgeloop/web/static/index.html",  # the dashboard: no CDN, so it is all in here
+        "edgeloop/web/static/dashboard.js",
+        "edgeloop/web/static/uPlot.iife.min.js",
+        "edgeloop/web/static/uPlot.LICENSE.txt",
     ):
         assert expected in names
     assert not any(n.startswith(("runtime/", "drivers/", "tests/")) for n in names)

@@ -11,7 +11,8 @@ from edgeloop.web.access import Access, Gate, presented_token
 
 VIEWER = "viewer-token-0123456789"
 SCRAPE = "scrape-token-0123456789"
-GATE = Gate([VIEWER, "operator-token-0123456789"], [SCRAPE])
+DEVICE = "device-token-0123456789"
+GATE = Gate({VIEWER: "viewer", "operator-token-0123456789": "operator", DEVICE: "device"}, [SCRAPE])
 
 
 def _headers(*pairs: tuple[str, str]) -> Headers:
@@ -55,3 +56,16 @@ def test_a_wrong_token_is_forbidden_and_the_scrape_token_opens_metrics_only() ->
 def test_the_bearer_header_wins_over_the_cookie() -> None:
     both = _headers(("Authorization", f"Bearer {SCRAPE}"), ("Cookie", f"edgeloop_token={VIEWER}"))
     assert presented_token(both) == SCRAPE
+
+
+def test_the_dashboards_api_wants_a_persons_token_and_knows_its_role() -> None:
+    viewer = _headers(("Authorization", f"Bearer {VIEWER}"))
+    device = _headers(("Cookie", f"edgeloop_token={DEVICE}"))
+    scrape = _headers(("Authorization", f"Bearer {SCRAPE}"))
+    assert GATE.refusal(viewer, Access.PERSON) is None
+    assert GATE.role(viewer) == "viewer"
+    assert GATE.refusal(device, Access.VIEWER) is None, "a device's token opens the trends"
+    refused = GATE.refusal(device, Access.PERSON)
+    assert refused is not None and refused[0] == 403 and "device" in refused[1]
+    assert GATE.refusal(scrape, Access.PERSON) is not None
+    assert GATE.role(_headers()) is None

@@ -20,7 +20,7 @@ from edgeloop.schedule import (
     NetworkReceive,
     SensorInput,
 )
-from edgeloop.wiring import WiredField, render, table
+from edgeloop.wiring import Claim, WiredField, render, table
 
 PLC = """\
 modbus:
@@ -225,3 +225,13 @@ def test_input_sets_run_in_the_declared_order_whichever_a_plugin_configures_firs
     app.configure_sets(FixedUpdate, IoReceive, FieldInput, SensorInput)
     order = app.schedule(FixedUpdate).order()
     assert order[:5] == [IoReceive, FieldInput, NetworkReceive, ModbusServerInput, SensorInput]
+
+
+def test_a_field_carries_the_unit_its_config_gives() -> None:
+    claims = [
+        Claim("tank1.TankLevel.level_m", "read", "modbus_server points[0]", "read", (), unit="m"),
+        Claim("tank1.TankLevel.level_m", "write", "simulate_tanks", "simulated sensor", ()),
+        Claim("a.B.c", "write", "w", "system", ()),
+    ]
+    units = {f.field: f.unit for f in table(claims, lambda at: "")}
+    assert units == {"a.B.c": "", "tank1.TankLevel.level_m": "m"}

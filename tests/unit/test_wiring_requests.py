@@ -63,7 +63,8 @@ def test_the_table_comes_in_pages_that_add_up_to_it() -> None:
     assert [row["field"] for row in every] == [f"e{i}.C.f" for i in range(ROWS)]
     last = ROWS - 1
     assert every[-1] == dict(field=f"e{last}.C.f", writer="w", writer_at=f"c.yaml:{last}:1",
-                             readers=[], min=None, max=float(last), safe_value=None)  # fmt: skip
+                             readers=[], min=None, max=float(last), safe_value=None,
+                             unit="")  # fmt: skip
     assert {page["config"] for page in pages} == {"c.yaml"}
 
 

@@ -1,0 +1,436 @@
+"""Dashboard benchmark: the page in real headless Chromium on an appliance with a fleet.
+
+The real appliance (`edgeloop run`) holds ``--robots`` robot entities kept changing by
+simulated robots over TCP (bench/fanout.py's, ``--robot-rate`` Hz each) and logs them.
+Two phases, each ``--duration / 2`` seconds:
+
+1. The page (runtime/web/static/) opened in Debian's /usr/bin/chromium (Playwright,
+   headless) as a viewer, with a trend of ``--trend-fields`` fields open: the bytes/s it
+   receives (CDP Network events: WebSocket frames and HTTP bodies), the World updates
+   it gets per second, and its CPU: the renderer's main thread (CDP Performance
+   ``TaskDuration``) and every Chromium process together (/proc, via psutil), as % of
+   one core. Target: under 20 %.
+2. ``--dashboards`` WebSocket clients doing what the page does (JSON, every component at
+   30 Hz, ``/api/loop`` once a second): the io process's CPU above its idle figure,
+   scaled to 100 dashboards. Target: under 10 % of a core.
+
+    python bench/dashboard.py [--duration 20] [--json OUT] [--robots 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+from playwright.async_api import async_playwright
+from report import emit, machine_description
+from websockets.asyncio.client import connect
+
+from edgeloop.sim.ports import free_port
+
+BENCH = Path(__file__).resolve().parent
+TOKEN_VIEWER = "bench-viewer-0123456789"
+TOKEN_ROBOT = "bench-robot-0123456789"  # bench/fanout.py's robots use it
+CHROMIUM = "/usr/bin/chromium"
+STARTUP_S = 60.0
+ROBOT_PROCS = 2  # as bench/fanout.py: one Python process does not keep 1 000 robots up
+CLIENT_PROCS = 2
+HELLO = (
+    '["edgeloop.Hello","8da04678790f4563",'
+    '{"client_id":"bench-%d","token":"%s","role":"viewer","protocol_version":1}]'
+)
+SUBSCRIBE = (
+    '["edgeloop.Subscribe","df6b93e0f0b12730",{"topic":"world","max_hz":30,"components":[]}]'
+)
+
+
+def _config(folder: Path, tcp_port: int, ws_port: int) -> Path:
+    config = folder / "config.yaml"
+    config.write_text(f"""runtime: {{name: dashboard-bench, state_dir: {folder}/state}}
+network:
+  # a fleet of 1 000 connecting at once on a busy box takes longer than the default 5 s
+  tcp: {{host: 127.0.0.1, port: {tcp_port}, hello_timeout_s: 60}}
+  websocket: {{host: 127.0.0.1, port: {ws_port}, max_lag_s: 10, hello_timeout_s: 60}}
+  tokens:
+    - {{token: {TOKEN_ROBOT}, role: device}}
+    - {{token: {TOKEN_VIEWER}, role: viewer}}
+robots: {{}}
+tank_plant:
+  tanks: [{{name: tank1}}, {{name: tank2}}]
+data_log: {{}}
+""")
+    return config
+
+
+def _wait_for(url: str, deadline_s: float = STARTUP_S) -> None:
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"the appliance never answered {url}") from None
+            time.sleep(0.2)  # polling a server that is starting, bounded by the deadline
+
+
+def _fields(ws_port: int, wanted: int) -> list[str]:
+    """``wanted`` logged fields once the data log has them (robots' and tanks')."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ws_port}/api/fields",
+        headers={"Authorization": f"Bearer {TOKEN_VIEWER}"},
+    )
+    give_up = time.monotonic() + STARTUP_S
+    while True:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            fields = [
+                f for f in json.load(answer)["fields"] if "Robot.position" in f or "TankLevel" in f
+            ]
+        if len(fields) >= wanted or time.monotonic() > give_up:
+            return fields[:wanted]
+        time.sleep(0.5)  # the data log flushes once a second
+
+
+def _wait_for_robots(ws_port: int, count: int) -> None:
+    """Until the appliance has every robot connected (its /metrics would say; the
+    loop figures do not, so this counts the World's robots over /ws)."""
+    asyncio.run(_count_robots(ws_port, count))
+
+
+async def _count_robots(ws_port: int, count: int) -> None:
+    async with connect(f"ws://127.0.0.1:{ws_port}/ws", max_size=None) as ws:
+        await ws.send(HELLO % (-1, TOKEN_VIEWER))
+        await ws.recv()
+        await ws.send(SUBSCRIBE.replace('"components":[]', '"components":["Robot"]'))
+        connected: set[int] = set()
+        async with asyncio.timeout(STARTUP_S):
+            while len(connected) < count:
+                _, _, update = json.loads(await ws.recv())
+                for change in update.get("changed", []):
+                    if change["values"].get("connection"):
+                        connected.add(change["entity"])
+
+
+def _io_process(supervisor: int) -> psutil.Process:
+    for child in psutil.Process(supervisor).children(recursive=True):
+        if child.name() == "edgeloop-io":
+            return child
+    raise LookupError("no io process")
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _chromium_processes() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()]
+
+
+def _renderers(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The page's own processes (Chromium's renderers), not its browser, GPU or network."""
+    found = []
+    for process in processes:
+        try:
+            if "--type=renderer" in process.cmdline():
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+async def _page_phase(ws_port: int, fields: list[str], seconds: float) -> dict[str, Any]:
+    origin = f"http://127.0.0.1:{ws_port}/"
+    received = {"ws": 0, "http": 0, "updates": 0}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            await context.add_init_script(
+                f"localStorage.setItem('edgeloop.trends', {json.dumps(json.dumps(fields))})"
+            )
+            page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            await cdp.send("Network.enable")
+            await cdp.send("Performance.enable")
+
+            def frame(event: dict[str, Any]) -> None:
+                data = event["response"]["payloadData"]
+                received["ws"] += len(data)
+                received["updates"] += data.startswith('["edgeloop.WorldUpdate"')
+
+            def data(event: dict[str, Any]) -> None:
+                received["http"] += event["encodedDataLength"]
+
+            await page.goto(f"{origin}?token={TOKEN_VIEWER}", timeout=STARTUP_S * 1000)
+            await page.wait_for_selector("#link[data-state=live]", timeout=STARTUP_S * 1000)
+            await page.wait_for_selector("#robots tr", timeout=STARTUP_S * 1000)
+            cdp.on("Network.webSocketFrameReceived", frame)
+            cdp.on("Network.dataReceived", data)
+            chromium = _chromium_processes()
+            renderers = _renderers(chromium)
+            before = await _metrics(cdp)
+            cpu_before, started = _cpu(chromium), time.monotonic()
+            renderer_before, received_before = _cpu(renderers), dict(received)
+            await asyncio.sleep(seconds)  # the measured window
+            elapsed, cpu = time.monotonic() - started, _cpu(chromium) - cpu_before
+            renderer_cpu = _cpu(renderers) - renderer_before
+            got = {k: v - received_before[k] for k, v in received.items()}
+            after = await _metrics(cdp)
+            picked = await page.locator("#trend-picked li").count()
+        finally:
+            await browser.close()
+    window = after["Timestamp"] - before["Timestamp"]
+    return {
+        "trend_fields": picked,
+        "page_bytes_per_s": round((got["ws"] + got["http"]) / elapsed),
+        "ws_bytes_per_s": round(got["ws"] / elapsed),
+        "updates_per_s": round(got["updates"] / elapsed, 1),
+        "renderer_main_cpu_pct": round(
+            100 * (after["TaskDuration"] - before["TaskDuration"]) / window, 1
+        ),
+        # where the main thread's time goes, ms per second
+        **{
+            f"{name.removesuffix('Duration').lower()}_ms_per_s": round(
+                1000 * (after[name] - before[name]) / window, 1
+            )
+            for name in ("ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+        },
+        "renderer_cpu_pct": round(100 * renderer_cpu / elapsed, 1),
+        "chromium_cpu_pct": round(100 * cpu / elapsed, 1),
+    }
+
+
+async def _metrics(cdp: Any) -> dict[str, float]:
+    answer = await cdp.send("Performance.getMetrics")
+    return {m["name"]: m["value"] for m in answer["metrics"]}
+
+
+async def _dashboards(ws_port: int, count: int, seconds: float, polls: bool) -> list[int]:
+    """``count`` page-like clients for ``seconds`` (with the page's ``/api/loop`` polls,
+    or the WebSocket only): their World update counts."""
+    updates = [0] * count
+
+    async def one(index: int) -> None:
+        async with connect(f"ws://127.0.0.1:{ws_port}/ws", max_size=None, compression=None) as ws:
+            await ws.send(HELLO % (index, TOKEN_VIEWER))
+            await ws.recv()
+            await ws.send(SUBSCRIBE)
+            loop = asyncio.get_running_loop()
+            stop_at = loop.time() + seconds
+            # the page's /api/loop, spread out
+            next_poll = loop.time() + index / count if polls else stop_at
+            while (left := stop_at - loop.time()) > 0:
+                try:
+                    # undecoded: the clients' UTF-8 decoding is not the appliance's cost
+                    wait = min(left, max(0.0, next_poll - loop.time()))
+                    await asyncio.wait_for(ws.recv(decode=False), wait)
+                    updates[index] += 1
+                except TimeoutError:
+                    if loop.time() >= next_poll:
+                        next_poll += 1.0
+                        # a poll that fails (a busy box) is the page's problem too: go on
+                        with contextlib.suppress(OSError):
+                            await _get_loop(ws_port)
+
+    await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    return updates
+
+
+async def _get_loop(ws_port: int) -> None:
+    """``GET /api/loop`` as the page does, on the event loop (a thread per poll would make
+    100 clients wait on a pool of threads, not on the appliance)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ws_port)
+    try:
+        writer.write(
+            f"GET /api/loop HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: Bearer {TOKEN_VIEWER}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        await reader.read()  # to the end: the server closes after its answer
+    finally:
+        writer.close()
+
+
+def _dashboard_processes(ws_port: int, count: int, seconds: float, polls: bool) -> list[int]:
+    """``_dashboards`` in ``CLIENT_PROCS`` processes: one Python process cannot read what
+    100 dashboards get."""
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [Path(folder) / f"{i}.json" for i in range(CLIENT_PROCS)]
+        shares = [count // CLIENT_PROCS + (i < count % CLIENT_PROCS) for i in range(CLIENT_PROCS)]
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--port",
+                    str(ws_port),
+                    "--count",
+                    str(n),
+                    "--seconds",
+                    str(seconds),
+                    "--out",
+                    str(out),
+                    *(["--polls"] if polls else []),
+                ]
+            )
+            for n, out in zip(shares, outs, strict=True)
+        ]
+        try:
+            for child in children:
+                child.wait(seconds + STARTUP_S)
+        finally:
+            for child in children:
+                child.kill()
+        return [u for out in outs if out.exists() for u in json.loads(out.read_text())]
+
+
+def _server_phase(io: psutil.Process, ws_port: int, count: int, seconds: float) -> dict[str, Any]:
+    """The io process's CPU with no dashboards, then ``count`` on the WebSocket only,
+    then with the page's polls too (each a third of ``seconds``, at least 3 s)."""
+    window = max(3.0, seconds / 3)
+    idle_before, idle_started = _cpu([io]), time.monotonic()
+    time.sleep(window)  # the io process's own load with no dashboards: the baseline
+    idle_pct = 100 * (_cpu([io]) - idle_before) / (time.monotonic() - idle_started)
+    found: dict[str, Any] = {"dashboards": count, "io_idle_cpu_pct": round(idle_pct, 1)}
+    for name, polls in (("ws", False), ("page", True)):
+        cpu_before, started = _cpu([io]), time.monotonic()
+        updates = _dashboard_processes(ws_port, count, window, polls)
+        busy_pct = 100 * (_cpu([io]) - cpu_before) / (time.monotonic() - started)
+        found[f"{name}_served"] = sum(1 for u in updates if u > 1)
+        found[f"{name}_io_cpu_pct"] = round(busy_pct, 1)
+        found[f"{name}_io_cpu_pct_per_100"] = round((busy_pct - idle_pct) * 100 / count, 1)
+    return found
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tcp_port, ws_port = free_port(), free_port()
+    seconds = max(3.0, args.duration / 2)  # the page's phase, then the server's
+    with tempfile.TemporaryDirectory() as folder:
+        config = _config(Path(folder), tcp_port, ws_port)
+        appliance = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeloop.cli",
+                "--log-level",
+                "WARNING",
+                "run",
+                "-c",
+                str(config),
+            ]
+        )
+        robots: list[subprocess.Popen[bytes]] = []
+        try:
+            _wait_for(f"http://127.0.0.1:{ws_port}/healthz")
+            share = args.robots // ROBOT_PROCS
+            robots = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(BENCH / "fanout.py"),
+                        "--child",
+                        "robots",
+                        "--port",
+                        str(tcp_port),
+                        "--first",
+                        str(i * share),
+                        "--count",
+                        str(share),
+                        "--rate",
+                        str(args.robot_rate),
+                        "--seconds",
+                        str(4 * seconds + STARTUP_S),
+                    ]
+                )
+                for i in range(ROBOT_PROCS)
+            ]
+            _wait_for_robots(ws_port, share * ROBOT_PROCS)
+            fields = _fields(ws_port, args.trend_fields)
+            page = asyncio.run(_page_phase(ws_port, fields, seconds))
+            server = _server_phase(_io_process(appliance.pid), ws_port, args.dashboards, seconds)
+        finally:
+            for child in robots:
+                child.kill()
+            appliance.send_signal(signal.SIGTERM)
+            try:
+                appliance.wait(30)
+            except subprocess.TimeoutExpired:
+                appliance.kill()
+    return {
+        "robots": args.robots,
+        "robot_rate_hz": args.robot_rate,
+        "seconds_per_phase": seconds,
+        "page": page,
+        "server": server,
+        "machine": f"{machine_description()}, python {platform.python_version()}",
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    page, server = result["page"], result["server"]
+    return "\n".join(
+        [
+            f"edgeloop dashboard: {result['robots']} robots at {result['robot_rate_hz']} Hz "
+            f"({result['machine']})",
+            "",
+            f"page (Chromium, {page['trend_fields']} trend fields): "
+            f"{page['page_bytes_per_s']} B/s ({page['ws_bytes_per_s']} over /ws), "
+            f"{page['updates_per_s']} updates/s; CPU, % of a core: the page's renderer "
+            f"{page['renderer_cpu_pct']} (its main thread busy {page['renderer_main_cpu_pct']}), "
+            f"all Chromium processes {page['chromium_cpu_pct']}",
+            f"server, {server['dashboards']} dashboards: io process idle "
+            f"{server['io_idle_cpu_pct']} %; WebSocket only {server['ws_io_cpu_pct']} % "
+            f"({server['ws_io_cpu_pct_per_100']} % per 100, {server['ws_served']} served); "
+            f"with the page's /api/loop polls {server['page_io_cpu_pct']} % "
+            f"({server['page_io_cpu_pct_per_100']} % per 100, {server['page_served']} served)",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--robots", type=int, default=1000)
+    parser.add_argument("--robot-rate", type=float, default=5.0)
+    parser.add_argument("--trend-fields", type=int, default=10)
+    parser.add_argument("--dashboards", type=int, default=100)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--polls", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        updates = asyncio.run(_dashboards(args.port, args.count, args.seconds, args.polls))
+        args.out.write_text(json.dumps(updates))
+        return
+    result = run(args)
+    emit(table(result), result, args.json)
+
+
+if __name__ == "__main__":
+    main()

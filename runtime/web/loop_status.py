@@ -1,0 +1,37 @@
+"""The control loop for the dashboard, from the heartbeat block: ticks, the tick rate
+over the last second or so, lateness p99, overruns, and how long ago the last tick
+ended (a loop that stalls shows it here before anything else)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgeloop.realtime.heartbeat import Heartbeats, Slot
+
+RATE_WINDOW_S = 1.0  # the rate is measured over at least this long
+
+
+class LoopStatus:
+    def __init__(self, heartbeats: Heartbeats) -> None:
+        self.heartbeats = heartbeats
+        self._sample = (time.monotonic(), heartbeats[Slot.CONTROL_TICKS])
+        self._rate = 0.0
+
+    def body(self) -> dict[str, Any]:
+        beats = self.heartbeats
+        now = time.monotonic()
+        ticks = beats[Slot.CONTROL_TICKS]
+        then, ticks_then = self._sample
+        if now - then >= RATE_WINDOW_S:
+            self._rate = (ticks - ticks_then) / (now - then)
+            self._sample = (now, ticks)
+        tick_ns = beats[Slot.CONTROL_TICK_NS]
+        return {
+            "ticks": ticks,
+            "rate_hz": round(self._rate, 2),
+            "lateness_p99_us": round(beats[Slot.CONTROL_P99_LATENESS_NS] / 1000, 1),
+            "overruns": beats[Slot.CONTROL_OVERRUNS],
+            "last_tick_age_s": round(now - tick_ns / 1e9, 3) if tick_ns else None,
+            "safe_state": beats[Slot.SAFE_STATE] != 0,
+        }
