@@ -160,6 +160,19 @@ async def test_an_operator_acknowledges_an_alarm(appliance: Appliance, browser: 
         await expect(page.locator("#estop")).to_be_hidden(timeout=SEEN_S * 1000)
 
 
+async def test_a_token_that_is_not_ours_is_asked_for_again(
+    appliance: Appliance, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{http_port(appliance)}/?token=not-a-token-of-ours")
+        await expect(page.locator("#login")).to_be_visible(timeout=SEEN_S * 1000)
+        await expect(page.locator("#login-error")).to_have_text("Not a token of this appliance.")
+    finally:
+        await context.close()
+
+
 async def test_a_phone_sees_the_page_without_scrolling_sideways(
     appliance: Appliance, browser: Browser
 ) -> None:

@@ -93,7 +93,7 @@
 
   async function session() {
     const answer = await fetch("/api/session", { cache: "no-store" });
-    if (answer.status === 401) return null;
+    if (answer.status === 401 || answer.status === 403) return null; // none, or not ours
     if (!answer.ok) throw new Error(`session: HTTP ${answer.status}`);
     return (await answer.json()).role;
   }
