@@ -236,9 +236,6 @@ async def test_the_screenshot_in_docs(appliance: Appliance, browser: Browser) ->
             timeout=SEEN_S * 1000,
         )
         await expect(page.locator("#robots tr")).to_have_count(2, timeout=SEEN_S * 1000)
-        await page.wait_for_function(
-            "() => document.querySelectorAll('#audit tr').length > 0", timeout=SEEN_S * 1000
-        )
         picture = await page.screenshot(full_page=True)
         if os.environ.get("EDGELOOP_SCREENSHOT"):  # the one in docs/ is renewed on demand
             SCREENSHOT.write_bytes(picture)
