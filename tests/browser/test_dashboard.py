@@ -64,6 +64,9 @@ async def test_the_page_shows_values_that_change(appliance: Appliance, browser: 
         await expect(page.locator(row("press1.Press.pressure"))).to_contain_text("bar")
         await expect(page.locator(row("room1.Climate.temperature"))).to_contain_text("GOOD")
         await expect(page.locator("#loop-rate")).to_contain_text("Hz", timeout=SEEN_S * 1000)
+        await expect(page.locator("#loop-histogram tr").first).to_contain_text(
+            "≤", timeout=SEEN_S * 1000
+        )
         await expect(page.locator("#devices")).to_contain_text("plc1")
 
 

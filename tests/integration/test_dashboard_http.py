@@ -108,12 +108,16 @@ def test_the_loop_figures_move_with_the_loop(port: int) -> None:
     until = time.monotonic() + DEADLINE_S
     while True:
         _, loop = _api(port, "/api/loop")
-        if loop["ticks"] > first["ticks"] and loop["rate_hz"] > 0:
+        histogram = loop["lateness_histogram"]
+        if loop["ticks"] > first["ticks"] and loop["rate_hz"] > 0 and sum(histogram["ticks"]):
             break
         assert time.monotonic() < until, loop
         time.sleep(0.1)  # polling the appliance; the deadline bounds the wait
     assert {"lateness_p99_us", "overruns", "last_tick_age_s", "safe_state"} <= loop.keys()
     assert loop["safe_state"] is False
+    # a bucket per edge and one past the last; the figures are written once a second
+    assert len(histogram["ticks"]) == len(histogram["edges_us"]) + 1
+    assert 0 < sum(histogram["ticks"]) <= loop["ticks"]
 
 
 def test_a_trend_of_a_logged_field_has_at_most_the_points_asked(port: int) -> None:

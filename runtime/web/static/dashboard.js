@@ -485,6 +485,37 @@
     return answer.json();
   }
 
+  // One row per bucket with ticks in it: "up to" its edge, the count, a bar on a log
+  // scale (a few late ticks among millions must still show).
+  function showHistogram({ edges_us: edges, ticks }) {
+    const body = $("loop-histogram").tBodies[0];
+    const most = Math.max(1, ...ticks);
+    const rows = [];
+    ticks.forEach((count, i) => {
+      if (!count) return;
+      const label = i < edges.length ? `≤ ${microseconds(edges[i])}` : `> ${microseconds(edges[edges.length - 1])}`;
+      const width = (100 * Math.log10(1 + count)) / Math.log10(1 + most);
+      const row = document.createElement("tr");
+      const cells = [label, String(count)].map((text) => {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        return cell;
+      });
+      const bar = document.createElement("td");
+      const fill = document.createElement("span");
+      fill.className = "bar";
+      fill.style.width = `${width.toFixed(1)}%`;
+      bar.appendChild(fill);
+      row.append(...cells, bar);
+      rows.push(row);
+    });
+    body.replaceChildren(...rows);
+  }
+
+  function microseconds(us) {
+    return us >= 1000 ? `${us / 1000} ms` : `${us} µs`;
+  }
+
   async function pollLoop() {
     if (connected && !document.hidden) {
       try {
@@ -493,6 +524,7 @@
         $("loop-p99").textContent = `${loop.lateness_p99_us.toFixed(0)} µs`;
         $("loop-overruns").textContent = String(loop.overruns);
         $("loop-ticks").textContent = String(loop.ticks);
+        showHistogram(loop.lateness_histogram);
       } catch (error) { /* shown as disconnected by the WebSocket */ }
     }
     showOffline();
