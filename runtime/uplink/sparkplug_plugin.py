@@ -29,7 +29,7 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.io_link import IoInput
 from edgeloop.safety.audit_events import audit
 from edgeloop.safety.field_writes import as_field_type, safe_state_refusal
-from edgeloop.schedule import FixedUpdate, UplinkInput
+from edgeloop.schedule import FixedUpdate, IoReceive, SensorInput, UplinkInput
 from edgeloop.uplink.sparkplug_config import Metric, SparkplugConfig
 from edgeloop.uplink.sparkplug_node import TOPIC_STATUS, TOPIC_WRITE, SparkplugNode
 from edgeloop.wiring import Claim, read
@@ -157,6 +157,7 @@ class SparkplugPlugin:
         metrics = self.config.flat()
         add_change_feed(app).feed.update(m.config.field for m in metrics)
         app.insert_resource(SparkplugWrites(metrics))
+        app.configure_sets(FixedUpdate, IoReceive, UplinkInput, SensorInput)
         app.add_systems(FixedUpdate, apply_sparkplug_writes, in_set=UplinkInput)
 
 

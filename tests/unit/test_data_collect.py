@@ -134,3 +134,13 @@ def test_a_big_tick_is_split_into_records_the_io_channel_carries() -> None:
     batches = _batches(link)
     assert sum(len(flat) // 2 for *_, flat in batches) == 6000
     assert len(batches) == 3 and all(len(msgpack.packb(b)) < 64 * 1024 for b in batches)
+
+
+def test_a_field_an_uplink_publishes_is_collected_but_declared_not_logged() -> None:
+    app, link, tank = _app(DataLogConfig(exclude=["tank1.Tank.count"]))
+    app.world.resource(DataCollector).feed.add("tank1.Tank.count")
+    tank.count = 3
+    app.run_for(1)
+    declared = {name: logged for _, _, d, _ in _batches(link) for _, name, logged in d}
+    assert declared == {"tank1.Tank.level": True, "tank1.Tank.pump_on": True,
+                        "tank1.Tank.count": False}  # fmt: skip

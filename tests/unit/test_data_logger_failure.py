@@ -39,3 +39,18 @@ def test_a_store_that_cannot_be_opened_degrades_and_drops_counted(tmp_path: Path
     context.handlers[TOPIC_BATCH](Record(TOPIC_BATCH, "7.0", 2, batch))
     assert logger.dropped == 2
     asyncio.run(logger.stop())
+
+
+def test_the_fields_declared_not_logged_are_skipped_not_counted(tmp_path: Path) -> None:
+    context = Context(tmp_path)
+    logger = DataLogger(DataLogConfig(flush_interval_s=0.05), context)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await logger.start()
+        declared = [[1, "tank1.TankLevel.level_m", True], [2, "tank1.Pid.setpoint", False]]
+        batch = [7, 1_800_000_000_000_000, declared, [1, 0.5, 2, 1.2]]
+        context.handlers[TOPIC_BATCH](Record(TOPIC_BATCH, "7.0", 2, batch))
+        await logger.stop()
+
+    asyncio.run(run())
+    assert (logger.rows_written, logger.dropped) == (1, 0)
