@@ -1,5 +1,6 @@
 """The test's side of Sparkplug: a host application on the test's broker, and an io
-context that runs an edge node (``SparkplugNode``) in the test's event loop.
+context that runs an edge node (``SparkplugNode``, or another uplink) in the test's
+event loop.
 
 The host subscribes to the group's topics, keeps every message it gets, decoded, in
 arrival order, and reconnects by itself when the broker comes back (then says it is
@@ -39,8 +40,17 @@ class Received:
 
 
 class Host:
-    def __init__(self, port: int, *, host_id: str = HOST_ID, online: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        host_id: str = HOST_ID,
+        online: bool = True,
+        group: str = GROUP,
+        node: str = NODE,
+    ) -> None:
         self.port = port
+        self.group, self.node = group, node
         self.host_id = host_id
         self.online = online  # what it says on every (re)connect
         self.received: list[Received] = []
@@ -79,7 +89,7 @@ class Host:
                     will=will,
                     keepalive=5,
                 ) as client:
-                    await client.subscribe(f"spBv1.0/{GROUP}/#", qos=1)
+                    await client.subscribe(f"spBv1.0/{self.group}/#", qos=1)
                     self._client = client
                     self.connects += 1
                     await client.publish(self.state_topic, self._state(self.online), 1, True)
@@ -111,7 +121,8 @@ class Host:
         await self._client.publish(self.state_topic, self._state(online), 1, True)
 
     async def command(self, verb: str, device: str | None, metrics: list[Payload.Metric]) -> None:
-        topic = f"spBv1.0/{GROUP}/{verb}/{NODE}" + ("" if device is None else f"/{device}")
+        topic = f"spBv1.0/{self.group}/{verb}/{self.node}"
+        topic += "" if device is None else f"/{device}"
         payload = Payload(timestamp=time.time_ns() // 1_000_000)
         payload.metrics.extend(metrics)
         await self.connected()
@@ -164,6 +175,7 @@ class NodeContext:
     records are handed to it by ``feed``, what it sends to the control kept in ``sent``."""
 
     state_dir: Path
+    server_name: str = "test-appliance"
     handlers: dict[str, list[Callable[[Record], None]]] = field(default_factory=dict)
     sent: list[Record] = field(default_factory=list)
     said: dict[str, str | None] = field(default_factory=dict)
