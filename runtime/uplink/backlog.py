@@ -4,8 +4,8 @@ One table of changes in arrival order (``seq``, the SQLite rowid), bounded: past
 ``max_changes`` the oldest are deleted and counted (``dropped``), so what waits is the
 latest history. WAL with ``synchronous=FULL``: an appended batch is on the disk when
 ``append`` returns, and a power cut loses only what had not been appended yet (the
-caller appends every flush interval). A small key/value table keeps what a session
-must carry across restarts (Sparkplug's bdSeq).
+caller appends every flush interval). A small key/value table keeps what must outlive
+a restart: Sparkplug's bdSeq, the PostgreSQL sink's numbering of field names.
 
 Not thread-safe: the uplink calls it from one worker thread at a time.
 """
@@ -81,6 +81,13 @@ class Backlog:
     def get(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else int(row[0])
+
+    def keys(self, prefix: str) -> dict[str, int]:
+        """Every key that starts with ``prefix`` (without it), and its value."""
+        rows = self.db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(key)[len(prefix) :]: int(value) for key, value in rows}
 
     def put(self, key: str, value: int) -> None:
         with self.db:
