@@ -100,6 +100,7 @@ class SparkplugNode:
         self._host: bool | None = None  # the primary host's STATE in this session
         self._rebirth = False
         self._lost: BaseException | None = None
+        self._gone = asyncio.Event()  # the session's connection is lost
         self._disk = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_status: list[Any] = []
@@ -214,6 +215,7 @@ class SparkplugNode:
         self.bd_seq = (bd_seq + 1) % 256
         await self._disk_call(lambda backlog: backlog.put(BD_SEQ_KEY, self.bd_seq))
         self._host, self._rebirth, self._lost = None, False, None
+        self._gone.clear()
         async with self._client(bd_seq) as client:
             backoff.reset()
             self.sessions += 1
@@ -319,8 +321,20 @@ class SparkplugNode:
                 await client.publish(self._topic(verb, device), payload, qos=0)
 
     async def _confirm(self, client: aiomqtt.Client) -> None:
-        """Return once the broker has read every PUBLISH sent before."""
-        await client.unsubscribe(self.confirm_topic)
+        """Return once the broker has read every PUBLISH sent before; raise as soon as
+        the connection is lost (aiomqtt would wait out its timeout for the answer)."""
+        answer = asyncio.ensure_future(client.unsubscribe(self.confirm_topic))
+        lost = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({answer, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not answer.done():
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await answer
+            raise _SessionLost(str(self._lost) or "connection lost")
+        answer.result()
 
     async def _publish_live(self, client: aiomqtt.Client) -> None:
         while self.outbox:
@@ -361,6 +375,7 @@ class SparkplugNode:
             self._lost = error
         else:
             self._lost = _SessionLost("the broker closed the connection")
+        self._gone.set()
         self._wake.set()
 
     def _received(self, topic: str, data: bytes) -> None:
