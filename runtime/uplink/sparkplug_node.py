@@ -45,11 +45,10 @@ from edgeloop.uplink import sparkplug_payload as sp
 from edgeloop.uplink.backlog import Backlog, Change
 from edgeloop.uplink.feed import FieldFeed
 from edgeloop.uplink.sparkplug_config import Metric, SparkplugConfig
+from edgeloop.uplink.sparkplug_records import TOPIC_STATUS, TOPIC_WRITE
 
 log = logging.getLogger("edgeloop.sparkplug")
 
-TOPIC_WRITE = "sparkplug.write"  # io -> control, HIGH: [[index or -1, value, metric], ...]
-TOPIC_STATUS = "sparkplug.status"  # io -> control, NORMAL: [live, waiting, dropped]
 SOURCE = "sparkplug"  # the status line's name for it
 BD_SEQ_KEY = "bdSeq"
 BACKLOG_READ = 2000  # changes read from the backlog at a time while draining
@@ -146,9 +145,7 @@ class SparkplugNode:
                 with contextlib.suppress(asyncio.CancelledError):
                     await run
         if spool is not None:
-            spool.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await spool
+            await spool  # it ends at the stop, never in the middle of a write
         self._session_over()
         await self._spool()
         if self.backlog is not None:
@@ -241,7 +238,6 @@ class SparkplugNode:
         await self._spool()  # what waited in memory is history now: the births say now
         await self._births(client, bd_seq)
         await self._drain(client)
-        self.live = True
         self.context.degraded(SOURCE, None)
         self._report()
         while True:
@@ -283,14 +279,16 @@ class SparkplugNode:
     async def _births(self, client: aiomqtt.Client, bd_seq: int) -> None:
         self.seq = 0  # [tck-id-payloads-nbirth-seq]
         t_ms = _now_ms()
-        self.born = list(zip(self.stamps, self.values, strict=True))
+        # one snapshot for every birth of the sequence (changes go on coming while they
+        # are sent): what the births carry is what the drain then leaves out
+        born = self.born = list(zip(self.stamps, self.values, strict=True))
         for device in [None, *(d.id for d in self.config.devices)]:
             values = [
                 sp.Value(
                     m.alias,
                     self.datatypes[m.index],
-                    self.stamps[m.index],
-                    self.values[m.index],
+                    born[m.index][0],
+                    born[m.index][1],
                     name=m.config.name,
                 )
                 for m in self.by_device[device].values()
@@ -346,13 +344,19 @@ class SparkplugNode:
             self.unconfirmed = []
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        if self.backlog is None:
+        """The backlog, oldest first, until it is empty; then live. The last look and
+        going live hold the disk lock, so no spool of changes can land behind them."""
+        backlog = self.backlog
+        if backlog is None:
+            self.live = True
             return
         self.draining = True
         while True:
-            rows = await self._disk_call(lambda backlog: backlog.head(BACKLOG_READ))
-            if not rows:
-                break
+            async with self._disk:
+                rows = await asyncio.to_thread(backlog.head, BACKLOG_READ)
+                if not rows:
+                    self.live, self.draining = True, False
+                    return
             # what a birth of this session carried (the same time and value) is no history
             changes = [(m, t, v) for _, m, t, v in rows if self.born[m] != (t // 1000, v)]
             await self._publish(client, changes, historical=True)
@@ -361,7 +365,6 @@ class SparkplugNode:
             await self._disk_call(lambda backlog, last=last: backlog.remove_through(last))
             self.historical += len(rows)
             self._report()
-        self.draining = False
 
     # -- what the host sends --------------------------------------------------------
 
@@ -432,24 +435,27 @@ class SparkplugNode:
 
     async def _spool_every_interval(self) -> None:
         interval = self.config.backlog.flush_interval_s
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
             if not self.live and (not self.draining or len(self.outbox) > OUTBOX_MAX):
                 await self._spool()
 
     async def _spool(self) -> None:
-        """What waits in memory, to the backlog (dropped and counted without one)."""
-        changes, self.outbox = self.outbox, []
-        if not changes:
-            return
-        if self.backlog is None:
-            self._drop(len(changes))
-            return
-        try:
-            dropped = await self._disk_call(lambda backlog: backlog.append(changes))
-        except sqlite3.Error as error:
-            log.error("sparkplug backlog: %s", error)
-            dropped = len(changes)
+        """What waits in memory, to the backlog (dropped and counted without one). The
+        changes leave memory under the disk lock: a drain never misses them in between."""
+        async with self._disk:
+            if self.live or not self.outbox:
+                return  # live since this was asked for: they go out as they are
+            changes, self.outbox = self.outbox, []
+            if self.backlog is None:
+                self._drop(len(changes))
+                return
+            try:
+                dropped = await asyncio.to_thread(self.backlog.append, changes)
+            except sqlite3.Error as error:
+                log.error("sparkplug backlog: %s", error)
+                dropped = len(changes)
         if dropped:
             self._drop(dropped)
         self._report()

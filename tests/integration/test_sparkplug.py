@@ -16,7 +16,8 @@ import pytest
 
 from edgeloop.uplink.sparkplug_b_pb2 import Payload
 from edgeloop.uplink.sparkplug_config import SparkplugConfig
-from edgeloop.uplink.sparkplug_node import TOPIC_WRITE, SparkplugNode
+from edgeloop.uplink.sparkplug_node import SparkplugNode
+from edgeloop.uplink.sparkplug_records import TOPIC_WRITE
 from tests.mqtt_broker import Mosquitto
 from tests.sparkplug_host import GROUP, HOST_ID, NODE, Host, NodeContext, metric_named, until
 

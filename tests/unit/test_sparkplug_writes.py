@@ -20,8 +20,8 @@ from edgeloop.safety.audit import FILE_NAME, AuditLog
 from edgeloop.safety.safe_state import SafeState
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.uplink.sparkplug_config import SparkplugConfig
-from edgeloop.uplink.sparkplug_node import TOPIC_STATUS, TOPIC_WRITE
 from edgeloop.uplink.sparkplug_plugin import ALARM, SparkplugPlugin, SparkplugWrites
+from edgeloop.uplink.sparkplug_records import TOPIC_STATUS, TOPIC_WRITE
 
 HOST = "sparkplug host scada via 127.0.0.1:1883"
 
