@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/can_rx.py --duration $(BENCH_DURATION) --json bench/results/can_rx.json
 	$(BIN)/python bench/audit.py --duration $(BENCH_DURATION) --json bench/results/audit.json
 	$(BIN)/python bench/logger.py --duration $(BENCH_DURATION) --json bench/results/logger.json
+	$(BIN)/python bench/uplink.py --duration $(BENCH_DURATION) --json bench/results/uplink.json
 	for load in idle io; do \
 		$(BIN)/python bench/estop.py --duration $(BENCH_DURATION) --load $$load \
 			--json bench/results/estop_$$load.json || exit 1; \

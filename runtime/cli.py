@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where the demo writes the config it runs (DIR/config.yaml) and its "
         "simulated serial devices appear (default: %(default)s)",
     )
+    demo.add_argument(
+        "--sparkplug",
+        type=_broker,
+        metavar="HOST:PORT",
+        help="publish the plant as a Sparkplug B edge node to the MQTT broker there "
+        "(config/demo-sparkplug.yaml; docs/uplinks.md)",
+    )
     demo.set_defaults(command=_demo)
 
     add_audit_commands(commands, DEFAULT_CONFIG)
@@ -250,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     with as_file(files("edgeloop.examples") / "demo.yaml") as source:
-        path = place_demo_config(source, args.run_dir, args.port_base)
+        path = place_demo_config(source, args.run_dir, args.port_base, sparkplug=args.sparkplug)
     config = load_config(path)
     url = dashboard_url(config)
     if url is not None:
@@ -261,6 +268,13 @@ def _demo(args: argparse.Namespace) -> int:
         return _run_config(path, args)
     finally:
         stop_simulators(simulators)
+
+
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: write HOST:PORT, e.g. 127.0.0.1:1883")
+    return host.strip("[]"), int(port)
 
 
 def _port_base(text: str) -> int:

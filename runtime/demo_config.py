@@ -11,6 +11,7 @@ simulators all read that one file, so one file says where everything is.
 
 from __future__ import annotations
 
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from edgeloop.config import KeyPath
 
 DEFAULT_RUN_DIR = Path("/tmp/edgeloop-demo")
 CONFIG_NAME = "config.yaml"
+SPARKPLUG_FILE = "demo-sparkplug.yaml"  # the section --sparkplug HOST:PORT adds
 # Each port of config/demo.yaml, by key path, and its offset from --port-base.
 PORTS: dict[KeyPath, int] = {
     ("network", "tcp", "port"): 0,
@@ -53,10 +55,27 @@ def demo_ports(source: Path) -> list[int]:
     return [int(_at(data, path, source)) for path in sorted(PORTS, key=PORTS.__getitem__)]
 
 
-def place_demo_config(source: Path, run_dir: Path, port_base: int | None) -> Path:
+def sparkplug_section(host: str, port: int) -> dict[str, Any]:
+    """The demo's ``sparkplug`` section (config/demo-sparkplug.yaml) on ``host:port``."""
+    with as_file(files("edgeloop.examples") / SPARKPLUG_FILE) as fragment:
+        section: dict[str, Any] = yaml.safe_load(fragment.read_text())["sparkplug"]
+    section["broker"] = {**section["broker"], "host": host, "port": port}
+    return section
+
+
+def place_demo_config(
+    source: Path,
+    run_dir: Path,
+    port_base: int | None,
+    *,
+    sparkplug: tuple[str, int] | None = None,
+) -> Path:
     """Write ``source`` (the demo config) moved to ``run_dir`` and, if given, the ports
-    from ``port_base`` on, as run_dir/config.yaml; its path."""
+    from ``port_base`` on and a Sparkplug edge node publishing to the broker at
+    ``sparkplug`` (host, port), as run_dir/config.yaml; its path."""
     data = yaml.safe_load(source.read_text())
+    if sparkplug is not None:
+        data["sparkplug"] = sparkplug_section(*sparkplug)
     if port_base is not None:
         for path, offset in PORTS.items():
             _set(data, path, port_base + offset, source)

@@ -61,15 +61,16 @@ HealthMonitoring = SystemSet("HealthMonitoring")
 # Where each tick's inputs land, in this order, before SensorInput. The safe state is
 # first, so that everything after it sees this tick's e-stop latched. Then what the
 # plant measures (field devices), then what is asked of it (network messages, then
-# Modbus clients' writes): a command is checked against this tick's state. One writer
-# per field (edgeloop.wiring) keeps them from undoing each other; this order makes the
-# tick the same whatever order the config's sections are in.
+# Modbus clients' writes, then Sparkplug hosts'): a command is checked against this
+# tick's state. One writer per field (edgeloop.wiring) keeps them from undoing each
+# other; this order makes the tick the same whatever order the config's sections are in.
 IoReceive = SystemSet("IoReceive")  # the records the io process sent since the last tick
 SafetyInput = SystemSet("SafetyInput")  # e-stop, io lost: the safe state latched
 GpioInput = SystemSet("GpioInput")  # GPIO driver lines read here, for FieldInput to take
 FieldInput = SystemSet("FieldInput")  # field-device values and health
 NetworkReceive = SystemSet("NetworkReceive")  # network messages, typed, for systems
 ModbusServerInput = SystemSet("ModbusServerInput")  # Modbus clients' writes to fields
+UplinkInput = SystemSet("UplinkInput")  # Sparkplug hosts' writes to fields
 INPUT_ORDER = (
     IoReceive,
     SafetyInput,
@@ -77,6 +78,7 @@ INPUT_ORDER = (
     FieldInput,
     NetworkReceive,
     ModbusServerInput,
+    UplinkInput,
     SensorInput,
 )
 

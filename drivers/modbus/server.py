@@ -76,7 +76,8 @@ from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
 from edgeloop.safety.audit_events import audit
-from edgeloop.safety.safe_state import FieldKey, HeldOutputs, SafeState
+from edgeloop.safety.field_writes import as_field_type, held
+from edgeloop.safety.safe_state import SafeState
 from edgeloop.schedule import (
     ActuatorOutput,
     FixedUpdate,
@@ -334,13 +335,13 @@ def _apply_write(world: World, served: ServedFields, peer: str, index: Any, valu
     reason = point.refusal(value)
     if reason is None and component is None:
         reason = "the field is not in the World"
-    if reason is None and (point.entity, point.component, point.field) in _held(world):
+    if reason is None and (point.entity, point.component, point.field) in held(world):
         reason = f"the safe state holds it: {world.resource(SafeState).describe()}"
     if reason is not None or component is None:
         _refuse(world, served, peer, where=point.path, value=value, reason=reason or "")
         return
     current = getattr(component, point.field)
-    new, reason = _as_field_type(current, value)
+    new, reason = as_field_type(current, value)
     if reason is not None:
         _refuse(world, served, peer, where=point.path, value=value, reason=reason)
         return
@@ -350,26 +351,6 @@ def _apply_write(world: World, served: ServedFields, peer: str, index: Any, valu
     if new != current:
         setattr(component, point.field, new)
         log.info("write from %s: %s = %r", peer, point.path, new)
-
-
-def _held(world: World) -> set[FieldKey]:
-    held = world.get_resource(HeldOutputs)
-    return set() if held is None else held.fields
-
-
-def _as_field_type(current: Any, value: Any) -> tuple[Any, str | None]:
-    """``value`` as the type the field holds now, or why it cannot be."""
-    if isinstance(current, bool) or isinstance(value, bool) or isinstance(current, str):
-        if type(value) is not type(current):
-            return None, f"the field holds a {type(current).__name__}"
-        return value, None
-    if isinstance(current, int):
-        if not float(value).is_integer():
-            return None, "the field holds whole numbers"
-        return int(value), None
-    if isinstance(current, float):
-        return float(value), None
-    return None, f"a {type(current).__name__} field cannot be written"
 
 
 def _refuse(

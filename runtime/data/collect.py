@@ -8,10 +8,16 @@ the ``data_log`` rules log, each subject to its rule's deadband and minimum inte
 a change held back by the interval is logged (its latest value) once the interval is
 over, so the last value of a field is never left out.
 
+The same batches are the change feed of the uplinks (``edgeloop.uplink``): a field an
+uplink publishes (``DataCollector.feed``) is collected at every change even when the
+``data_log`` rules leave it out (or there is no ``data_log`` section), declared as not
+logged, and the logger skips it. An io process that (re)starts is sent every collected
+field's current value once, so what it publishes starts from the World as it is.
+
 Record ``data.batch``, control -> io, NORMAL, key the tick (so conflation never merges
-two batches): ``[tick, t_us, declared, samples]``, ``declared`` ``[[id, name], ...]``
-for the ids new to the io process (all of them again after it restarts), ``samples``
-flat ``[id, value, id, value, ...]``.
+two batches): ``[tick, t_us, declared, samples]``, ``declared`` ``[[id, name, logged],
+...]`` for the ids new to the io process (all of them again after it restarts),
+``samples`` flat ``[id, value, id, value, ...]``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.clock import Time
 from edgeloop.component import Component
@@ -29,7 +35,11 @@ from edgeloop.data.config import DataLogConfig, FieldRule
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import HOME_WORKER, IoLink
+from edgeloop.schedule import DataLogging, Update
 from edgeloop.world import World
+
+if TYPE_CHECKING:
+    from edgeloop.app import App
 
 TOPIC_BATCH = "data.batch"
 # A record of the io channel carries at most 64 KiB: a sample takes up to ~14 bytes, a
@@ -70,6 +80,18 @@ class _Entry:
 
 
 _NUMBERS = frozenset({float, int, bool})
+_EVERY_CHANGE = FieldRule(match="*")
+
+
+def add_change_feed(app: App) -> DataCollector:
+    """The App's DataCollector, added (collecting nothing yet) with its system if the
+    App has none: the data log and the uplinks share one."""
+    collector = app.world.get_resource(DataCollector)
+    if collector is None:
+        collector = DataCollector(DataLogConfig(log_all=False))
+        app.insert_resource(collector)
+        app.add_systems(Update, collect_changes, in_set=DataLogging)
+    return collector
 
 
 @dataclass
@@ -77,9 +99,10 @@ class DataCollector:
     """Resource: the logged fields by (entity, component type), and counters."""
 
     config: DataLogConfig
+    feed: set[str] = field(default_factory=set)  # fields uplinks publish, logged or not
     entries: dict[tuple[int, type[Component]], _Entry | None] = field(default_factory=dict)
-    names: list[tuple[int, str]] = field(default_factory=list)  # every id declared
-    undeclared: list[tuple[int, str]] = field(default_factory=list)
+    names: list[tuple[int, str, bool]] = field(default_factory=list)  # every id declared
+    undeclared: list[tuple[int, str, bool]] = field(default_factory=list)
     pending: list[tuple[Component, _Slot]] = field(default_factory=list)
     generation: int = -1  # of the io worker the names were declared to
     samples: int = 0  # handed to the io process
@@ -100,11 +123,14 @@ class DataCollector:
                 continue
             full = f"{named.value}.{ctype.__name__}.{name}"
             rule: FieldRule | None = self.config.rule_for(full)
+            logged = rule is not None
+            if rule is None and full in self.feed:
+                rule = _EVERY_CHANGE
             if rule is None:
                 continue
             ident = len(self.names) + 1
-            self.names.append((ident, full))
-            self.undeclared.append((ident, full))
+            self.names.append((ident, full, logged))
+            self.undeclared.append((ident, full, logged))
             if rule.deadband > 0 or rule.min_interval_s > 0:
                 min_ticks = round(rule.min_interval_s / dt)
                 slots.append(_Slot(ident, name, rule.deadband, min_ticks))
@@ -122,12 +148,13 @@ def collect_changes(world: World) -> None:
     samples: list[Any] = []
     append = samples.append
     numbers = _NUMBERS
+    since = 0 if _io_restarted(world, collector) else None
     if collector.pending:
         _due(collector, tick, samples)
     for ctype in world.component_types():
         if ctype is Name:
             continue
-        for entity, component in world.query(ctype, changed=(ctype,)).items():
+        for entity, component in world.query(ctype, changed=(ctype,), since=since).items():
             key = (entity, ctype)
             if key in entries:
                 entry = entries[key]
@@ -151,6 +178,22 @@ def collect_changes(world: World) -> None:
             for slot in entry.slots:
                 _slot_change(collector, component, slot, tick, samples)
     _send(world, collector, tick, samples)
+
+
+def _io_restarted(world: World, collector: DataCollector) -> bool:
+    """True once per start of the io worker: every name is declared to it again, and
+    every value sent again (what was last sent is forgotten)."""
+    link = world.get_resource(IoLink)
+    if link is None or link.generations[HOME_WORKER] == collector.generation:
+        return False
+    collector.generation = link.generations[HOME_WORKER]
+    collector.undeclared = list(collector.names)
+    for entry in collector.entries.values():
+        if entry is not None:
+            entry.last = (None,) * len(entry.last)
+            for slot in entry.slots:
+                slot.last, slot.last_tick = None, -(1 << 62)
+    return True
 
 
 def _slot_change(
@@ -204,10 +247,6 @@ def _send(world: World, collector: DataCollector, tick: int, samples: list[Any])
     link = world.get_resource(IoLink)
     if link is None:
         return
-    generation = link.generations[HOME_WORKER]
-    if generation != collector.generation:
-        collector.generation = generation
-        collector.undeclared = list(collector.names)
     if not samples and not collector.undeclared:
         return
     t_us = time.time_ns() // 1000

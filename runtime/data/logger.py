@@ -49,6 +49,7 @@ class DataLogger:
         self._batches: list[Batch] = []
         self._pending = 0  # samples in _batches
         self._names: list[tuple[int, str]] = []
+        self._ignored: set[int] = set()  # ids declared for the uplinks only
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,8 +61,12 @@ class DataLogger:
             self._drop(len(flat) // 2)  # no store to write them to (said when it failed)
             return
         with self._lock:  # the writer swaps the lists out under it
-            if declared:
-                self._names.extend((int(i), str(n)) for i, n in declared)
+            for ident, name, *logged in declared:
+                # an uplink's field the data_log rules leave out (older peers: no flag)
+                if logged and not logged[0]:
+                    self._ignored.add(int(ident))
+                else:
+                    self._names.append((int(ident), str(name)))
             count = len(flat) // 2
             if self._pending + count > MAX_PENDING_ROWS:
                 self._drop(count)
@@ -133,6 +138,7 @@ class DataLogger:
             names, self._names = self._names, []
             batches, self._batches = self._batches, []
             self._pending = 0
+            ignored = set(self._ignored)
         if names:
             by_name = store.field_ids(db, [name for _, name in names])
             ids.update((ident, by_name[name]) for ident, name in names)
@@ -144,7 +150,8 @@ class DataLogger:
             for ident, value in zip(flat[0::2], flat[1::2], strict=True):
                 field = ids.get(ident)
                 if field is None:
-                    unknown += 1  # never declared: a protocol fault, counted
+                    if ident not in ignored:
+                        unknown += 1  # never declared: a protocol fault, counted
                     continue
                 samples = by_field.get(field)
                 if samples is None:

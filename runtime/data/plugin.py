@@ -7,10 +7,10 @@ import logging
 
 from edgeloop.app import App
 from edgeloop.config import ConfigSection
-from edgeloop.data.collect import DataCollector, collect_changes
+from edgeloop.data.collect import DataCollector, add_change_feed
 from edgeloop.data.config import DataLogConfig
 from edgeloop.data.logger import DataLogger
-from edgeloop.schedule import DataLogging, Shutdown, Update
+from edgeloop.schedule import Shutdown
 from edgeloop.world import World
 
 log = logging.getLogger("edgeloop.data")
@@ -21,8 +21,7 @@ class DataLogPlugin:
         self.config = config
 
     def build(self, app: App) -> None:
-        app.insert_resource(DataCollector(self.config))
-        app.add_systems(Update, collect_changes, in_set=DataLogging)
+        add_change_feed(app).config = self.config
         app.add_systems(Shutdown, report_totals)
 
 

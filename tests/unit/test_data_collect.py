@@ -52,7 +52,7 @@ def _batches(link: IoLink) -> list[list[Any]]:
 def _samples(link: IoLink, names: dict[int, str]) -> list[tuple[int, str, Any]]:
     found = []
     for tick, _, declared, flat in _batches(link):
-        names.update(dict(declared))
+        names.update((ident, name) for ident, name, _ in declared)
         found += [(tick, names[i], v) for i, v in zip(flat[0::2], flat[1::2], strict=True)]
     return found
 
@@ -96,7 +96,7 @@ def test_deadband_and_minimum_interval_hold_changes_back_but_never_the_last_one(
     assert [v for _, _, v in _samples(link, names)] == [1.5], "the latest, once the 5 ticks pass"
 
 
-def test_a_restarted_io_process_is_told_every_name_again() -> None:
+def test_a_restarted_io_process_is_told_every_name_and_value_again() -> None:
     app, link, tank = _app(DataLogConfig())
     app.run_for(1)
     assert sum(len(d) for _, _, d, _ in _batches(link)) == 3
@@ -104,10 +104,17 @@ def test_a_restarted_io_process_is_told_every_name_again() -> None:
     tank.level = 2.0
     app.run_for(1)
     batches = _batches(link)
-    assert sorted(n for _, _, d, _ in batches for _, n in d) == [
+    assert sorted(n for _, _, d, _ in batches for _, n, _ in d) == [
         "tank1.Tank.count", "tank1.Tank.level", "tank1.Tank.pump_on",
     ]  # fmt: skip
-    assert app.world.resource(DataCollector).samples == 4
+    names = {i: n for _, _, d, _ in batches for i, n, _ in d}
+    sent = {
+        names[i]: v for _, _, _, flat in batches for i, v in zip(flat[::2], flat[1::2], strict=True)
+    }
+    assert sent == {"tank1.Tank.count": 0, "tank1.Tank.level": 2.0, "tank1.Tank.pump_on": False}
+    assert app.world.resource(DataCollector).samples == 6
+    app.run_for(1)
+    assert _batches(link) == [], "once: nothing changed since"
 
 
 def test_a_big_tick_is_split_into_records_the_io_channel_carries() -> None:
@@ -127,3 +134,13 @@ def test_a_big_tick_is_split_into_records_the_io_channel_carries() -> None:
     batches = _batches(link)
     assert sum(len(flat) // 2 for *_, flat in batches) == 6000
     assert len(batches) == 3 and all(len(msgpack.packb(b)) < 64 * 1024 for b in batches)
+
+
+def test_a_field_an_uplink_publishes_is_collected_but_declared_not_logged() -> None:
+    app, link, tank = _app(DataLogConfig(exclude=["tank1.Tank.count"]))
+    app.world.resource(DataCollector).feed.add("tank1.Tank.count")
+    tank.count = 3
+    app.run_for(1)
+    declared = {name: logged for _, _, d, _ in _batches(link) for _, name, logged in d}
+    assert declared == {"tank1.Tank.level": True, "tank1.Tank.pump_on": True,
+                        "tank1.Tank.count": False}  # fmt: skip

@@ -44,3 +44,19 @@ def test_a_store_that_cannot_be_opened_degrades_and_drops_counted(tmp_path: Path
     assert context.heartbeats.io(0, IoSlot.DATA_LOG_DROPPED) == 2, "for /metrics"
     asyncio.run(logger.stop())
     context.heartbeats.close()
+
+
+def test_the_fields_declared_not_logged_are_skipped_not_counted(tmp_path: Path) -> None:
+    context = Context(tmp_path)
+    logger = DataLogger(DataLogConfig(flush_interval_s=0.05), context)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await logger.start()
+        declared = [[1, "tank1.TankLevel.level_m", True], [2, "tank1.Pid.setpoint", False]]
+        batch = [7, 1_800_000_000_000_000, declared, [1, 0.5, 2, 1.2]]
+        context.handlers[TOPIC_BATCH](Record(TOPIC_BATCH, "7.0", 2, batch))
+        await logger.stop()
+
+    asyncio.run(run())
+    assert (logger.rows_written, logger.dropped) == (1, 0)
+    context.heartbeats.close()

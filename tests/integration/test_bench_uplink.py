@@ -1,0 +1,31 @@
+"""The uplink bench runs its phases against real ``edgeloop run``s and a real Mosquitto,
+stops by itself and reports coherent figures: metrics arrive live, the backlog of an
+outage drains, nothing is lost. No timing thresholds on the loop: that depends on the
+machine's load (the README shows a run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+KEYS = {"metrics_per_s", "drain_metrics_per_s", "lost", "loop_p99_us", "idle_p99_us"}
+
+
+def test_uplink_bench_reports_rate_drain_and_loss(tmp_path: Path) -> None:
+    out = tmp_path / "uplink.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "uplink.py"),
+         *("--duration", "2", "--tanks", "5", "--outage", "1", "--json", str(out))],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures.keys() >= KEYS
+    assert figures["metrics_per_s"] > 5 * 2 * 100 * 0.5, "5 tanks change ~3 numbers a tick"
+    assert figures["backlog_metrics"] > 0 and figures["drain_metrics_per_s"] > 0
+    assert figures["lost"] == 0
+    assert "metrics/s" in result.stdout

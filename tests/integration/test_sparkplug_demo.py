@@ -1,0 +1,96 @@
+"""The demo as an `edgeloop run` with its devices, publishing to a real Mosquitto as a
+Sparkplug B edge node (config/demo-sparkplug.yaml, what `edgeloop demo --sparkplug`
+adds), and a host's DCMD going through the appliance's command checks and audit log."""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+from edgeloop.config import load_config
+from edgeloop.demo_config import place_demo_config, sparkplug_section
+from edgeloop.uplink.sparkplug_b_pb2 import Payload
+from tests.mqtt_broker import Mosquitto
+from tests.running_appliance import running_appliance, until
+from tests.sparkplug_host import Host, metric_named
+
+GROUP, NODE = "edgeloop-demo", "demo"
+
+
+def test_edgeloop_demo_sparkplug_adds_the_section_on_that_broker(tmp_path: Path) -> None:
+    with as_file(files("edgeloop.examples") / "demo.yaml") as source:
+        path = place_demo_config(source, tmp_path, None, sparkplug=("127.0.0.1", 18830))
+    section = load_config(path).sections["sparkplug"]
+    assert section.model_dump()["broker"]["port"] == 18830  # type: ignore[index]
+
+
+def _with_sparkplug(port: int) -> Any:
+    def edit(data: dict[str, Any]) -> None:
+        section = sparkplug_section("127.0.0.1", port)
+        section["primary_host_id"] = "scada"
+        # the host may write tank1's setpoint: the Modbus server's point then may not
+        # (one writer per field)
+        tank1 = next(d for d in section["devices"] if d["id"] == "tank1")
+        setpoint = next(m for m in tank1["metrics"] if m["name"] == "setpoint_m")
+        setpoint.update(writable=True, min=0.0, max=2.0)
+        for point in data["modbus_server"]["points"]:
+            if (point["entity"], point["component"]) == ("tank1", "Pid"):
+                point["writable"] = False
+                point.pop("min"), point.pop("max")
+        data["sparkplug"] = section
+
+    return edit
+
+
+def _setpoints(host: Host) -> list[float]:
+    values = [metric_named(b.payload, "setpoint_m").double_value for b in host.of("DBIRTH")
+              if b.device == "tank1"]  # fmt: skip
+    alias = metric_named(next(b for b in host.of("DBIRTH") if b.device == "tank1").payload,
+                         "setpoint_m").alias  # fmt: skip
+    return values + [v for _, v, _ in host.data(alias)]
+
+
+async def test_a_dcmd_is_refused_while_e_stopped_and_applied_after_the_reset(
+    tmp_path: Path,
+) -> None:
+    """[tck-id-operational-behavior-data-commands-dcmd-verb]: a host's DCMD to a
+    writable metric is a command like any other: refused while the e-stop holds every
+    output, applied after the reset, both in the audit log with who sent them."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        async with (
+            Host(broker.port, group=GROUP, node=NODE) as host,
+            running_appliance(tmp_path / "run", _with_sparkplug(broker.port)) as appliance,
+        ):
+            await until(lambda: any(b.device == "tank1" for b in host.of("DBIRTH")),
+                        30, "tank1's DBIRTH")  # fmt: skip
+            level = metric_named(host.of("DBIRTH")[0].payload, "level_m")
+            assert level.datatype == 10
+            await until(lambda: host.data(level.alias), 30, "tank1's level changing")
+
+            def write(value: float) -> Payload.Metric:
+                return Payload.Metric(name="setpoint_m", datatype=10, double_value=value)
+
+            await appliance.press()
+            await until(lambda: _audited(appliance, "estop"), 30, "the e-stop audited")
+            await host.command("DCMD", "tank1", [write(0.9)])
+            await until(lambda: _writes(appliance), 30, "the refused write audited")
+            await appliance.press(False)
+            result = await appliance.reset()
+            assert result.accepted, result.reason
+            await host.command("DCMD", "tank1", [write(0.8)])
+            await until(lambda: len(_writes(appliance)) == 2, 30, "the applied write audited")
+            await until(lambda: _setpoints(host)[-1:] == [0.8], 30, "the new setpoint published")
+    refused, applied = _writes(appliance)
+    assert (refused["accepted"], applied["accepted"]) == (False, True)
+    assert "estop" in refused["reason"]
+    assert refused["by"].startswith("sparkplug host scada")
+    assert 0.9 not in _setpoints(host)
+
+
+def _writes(appliance: Any) -> list[dict[str, Any]]:
+    return [e for e in appliance.audit_entries() if "sparkplug write" in str(e.get("what"))]
+
+
+def _audited(appliance: Any, cause: str) -> bool:
+    return any(e.get("cause") == cause for e in appliance.audit_entries())
