@@ -1,6 +1,6 @@
 """The uplink bench runs its phases against real ``edgeloop run``s and a real Mosquitto,
 stops by itself and reports coherent figures: metrics arrive live, the backlog of an
-outage drains, nothing is lost. No timing thresholds on the loop: that depends on the
+outage drains, the node loses nothing. No timing thresholds on the loop: that depends on the
 machine's load (the README shows a run)."""
 
 from __future__ import annotations
@@ -27,5 +27,9 @@ def test_uplink_bench_reports_rate_drain_and_loss(tmp_path: Path) -> None:
     assert figures.keys() >= KEYS
     assert figures["metrics_per_s"] > 5 * 2 * 100 * 0.5, "5 tanks change ~3 numbers a tick"
     assert figures["backlog_metrics"] > 0 and figures["drain_metrics_per_s"] > 0
-    assert figures["lost"] == 0
+    # The outage stops the broker: a burst it had taken (QoS 0, as Sparkplug's data is)
+    # but not yet passed on to the host is lost there, not in the node (issue 15: an
+    # outage of the node's link alone would tell them apart). The node drops nothing.
+    assert figures["dropped"] == 0
+    assert figures["lost"] <= figures["metrics"], "at most the one burst the broker held"
     assert "metrics/s" in result.stdout
