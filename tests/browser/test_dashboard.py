@@ -12,11 +12,12 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from edgeloop.demo_config import PORTS
 from tests.browser.dashboard_page import PHONE, chromium, dashboard, row
@@ -146,6 +147,21 @@ async def test_an_operator_stops_sees_the_banner_and_resets_once_the_estop_is_cl
         await expect(banner).to_be_hidden(timeout=SEEN_S * 1000)
 
 
+async def _acknowledged(alarm: Locator) -> None:
+    """Until the row shows the acknowledgement. On a loaded machine the silenced drive
+    may come back and drop out again within the silence (its watchdog is 0.5 s): that is
+    a new activation, unacknowledged again, and is acknowledged again."""
+    deadline = time.monotonic() + SEEN_S
+    while "acked by" not in (await alarm.inner_text()):
+        if await alarm.get_attribute("class") == "alarm-normal":
+            return  # acknowledged and cleared between two looks
+        assert time.monotonic() < deadline, f"never acknowledged: {await alarm.inner_text()}"
+        button = alarm.get_by_role("button", name="acknowledge")
+        if await button.count():
+            await button.click()
+        await asyncio.sleep(0.1)  # polling the page; the deadline bounds it
+
+
 async def test_an_operator_acknowledges_an_alarm(appliance: Appliance, browser: Browser) -> None:
     async with dashboard(browser, http_port(appliance), OPERATOR) as page:
         alarm = page.locator('#alarms tr[data-key="watchdog:drive1"]')
@@ -156,7 +172,7 @@ async def test_an_operator_acknowledges_an_alarm(appliance: Appliance, browser: 
         await expect(page.locator("#command-result")).to_contain_text(
             "acknowledge watchdog:drive1: accepted", timeout=SEEN_S * 1000
         )
-        await expect(alarm).to_contain_text("acked by", timeout=SEEN_S * 1000)
+        await _acknowledged(alarm)
         await expect(alarm.get_by_role("button")).to_have_count(0)
         # the drive back, its watchdog's safe state over: the alarm ends as normal
         await expect(alarm).to_have_class("alarm-normal", timeout=SEEN_S * 1000)
