@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DURATION ?=
 BENCH_DURATION ?= 5
 
-.PHONY: install deps test demo bench lint typecheck clean
+.PHONY: install deps test demo bench lint typecheck clean image image-test
 
 install: $(STAMP)
 
@@ -26,6 +26,22 @@ test: deps $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgeloop demo $(if $(DURATION),--duration $(DURATION))
+
+# The appliance image (image/README.md): as root; Debian packages and wheels are cached
+# in image/cache/ (IMAGE_CACHE), the results go to build/image/ (IMAGE_OUT).
+IMAGE_OUT ?= build/image
+IMAGE_SOURCES := pyproject.toml $(shell find runtime drivers config systemd image -type f \
+	-not -path 'image/cache/*' -not -name '*.pyc' -not -path '*.egg-info/*')
+
+image: $(IMAGE_OUT)/disk.img
+
+$(IMAGE_OUT)/disk.img: $(STAMP) $(IMAGE_SOURCES)
+	IMAGE_OUT=$(abspath $(IMAGE_OUT)) image/build
+
+# Boots the image under QEMU (TCG) and checks it from the host: tests/image. Bounded:
+# the build by its own steps, the boot test by timeout.
+image-test: deps image
+	EDGELOOP_IMAGE=$(abspath $(IMAGE_OUT)) timeout --kill-after=30 1500 $(BIN)/pytest -q tests/image
 
 # Each benchmark prints its table and writes its figures to bench/results/ (not in git).
 bench: $(STAMP)

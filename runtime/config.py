@@ -136,6 +136,9 @@ class RuntimeConfig(Section):
     io_buffer_mb: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
     control_timeout_s: Annotated[float, Field(gt=0, le=60, strict=True)] = 2.0
     io_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 2.0
+    # imports and plugin start-up before the first tick or heartbeat: a slow device
+    # (or an emulated one) needs longer than a PC
+    startup_timeout_s: Annotated[float, Field(gt=0, le=600, strict=True)] = 15.0
     # io processes: more than one shares the network listeners out (SO_REUSEPORT)
     io_workers: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
     # the first io worker runs the field drivers and no network listener (safe values

@@ -63,19 +63,29 @@ NO_PINNING = CpuPlan(control=None, others=frozenset())
 
 
 def plan_cpus(
-    setting: int | Literal["auto"] | None, available: frozenset[int] | None = None
+    setting: int | Literal["auto"] | None,
+    available: frozenset[int] | None = None,
+    isolated: frozenset[int] | None = None,
 ) -> tuple[CpuPlan, list[str]]:
     """Which CPU the control process gets, and which the rest of the appliance keeps.
 
-    None: no pinning. "auto": the highest-numbered available CPU (CPU 0 takes most
-    interrupts and housekeeping by default) is the control core, the rest are others.
-    An int: that CPU, or no pinning and a note when it is not available. With a single
-    CPU nothing is pinned: the io process would otherwise be shut out of the only core.
-    ``available`` defaults to this process's affinity mask.
+    None: no pinning. "auto": the highest-numbered isolated CPU if the kernel isolates
+    any, else the highest-numbered available CPU (CPU 0 takes most interrupts and
+    housekeeping by default), is the control core, the rest are others. An int: that
+    CPU, or no pinning and a note when it is neither available nor isolated. With a
+    single CPU nothing is pinned: the io process would otherwise be shut out of the only
+    core. ``available`` defaults to this process's affinity mask, ``isolated`` to the
+    kernel's ``isolcpus=`` (the image's control core): isolated CPUs are in no process's
+    default mask, yet a process may pin itself there.
     """
     if setting is None:
         return NO_PINNING, []
     cpus = frozenset(os.sched_getaffinity(0)) if available is None else available
+    kept = isolated_cpus() if isolated is None else isolated
+    if setting == "auto" and kept - cpus:
+        setting = max(kept - cpus)
+    if setting != "auto" and setting not in cpus and setting in kept:
+        cpus = cpus | {setting}
     if setting != "auto" and setting not in cpus:
         return NO_PINNING, [
             f"runtime.cpu: {setting} is not an available CPU (available: {cpu_list(cpus)}); "
@@ -85,6 +95,25 @@ def plan_cpus(
         return NO_PINNING, [ONE_CPU_NOTE]
     control = max(cpus) if setting == "auto" else setting
     return CpuPlan(control=control, others=cpus - {control}), []
+
+
+def isolated_cpus(path: str = "/sys/devices/system/cpu/isolated") -> frozenset[int]:
+    """The CPUs the kernel keeps out of scheduling (``isolcpus=``); none when unknown."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return frozenset()
+    return parse_cpu_list(text)
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """``0-2,5`` (the kernel's CPU list format) as a set."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
 
 
 def cpu_list(cpus: Iterable[int]) -> str:

@@ -53,7 +53,6 @@ CHECK_PERIOD_S = 0.02  # health checks; also the resolution of watchdog and stat
 STATUS_PERIOD_S = 1.0
 STOP_TIMEOUT_S = 5.0
 IO_DRAIN_S = 1.0
-STARTUP_GRACE_S = 15.0  # imports and plugin start-up before the first tick
 CONTROL_STALE_PERIODS = 10  # 100 ms at 100 Hz: a VM hiccup passes, a stall does not
 IO_RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
 IO_STABLE_S = 30.0  # an io process up this long resets the restart backoff
@@ -176,7 +175,11 @@ class Supervisor:
         started = time.monotonic()
         for index, (control_end, io_end) in enumerate(ends):
             proc = self._spawn_io(index, io_end)
-            self._io.append(_IoWorker(index, proc, started, _Watch(0, started + STARTUP_GRACE_S)))
+            self._io.append(
+                _IoWorker(
+                    index, proc, started, _Watch(0, started + self.config.runtime.startup_timeout_s)
+                )
+            )
             control_end.close()
             io_end.close()
         control_side.close()
@@ -204,7 +207,7 @@ class Supervisor:
     def _watch(self, wake_r: int, duration_s: float | None) -> int:
         hb = self.heartbeats
         started = time.monotonic()
-        control = _Watch(0, started + STARTUP_GRACE_S)
+        control = _Watch(0, started + self.config.runtime.startup_timeout_s)
         ready = False
         interval = self.notifier.watchdog_interval_s
         next_ping = started
@@ -300,7 +303,7 @@ class Supervisor:
         io_end.close()
         io.started = time.monotonic()
         io.beats_at_start = self.heartbeats.io(io.index, IoSlot.BEATS)
-        io.watch = _Watch(io.beats_at_start, io.started + STARTUP_GRACE_S)
+        io.watch = _Watch(io.beats_at_start, io.started + self.config.runtime.startup_timeout_s)
         io.restarts += 1
         self.io_restarts += 1
         log.warning("%s restarted (%d restarts so far)", self._io_name(io), self.io_restarts)

@@ -249,3 +249,23 @@ def test_a_child_that_will_not_stop_is_killed_and_reported(appliance: Appliance)
     assert appliance.proc.wait(30) == 1
     assert _eventually(lambda: "io process did not stop within 5 s; killed" in appliance.stderr)
     assert "shutdown schedule ran" in appliance.stderr, "control still stopped cleanly"
+
+
+def test_a_start_slower_than_startup_timeout_s_ends_the_supervisor(tmp_path: Path) -> None:
+    # 1 ms for imports and the first tick: no control process makes it, so the
+    # supervisor gives up startup_timeout_s + control_timeout_s after the start.
+    config = tmp_path / "config.yaml"
+    text = CONFIG.format(control_timeout_s=0.5).replace(
+        "  io_timeout_s: 3.0\n", "  io_timeout_s: 3.0\n  startup_timeout_s: 0.001\n"
+    )
+    config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeloop.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        # Without the setting the run would go on: the bound only has to end that.
+        timeout=4 * READY_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "control loop stalled for more than 0.5 s" in result.stderr

@@ -18,6 +18,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,9 @@ from edgeloop.realtime.rt_setup import (
     cpu_list,
     die_with_parent,
     freeze_gc,
+    isolated_cpus,
     lock_memory,
+    parse_cpu_list,
     pin_to,
     plan_cpus,
     set_fifo,
@@ -179,6 +182,30 @@ def test_a_chosen_cpu_that_is_not_available_pins_nothing_and_names_the_choices()
         "runtime.cpu: 7 is not an available CPU (available: 0-3); "
         "set runtime.cpu to one of them, 'auto' or null"
     ]
+
+
+def test_a_chosen_isolated_cpu_is_the_control_core_though_no_mask_has_it() -> None:
+    # isolcpus=1 (the image's kernel command line): CPU 1 is in nobody's default mask.
+    plan, notes = plan_cpus(1, available=frozenset({0}), isolated=frozenset({1}))
+    assert plan == CpuPlan(control=1, others=frozenset({0}))
+    assert notes == []
+
+
+def test_auto_takes_the_highest_isolated_cpu() -> None:
+    plan, notes = plan_cpus("auto", available=frozenset({0, 1}), isolated=frozenset({2, 3}))
+    assert plan == CpuPlan(control=3, others=frozenset({0, 1}))
+    assert notes == []
+
+
+def test_the_kernel_cpu_list_format_is_read_back() -> None:
+    assert parse_cpu_list("0-2,5,7-8") == frozenset({0, 1, 2, 5, 7, 8})
+    assert parse_cpu_list("") == frozenset()
+
+
+def test_isolated_cpus_of_a_missing_file_are_none(tmp_path: Path) -> None:
+    assert isolated_cpus(str(tmp_path / "isolated")) == frozenset()
+    (tmp_path / "isolated").write_text("1,3\n")
+    assert isolated_cpus(str(tmp_path / "isolated")) == frozenset({1, 3})
 
 
 def test_a_chosen_cpu_on_a_single_cpu_machine_pins_nothing() -> None:
