@@ -9,6 +9,7 @@ found it (e-stop released and reset, faults over)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from edgeloop.demo_config import PORTS
 from tests.browser.dashboard_page import PHONE, chromium, dashboard, row
@@ -158,7 +160,9 @@ async def _acknowledged(alarm: Locator) -> None:
         assert time.monotonic() < deadline, f"never acknowledged: {await alarm.inner_text()}"
         button = alarm.get_by_role("button", name="acknowledge")
         if await button.count():
-            await button.click()
+            # the row is redrawn with each update: a button gone meanwhile is looked at again
+            with contextlib.suppress(PlaywrightTimeout):
+                await button.click(timeout=1000)
         await asyncio.sleep(0.1)  # polling the page; the deadline bounds it
 
 

@@ -23,6 +23,7 @@ from tests.integration.test_demo_field_devices import DEVICES, Seen, running_dem
 from tests.integration.test_estop_demo import _edgeloop, _safety, _until_pressed
 
 CHANGED_AT = 255  # the tick from which the changed system acts
+RUN_ON_S = 4.0  # after the reset: 400 more ticks at 100 Hz
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,9 @@ async def _record_demo(tmp_path: Path, path: Path) -> None:
         )
         assert reset.returncode == 0, reset.stdout + reset.stderr
         await watch(place, "reset", lambda s: _safety(s).get("active") is False, 20, wanted)
+        # A length, not a synchronisation: the changed system acts from CHANGED_AT, and
+        # a hash must follow it (on a quiet machine all of the above takes < 300 ticks).
+        await asyncio.sleep(RUN_ON_S)
 
 
 def test_a_recorded_demo_replays_to_every_recorded_state_hash(
