@@ -142,6 +142,21 @@ async def test_a_slow_client_is_cut_off_without_slowing_others(server: Server) -
     assert len(server.provider.connections) == 0
 
 
+async def test_a_client_that_stops_reading_is_cut_off_though_nothing_more_is_sent(
+    server: Server,
+) -> None:
+    """The lag is watched by a timer, not by the next message: a burst the client never
+    reads, then silence, still ends in a cut-off ``max_lag_s`` later."""
+    async with connect(server.url, max_queue=1, close_timeout=1) as slow:
+        await slow.send(hello_json("viewer-secret", "viewer"))
+        await receive_json(slow)
+        for _ in range(400):  # ~24 MB: more than the kernel buffers hold
+            server.provider.broadcast_parts("hmi.Blob", 1, {"blob": "x" * 60_000})
+        assert server.provider.counters["slow_consumer"] == 0, "not before its lag"
+        await _until(lambda: server.provider.counters["slow_consumer"] == 1)
+    assert len(server.provider.connections) == 0
+
+
 async def test_plain_http_on_other_paths(server: Server) -> None:
     url = server.url.replace("ws://", "http://").replace("/ws", "/nope")
     status = await asyncio.to_thread(_http_status, url)
