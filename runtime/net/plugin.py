@@ -29,6 +29,7 @@ from edgeloop.net.network import (
     route_network_inputs,
 )
 from edgeloop.net.output_queue import DEFAULT_MAX_BYTES
+from edgeloop.net.periodic_feed import PeriodicFeed
 from edgeloop.net.registry import MessageInfo, ProtocolError, Registry, info
 from edgeloop.net.session import Hub, Session, conflation_key
 from edgeloop.net.tcp_provider import TcpProvider
@@ -43,6 +44,7 @@ from edgeloop.net.ws_provider import WebSocketProvider
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import Record
+from edgeloop.safety.audit_chain import FILE_NAME as AUDIT_FILE
 from edgeloop.schedule import (
     DataProcessing,
     FixedUpdate,
@@ -54,8 +56,10 @@ from edgeloop.schedule import (
     WebUIUpdates,
 )
 from edgeloop.web.access import Gate
+from edgeloop.web.audit_tail import TailWatch
 from edgeloop.web.dashboard import Dashboard, first_of
 from edgeloop.web.http import HttpFace
+from edgeloop.web.loop_status import LoopStatusReader
 from edgeloop.web.trend import Trends
 from edgeloop.wiring_requests import WiringPage, WiringRequest, answer_wiring_requests
 
@@ -63,6 +67,8 @@ log = logging.getLogger("edgeloop.net")
 
 
 MIN_TOKEN_CHARS = 16
+FEED_PERIOD_S = 1.0  # the loop and audit topics: what a person reads, not a trend
+AUDIT_FEED_ROWS = 20  # the dashboard's audit panel
 
 
 Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
@@ -196,7 +202,19 @@ class NetworkIo:
         auth = Authenticator([t.grant() for t in config.tokens])
         self.tls = None if config.tls is None else config.tls.context()
         self.subscriptions = Subscriptions()
-        for message_type in (protocol.Subscribe, protocol.WorldUpdate):
+        self.loop = LoopStatusReader(context.heartbeats)
+        audit = TailWatch(context.state_dir / AUDIT_FILE, AUDIT_FEED_ROWS)
+        # What a dashboard shows besides the World, pushed to it: see periodic_feed.
+        self.feeds = {
+            "loop": PeriodicFeed(FEED_PERIOD_S, self.loop.read),
+            "audit": PeriodicFeed(FEED_PERIOD_S, audit.build),
+        }
+        for message_type in (
+            protocol.Subscribe,
+            protocol.WorldUpdate,
+            protocol.LoopStatus,
+            protocol.AuditTail,
+        ):
             context.registry.add(message_type)
         # One id space for both providers: an id names one peer.
         ids = context.connection_ids
@@ -215,7 +233,7 @@ class NetworkIo:
                 ids=ids,
                 hold=context.flush_soon,
             )
-            made.local[protocol.Subscribe] = self.subscriptions.subscribe
+            made.local[protocol.Subscribe] = self._subscribe
             return made
 
         self.listeners: dict[str, Listener] = {}  # by provider: "tcp", "websocket"
@@ -253,7 +271,7 @@ class NetworkIo:
                 max_output_bytes=ws.max_output_bytes,
                 # The page first: HttpFace asks a token of every path it does not know.
                 http_handler=first_of(
-                    Dashboard(context.heartbeats, gate=gate, state_dir=context.state_dir), face
+                    Dashboard(self.loop, gate=gate, state_dir=context.state_dir), face
                 ),
             )
             context.on_room(self.ws.resume_all)
@@ -310,6 +328,8 @@ class NetworkIo:
         for listener in self.listeners.values():
             await listener.stop()
         self.subscriptions.close()
+        for feed in self.feeds.values():
+            feed.close()
         if self.http is not None:
             self.http.close()
         for provider in (self.tcp, self.ws):
@@ -339,9 +359,21 @@ class NetworkIo:
                 except Exception:
                     session.failed()
 
+    def _subscribe(self, session: Session, request: protocol.Subscribe) -> None:
+        feed = self.feeds.get(request.topic)
+        if feed is None:
+            self.subscriptions.subscribe(session, request)
+        elif request.topic == "audit" and session.role == Role.DEVICE:
+            # As /api/audit: who did what is for people (Access.PERSON), not devices.
+            session.refuse(ProtocolError("forbidden", "the audit topic is for people"))
+        else:
+            feed.subscribe(session)
+
     def _event(self, session: Session, connected: bool, detail: str) -> None:
         if not connected:
             self.subscriptions.unsubscribe(session.id)
+            for feed in self.feeds.values():
+                feed.unsubscribe(session.id)
         self.context.connections[session.hub.name] = len(session.hub.authenticated())
         role = session.role.value if session.role is not None else ""
         payload = [session.hub.name, session.id, connected, detail, role]

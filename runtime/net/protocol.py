@@ -64,12 +64,13 @@ class Error:
 @message(name="edgeloop.Subscribe", priority=Priority.HIGH, senders=ALL_ROLES)
 @dataclass
 class Subscribe:
-    """Ask for the world's changes, at most ``max_hz`` updates a second.
-
-    ``components``: the component type names wanted; empty means all.
+    """Ask for a topic, at most ``max_hz`` messages a second: ``world``, the world's
+    changes (``WorldUpdate``; ``components``: the component type names wanted, empty
+    means all); ``loop``, the control loop (``LoopStatus``, at most once a second);
+    ``audit``, the audit log's last entries whenever it grows (``AuditTail``).
     """
 
-    topic: Literal["world"]
+    topic: Literal["world", "loop", "audit"]
     max_hz: float = 30.0
     components: list[str] = field(default_factory=list)
 
@@ -89,6 +90,35 @@ class WorldUpdate:
     changed: list[ComponentValue]
     removed: list[int]
     version: int  # increases with every change the mirror has seen
+
+
+@dataclass
+class LatenessHistogram:
+    edges_us: list[int]
+    ticks: list[int]  # per bucket, up to its edge; the last: past every edge
+
+
+@message(name="edgeloop.LoopStatus", priority=Priority.NORMAL, senders=())
+@dataclass
+class LoopStatus:
+    """The control loop as the io process reads it in the heartbeat block: a loop that
+    stalls shows here (``last_tick_age_s``) while it cannot say so itself."""
+
+    ticks: int
+    rate_hz: float
+    lateness_p99_us: float
+    overruns: int
+    last_tick_age_s: float | None
+    safe_state: bool
+    lateness_histogram: LatenessHistogram
+
+
+@message(name="edgeloop.AuditTail", priority=Priority.NORMAL, senders=())
+@dataclass
+class AuditTail:
+    """The audit log's last entries, newest last, without their chain fields."""
+
+    entries: list[dict[str, Any]]
 
 
 class FrameReader:

@@ -20,6 +20,8 @@ _PROTOCOL_TYPES = (
     protocol.Error,
     protocol.Subscribe,
     protocol.WorldUpdate,
+    protocol.LoopStatus,
+    protocol.AuditTail,
 )
 
 

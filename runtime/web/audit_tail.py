@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgeloop.net.protocol import AuditTail
+
 TAIL_BYTES = 64 << 10
 MAX_ENTRIES = 200
 _CHAIN = ("prev", "hash")
@@ -37,3 +39,24 @@ def tail(path: Path, count: int) -> list[dict[str, Any]]:
         if isinstance(entry, dict):
             entries.append({k: v for k, v in entry.items() if k not in _CHAIN})
     return entries
+
+
+class TailWatch:
+    """The last ``count`` entries of the log at ``path`` each time it has changed."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+        self._seen: tuple[int, int] | None = None
+
+    def build(self) -> AuditTail | None:
+        """The tail if the file changed since the last call (the first call: always)."""
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            seen = (-1, 0)
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        return AuditTail(tail(self.path, self.count))

@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import msgspec
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from edgeloop.realtime.heartbeat import Heartbeats
 from edgeloop.safety.audit_chain import FILE_NAME as AUDIT_FILE
 from edgeloop.web import audit_tail
 from edgeloop.web.access import Access, Gate
-from edgeloop.web.loop_status import LoopStatus
+from edgeloop.web.loop_status import LoopStatusReader
 from edgeloop.web.static_files import INDEX, StaticFiles
 
 AUDIT_DEFAULT = 20
@@ -37,9 +37,9 @@ Handler = Callable[[Request], Response | Awaitable[Response] | None]
 
 
 class Dashboard:
-    def __init__(self, heartbeats: Heartbeats, *, gate: Gate, state_dir: Path) -> None:
+    def __init__(self, loop: LoopStatusReader, *, gate: Gate, state_dir: Path) -> None:
         self.static = StaticFiles()
-        self.loop = LoopStatus(heartbeats)
+        self.loop = loop
         self.gate = gate
         self.audit = state_dir / AUDIT_FILE
 
@@ -60,7 +60,7 @@ class Dashboard:
         if path == "/api/session":
             return _json(200, {"role": self.gate.role(request.headers)})
         if path == "/api/loop":
-            return _json(200, self.loop.body())
+            return _json(200, msgspec.to_builtins(self.loop.read()))
         count = int(query["n"]) if query.get("n", "").isdigit() else AUDIT_DEFAULT
         return _json(200, {"entries": audit_tail.tail(self.audit, count)})
 

@@ -147,6 +147,10 @@ async def test_an_operator_stops_sees_the_banner_and_resets_once_the_estop_is_cl
             await appliance.press(False)
         await _reset_until_accepted(page, appliance)  # refused until the release is seen
         await expect(banner).to_be_hidden(timeout=SEEN_S * 1000)
+        # the audit log, pushed to the page as it grows: the stop, the refused reset
+        audit = page.locator("#audit")
+        await expect(audit).to_contain_text("estop.software", timeout=SEEN_S * 1000)
+        await expect(audit).to_contain_text("safety.reset_refused", timeout=SEEN_S * 1000)
 
 
 async def _acknowledged(alarm: Locator) -> None:

@@ -1,9 +1,11 @@
 """The dashboard's HTTP paths on a running `edgeloop run`'s WebSocket port: the page and
 its files for anyone (and nothing from elsewhere), the /api/ paths for a person's token
-only (cookie or header), the loop's figures, the data log's fields and trends."""
+only (cookie or header), the loop's figures, the data log's fields and trends; the loop
+and the audit log pushed over /ws."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -16,7 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
+from edgeloop.net import protocol
+from edgeloop.net.registry import info
+from edgeloop.safety.estop import Reset
 from tests.listening import WEBSOCKET, logged_port
 
 VIEWER = "viewer-token-0123456789"
@@ -42,6 +48,8 @@ network:
 tank_plant:
   tanks: [{{name: tank1}}]
 data_log: {{}}
+estop:  # for an audited command (safety.Reset)
+  inputs: [{{chip: sim, offset: 0}}]
 """)
     log = tmp_path / "appliance.log"
     with log.open("wb") as stderr:
@@ -156,3 +164,66 @@ def test_a_bad_trend_query_is_refused_with_its_reason(port: int, query: str, rea
     status, body = _api(port, f"/api/trend?{query}")
     assert status == 400
     assert reason in body["error"]
+
+
+def test_the_loop_and_the_audit_log_are_pushed_over_the_websocket(port: int) -> None:
+    asyncio.run(_loop_and_audit_topics(port))
+
+
+async def _hello(port: int, token: str, role: str) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{port}/ws")
+    hello = info(protocol.Hello)
+    payload = {"client_id": f"dash-{role}", "token": token, "role": role, "protocol_version": 1}
+    await ws.send(json.dumps([hello.name, f"{hello.schema_hash:016x}", payload]))
+    assert (await _receive(ws))[0] == "edgeloop.Welcome"
+    return ws
+
+
+async def _send(ws: ClientConnection, msg: object) -> None:
+    found = info(type(msg))
+    await ws.send(protocol.encode_json_parts(found.name, found.schema_hash, msg))
+
+
+async def _receive(ws: ClientConnection) -> tuple[str, Any]:
+    name, _, payload = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S))
+    return name, payload
+
+
+async def _next(ws: ClientConnection, name: str) -> Any:
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            got, payload = await _receive(ws)
+            if got == name:
+                return payload
+
+
+async def _loop_and_audit_topics(port: int) -> None:
+    operator = await _hello(port, OPERATOR, "operator")
+    device = await _hello(port, DEVICE, "device")
+    try:
+        await _send(operator, protocol.Subscribe("loop"))
+        first = await _next(operator, "edgeloop.LoopStatus")
+        second = await _next(operator, "edgeloop.LoopStatus")  # a second later
+        assert second["ticks"] > first["ticks"]
+        assert len(second["lateness_histogram"]["ticks"]) == (
+            len(second["lateness_histogram"]["edges_us"]) + 1
+        )
+        await _send(operator, protocol.Subscribe("audit"))
+        tail = await _next(operator, "edgeloop.AuditTail")  # at once: what the log holds
+        seen = {entry["seq"] for entry in tail["entries"]}
+        await _send(operator, Reset())  # nothing is latched: accepted, and audited
+        while True:  # the next tail once the log has grown (the loop's keep coming)
+            entries = (await _next(operator, "edgeloop.AuditTail"))["entries"]
+            new = [e for e in entries if e["seq"] not in seen]
+            if any(e["event"] == "safety.reset" for e in new):
+                break
+            seen |= {e["seq"] for e in entries}
+        assert all("hash" not in e and "prev" not in e for e in entries), "no chain fields"
+        await _send(device, protocol.Subscribe("audit"))
+        assert await _next(device, "edgeloop.Error") == {
+            "code": "forbidden",
+            "detail": "the audit topic is for people",
+        }
+    finally:
+        await operator.close()
+        await device.close()

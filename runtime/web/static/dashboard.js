@@ -1,12 +1,12 @@
-// The edgeloop dashboard: the World over /ws (JSON frames, docs/protocol.md), the loop,
-// audit log and trends over /api/. No build step, nothing from the internet.
+// The edgeloop dashboard: the World, the loop and the audit log over /ws (JSON frames,
+// docs/protocol.md), trends over /api/. No build step, nothing from the internet.
 "use strict";
 (() => {
   // name -> schema hash (hex), as `edgeloop protocol-types` lists them; a unit test
   // checks this table against the registry.
   const TYPES = {
     "edgeloop.Hello": "8da04678790f4563",
-    "edgeloop.Subscribe": "df6b93e0f0b12730",
+    "edgeloop.Subscribe": "b24f47465472e323",
     "safety.Stop": "5fd9d59de3c96492",
     "safety.Reset": "d5b61ef3018395ce",
     "alarm.Acknowledge": "5c354ad07d1c8222",
@@ -19,9 +19,7 @@
   // Tables redrawn at most 4 times a second, whatever comes in: each redraw is a layout
   // and paint of the page, the dearest thing it does (bench/dashboard.py).
   const RENDER_MS = 250;
-  const LOOP_MS = 1000;
-  const AUDIT_MS = 2000;
-  const AUDIT_ROWS = 20;
+  const OFFLINE_MS = 1000; // how often "disconnected for N s" counts on
   const MAX_ROBOT_ROWS = 100; // of a fleet of 1 000: the DOM stays small
   const MAX_VALUE_ROWS = 400;
   const MAX_TREND_FIELDS = 10;
@@ -183,6 +181,8 @@
         fresh = true;
         $("server").textContent = payload.server;
         send("edgeloop.Subscribe", { topic: "world", max_hz: UPDATE_HZ, components: [] });
+        send("edgeloop.Subscribe", { topic: "loop", max_hz: 1, components: [] });
+        send("edgeloop.Subscribe", { topic: "audit", max_hz: 1, components: [] });
         wiringRows = [];
         send("wiring.Request", { offset: 0 });
         setConnected(true);
@@ -190,6 +190,12 @@
         break;
       case "edgeloop.WorldUpdate":
         apply(payload);
+        break;
+      case "edgeloop.LoopStatus":
+        showLoop(payload);
+        break;
+      case "edgeloop.AuditTail":
+        showAudit(payload.entries);
         break;
       case "wiring.Page":
         takeWiring(payload);
@@ -477,7 +483,7 @@
     schedule();
   }
 
-  // -- loop and audit, over HTTP ---------------------------------------------------------
+  // -- the loop and the audit log (pushed over /ws); JSON over HTTP for the trends --------
 
   async function getJson(path) {
     const answer = await fetch(path, { cache: "no-store" });
@@ -516,19 +522,12 @@
     return us >= 1000 ? `${us / 1000} ms` : `${us} µs`;
   }
 
-  async function pollLoop() {
-    if (connected && !document.hidden) {
-      try {
-        const loop = await getJson("/api/loop");
-        $("loop-rate").textContent = `${loop.rate_hz.toFixed(1)} Hz`;
-        $("loop-p99").textContent = `${loop.lateness_p99_us.toFixed(0)} µs`;
-        $("loop-overruns").textContent = String(loop.overruns);
-        $("loop-ticks").textContent = String(loop.ticks);
-        showHistogram(loop.lateness_histogram);
-      } catch (error) { /* shown as disconnected by the WebSocket */ }
-    }
-    showOffline();
-    setTimeout(pollLoop, LOOP_MS);
+  function showLoop(loop) {
+    $("loop-rate").textContent = `${loop.rate_hz.toFixed(1)} Hz`;
+    $("loop-p99").textContent = `${loop.lateness_p99_us.toFixed(0)} µs`;
+    $("loop-overruns").textContent = String(loop.overruns);
+    $("loop-ticks").textContent = String(loop.ticks);
+    showHistogram(loop.lateness_histogram);
   }
 
   function auditDetail(entry) {
@@ -537,18 +536,12 @@
       .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
   }
 
-  async function pollAudit() {
-    if (connected && !document.hidden) {
-      try {
-        const { entries } = await getJson(`/api/audit?n=${AUDIT_ROWS}`);
-        sync($("audit"), entries.reverse().map((entry) => ({
-          key: String(entry.seq),
-          cls: entry.accepted === false ? "q-bad" : "",
-          cells: [new Date(entry.time).toLocaleTimeString(), entry.event, auditDetail(entry)],
-        })));
-      } catch (error) { /* as above */ }
-    }
-    setTimeout(pollAudit, AUDIT_MS);
+  function showAudit(entries) {
+    sync($("audit"), entries.slice().reverse().map((entry) => ({
+      key: String(entry.seq),
+      cls: entry.accepted === false ? "q-bad" : "",
+      cells: [new Date(entry.time).toLocaleTimeString(), entry.event, auditDetail(entry)],
+    })));
   }
 
   // -- trends ----------------------------------------------------------------------------
@@ -672,7 +665,6 @@
   savePicked();
   open();
   setInterval(loadFields, 30000);
-  pollLoop();
-  pollAudit();
+  setInterval(showOffline, OFFLINE_MS);
   pollTrends();
 })();
