@@ -10,9 +10,10 @@ Two phases, each ``--duration / 2`` seconds:
    it gets per second, and its CPU: the renderer's main thread (CDP Performance
    ``TaskDuration``) and every Chromium process together (/proc, via psutil), as % of
    one core. Target: under 20 %.
-2. ``--dashboards`` WebSocket clients doing what the page does (JSON, every component at
-   30 Hz, ``/api/loop`` once a second): the io process's CPU above its idle figure,
-   scaled to 100 dashboards. Target: under 10 % of a core.
+2. ``--dashboards`` WebSocket clients doing what the page does with no trend open (JSON,
+   every component at 30 Hz, the loop and the audit log once a second), once they are
+   connected: the io process's CPU above its idle figure, scaled to 100 dashboards.
+   Target: under 10 % of a core.
 
     python bench/dashboard.py [--duration 20] [--json OUT] [--robots 1000]
 """
@@ -24,15 +25,16 @@ import asyncio
 import contextlib
 import json
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import appliance
 import psutil
 from playwright.async_api import async_playwright
 from report import emit, machine_description
@@ -40,20 +42,22 @@ from websockets.asyncio.client import connect
 
 from edgeloop.sim.ports import free_port
 
-BENCH = Path(__file__).resolve().parent
 TOKEN_VIEWER = "bench-viewer-0123456789"
 TOKEN_ROBOT = "bench-robot-0123456789"  # bench/fanout.py's robots use it
 CHROMIUM = "/usr/bin/chromium"
 STARTUP_S = 60.0
 ROBOT_PROCS = 2  # as bench/fanout.py: one Python process does not keep 1 000 robots up
 CLIENT_PROCS = 2
+CONNECT_S = 5.0  # for 100 dashboards to connect and get the World before a window
 HELLO = (
     '["edgeloop.Hello","8da04678790f4563",'
     '{"client_id":"bench-%d","token":"%s","role":"viewer","protocol_version":1}]'
 )
 SUBSCRIBE = (
-    '["edgeloop.Subscribe","df6b93e0f0b12730",{"topic":"world","max_hz":30,"components":[]}]'
+    '["edgeloop.Subscribe","b24f47465472e323",{"topic":"world","max_hz":30,"components":[]}]'
 )
+SUBSCRIBE_LOOP = SUBSCRIBE.replace('"world"', '"loop"')
+SUBSCRIBE_AUDIT = SUBSCRIBE.replace('"world"', '"audit"')
 
 
 def _config(folder: Path, tcp_port: int, ws_port: int) -> Path:
@@ -123,24 +127,6 @@ async def _count_robots(ws_port: int, count: int) -> None:
                         connected.add(change["entity"])
 
 
-def _io_process(supervisor: int) -> psutil.Process:
-    for child in psutil.Process(supervisor).children(recursive=True):
-        if child.name() == "edgeloop-io":
-            return child
-    raise LookupError("no io process")
-
-
-def _cpu(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def _chromium_processes() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()]
 
@@ -190,11 +176,11 @@ async def _page_phase(ws_port: int, fields: list[str], seconds: float) -> dict[s
             chromium = _chromium_processes()
             renderers = _renderers(chromium)
             before = await _metrics(cdp)
-            cpu_before, started = _cpu(chromium), time.monotonic()
-            renderer_before, received_before = _cpu(renderers), dict(received)
+            cpu_before, started = appliance.cpu_seconds(chromium), time.monotonic()
+            renderer_before, received_before = appliance.cpu_seconds(renderers), dict(received)
             await asyncio.sleep(seconds)  # the measured window
-            elapsed, cpu = time.monotonic() - started, _cpu(chromium) - cpu_before
-            renderer_cpu = _cpu(renderers) - renderer_before
+            elapsed, cpu = time.monotonic() - started, appliance.cpu_seconds(chromium) - cpu_before
+            renderer_cpu = appliance.cpu_seconds(renderers) - renderer_before
             got = {k: v - received_before[k] for k, v in received.items()}
             after = await _metrics(cdp)
             picked = await page.locator("#trend-picked li").count()
@@ -226,9 +212,10 @@ async def _metrics(cdp: Any) -> dict[str, float]:
     return {m["name"]: m["value"] for m in answer["metrics"]}
 
 
-async def _dashboards(ws_port: int, count: int, seconds: float, polls: bool) -> list[int]:
-    """``count`` page-like clients for ``seconds`` (with the page's ``/api/loop`` polls,
-    or the WebSocket only): their World update counts."""
+async def _dashboards(ws_port: int, count: int, seconds: float, page: bool) -> list[int]:
+    """``count`` page-like clients for ``seconds``: the World at 30 Hz, and with
+    ``page`` the page's other topics too (the loop and the audit log, once a second):
+    their World update counts."""
     updates = [0] * count
 
     async def one(index: int) -> None:
@@ -236,45 +223,31 @@ async def _dashboards(ws_port: int, count: int, seconds: float, polls: bool) -> 
             await ws.send(HELLO % (index, TOKEN_VIEWER))
             await ws.recv()
             await ws.send(SUBSCRIBE)
+            if page:
+                await ws.send(SUBSCRIBE_LOOP)
+                await ws.send(SUBSCRIBE_AUDIT)
             loop = asyncio.get_running_loop()
             stop_at = loop.time() + seconds
-            # the page's /api/loop, spread out
-            next_poll = loop.time() + index / count if polls else stop_at
             while (left := stop_at - loop.time()) > 0:
                 try:
                     # undecoded: the clients' UTF-8 decoding is not the appliance's cost
-                    wait = min(left, max(0.0, next_poll - loop.time()))
-                    await asyncio.wait_for(ws.recv(decode=False), wait)
-                    updates[index] += 1
+                    message = await asyncio.wait_for(ws.recv(decode=False), left)
                 except TimeoutError:
-                    if loop.time() >= next_poll:
-                        next_poll += 1.0
-                        # a poll that fails (a busy box) is the page's problem too: go on
-                        with contextlib.suppress(OSError):
-                            await _get_loop(ws_port)
+                    break
+                updates[index] += message.startswith(b'["edgeloop.WorldUpdate"')
 
     await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
     return updates
 
 
-async def _get_loop(ws_port: int) -> None:
-    """``GET /api/loop`` as the page does, on the event loop (a thread per poll would make
-    100 clients wait on a pool of threads, not on the appliance)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", ws_port)
-    try:
-        writer.write(
-            f"GET /api/loop HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            f"Authorization: Bearer {TOKEN_VIEWER}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        await reader.read()  # to the end: the server closes after its answer
-    finally:
-        writer.close()
-
-
-def _dashboard_processes(ws_port: int, count: int, seconds: float, polls: bool) -> list[int]:
-    """``_dashboards`` in ``CLIENT_PROCS`` processes: one Python process cannot read what
-    100 dashboards get."""
+@contextlib.contextmanager
+def _dashboard_processes(
+    ws_port: int, count: int, seconds: float, page: bool
+) -> Iterator[list[int]]:
+    """``_dashboards`` in ``CLIENT_PROCS`` processes (one Python process cannot read
+    what 100 dashboards get) for ``seconds``; once the block ends and they are done, the
+    list holds their update counts."""
+    updates: list[int] = []
     with tempfile.TemporaryDirectory() as folder:
         outs = [Path(folder) / f"{i}.json" for i in range(CLIENT_PROCS)]
         shares = [count // CLIENT_PROCS + (i < count % CLIENT_PROCS) for i in range(CLIENT_PROCS)]
@@ -292,35 +265,70 @@ def _dashboard_processes(ws_port: int, count: int, seconds: float, polls: bool) 
                     str(seconds),
                     "--out",
                     str(out),
-                    *(["--polls"] if polls else []),
+                    *(["--page"] if page else []),
                 ]
             )
             for n, out in zip(shares, outs, strict=True)
         ]
         try:
+            yield updates
             for child in children:
                 child.wait(seconds + STARTUP_S)
         finally:
             for child in children:
                 child.kill()
-        return [u for out in outs if out.exists() for u in json.loads(out.read_text())]
+        updates += [u for out in outs if out.exists() for u in json.loads(out.read_text())]
+
+
+def _loop_thread_seconds(io: psutil.Process) -> float:
+    """CPU of the io process's main thread: its event loop, where the dashboards are
+    served (the data log writes from a thread of its own, which it leaves out)."""
+    for thread in io.threads():
+        if thread.id == io.pid:
+            return float(thread.user_time + thread.system_time)
+    raise LookupError("no main thread")
+
+
+def _io_cpu_pct(io: psutil.Process, seconds: float) -> tuple[float, float]:
+    """The io process's CPU, and its event loop's, over the next ``seconds``, % of one
+    core."""
+    before, loop_before = appliance.cpu_seconds([io]), _loop_thread_seconds(io)
+    started = time.monotonic()
+    time.sleep(seconds)  # the measured window
+    elapsed = time.monotonic() - started
+    return (
+        100 * (appliance.cpu_seconds([io]) - before) / elapsed,
+        100 * (_loop_thread_seconds(io) - loop_before) / elapsed,
+    )
 
 
 def _server_phase(io: psutil.Process, ws_port: int, count: int, seconds: float) -> dict[str, Any]:
-    """The io process's CPU with no dashboards, then ``count`` on the WebSocket only,
-    then with the page's polls too (each a third of ``seconds``, at least 3 s)."""
+    """The io process's CPU with no dashboards, then with ``count`` getting the World,
+    then the page's loop and audit topics too (each a third of ``seconds``, at least 3 s),
+    then none again: the baseline is the mean of the two idle windows. With dashboards
+    it is measured once they are connected and have had their first update, the whole
+    World: a dashboard stays open for hours, it connects once."""
     window = max(3.0, seconds / 3)
-    idle_before, idle_started = _cpu([io]), time.monotonic()
-    time.sleep(window)  # the io process's own load with no dashboards: the baseline
-    idle_pct = 100 * (_cpu([io]) - idle_before) / (time.monotonic() - idle_started)
-    found: dict[str, Any] = {"dashboards": count, "io_idle_cpu_pct": round(idle_pct, 1)}
-    for name, polls in (("ws", False), ("page", True)):
-        cpu_before, started = _cpu([io]), time.monotonic()
-        updates = _dashboard_processes(ws_port, count, window, polls)
-        busy_pct = 100 * (_cpu([io]) - cpu_before) / (time.monotonic() - started)
-        found[f"{name}_served"] = sum(1 for u in updates if u > 1)
-        found[f"{name}_io_cpu_pct"] = round(busy_pct, 1)
-        found[f"{name}_io_cpu_pct_per_100"] = round((busy_pct - idle_pct) * 100 / count, 1)
+    idle_before = _io_cpu_pct(io, window)  # the io process's own load: the baseline
+    busy = {}
+    served = {}
+    for name, page in (("ws", False), ("page", True)):
+        with _dashboard_processes(ws_port, count, CONNECT_S + window, page) as updates:
+            time.sleep(CONNECT_S)  # a load ramp before the window, not a synchronisation
+            busy[name] = _io_cpu_pct(io, window)
+        served[name] = sum(1 for u in updates if u > 1)
+    idle_after = _io_cpu_pct(io, window)
+    idle, loop_idle = ((a + b) / 2 for a, b in zip(idle_before, idle_after, strict=True))
+    found: dict[str, Any] = {
+        "dashboards": count,
+        "io_idle_cpu_pct": round(idle, 1),
+        "io_loop_idle_cpu_pct": round(loop_idle, 1),
+    }
+    for name, (pct, loop_pct) in busy.items():
+        found[f"{name}_served"] = served[name]
+        found[f"{name}_io_cpu_pct"] = round(pct, 1)
+        found[f"{name}_io_cpu_pct_per_100"] = round((pct - idle) * 100 / count, 1)
+        found[f"{name}_io_loop_cpu_pct_per_100"] = round((loop_pct - loop_idle) * 100 / count, 1)
     return found
 
 
@@ -329,55 +337,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = max(3.0, args.duration / 2)  # the page's phase, then the server's
     with tempfile.TemporaryDirectory() as folder:
         config = _config(Path(folder), tcp_port, ws_port)
-        appliance = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgeloop.cli",
-                "--log-level",
-                "WARNING",
-                "run",
-                "-c",
-                str(config),
-            ]
-        )
-        robots: list[subprocess.Popen[bytes]] = []
-        try:
+        with appliance.running(config) as supervisor:
             _wait_for(f"http://127.0.0.1:{ws_port}/healthz")
-            share = args.robots // ROBOT_PROCS
-            robots = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(BENCH / "fanout.py"),
-                        "--child",
-                        "robots",
-                        "--port",
-                        str(tcp_port),
-                        "--first",
-                        str(i * share),
-                        "--count",
-                        str(share),
-                        "--rate",
-                        str(args.robot_rate),
-                        "--seconds",
-                        str(4 * seconds + STARTUP_S),
-                    ]
-                )
-                for i in range(ROBOT_PROCS)
-            ]
-            _wait_for_robots(ws_port, share * ROBOT_PROCS)
-            fields = _fields(ws_port, args.trend_fields)
-            page = asyncio.run(_page_phase(ws_port, fields, seconds))
-            server = _server_phase(_io_process(appliance.pid), ws_port, args.dashboards, seconds)
-        finally:
-            for child in robots:
-                child.kill()
-            appliance.send_signal(signal.SIGTERM)
-            try:
-                appliance.wait(30)
-            except subprocess.TimeoutExpired:
-                appliance.kill()
+            seconds_up = 5 * seconds + 2 * CONNECT_S + STARTUP_S
+            fleet = appliance.robots(
+                tcp_port,
+                args.robots,
+                procs=ROBOT_PROCS,
+                rate_hz=args.robot_rate,
+                seconds=seconds_up,
+            )
+            with fleet:
+                _wait_for_robots(ws_port, args.robots)
+                fields = _fields(ws_port, args.trend_fields)
+                page = asyncio.run(_page_phase(ws_port, fields, seconds))
+                io = appliance.io_process(supervisor.pid)
+                server = _server_phase(io, ws_port, args.dashboards, seconds)
     return {
         "robots": args.robots,
         "robot_rate_hz": args.robot_rate,
@@ -401,10 +376,12 @@ def table(result: dict[str, Any]) -> str:
             f"{page['renderer_cpu_pct']} (its main thread busy {page['renderer_main_cpu_pct']}), "
             f"all Chromium processes {page['chromium_cpu_pct']}",
             f"server, {server['dashboards']} dashboards: io process idle "
-            f"{server['io_idle_cpu_pct']} %; WebSocket only {server['ws_io_cpu_pct']} % "
-            f"({server['ws_io_cpu_pct_per_100']} % per 100, {server['ws_served']} served); "
-            f"with the page's /api/loop polls {server['page_io_cpu_pct']} % "
-            f"({server['page_io_cpu_pct_per_100']} % per 100, {server['page_served']} served)",
+            f"{server['io_idle_cpu_pct']} % (its event loop {server['io_loop_idle_cpu_pct']} %); "
+            f"the World only {server['ws_io_cpu_pct']} % ({server['ws_io_cpu_pct_per_100']} % "
+            f"per 100, event loop {server['ws_io_loop_cpu_pct_per_100']} %, "
+            f"{server['ws_served']} served); the page's topics {server['page_io_cpu_pct']} % "
+            f"({server['page_io_cpu_pct_per_100']} % per 100, event loop "
+            f"{server['page_io_loop_cpu_pct_per_100']} %, {server['page_served']} served)",
         ]
     )
 
@@ -422,10 +399,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--polls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--page", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        updates = asyncio.run(_dashboards(args.port, args.count, args.seconds, args.polls))
+        updates = asyncio.run(_dashboards(args.port, args.count, args.seconds, args.page))
         args.out.write_text(json.dumps(updates))
         return
     result = run(args)

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import appliance
 import msgpack
+import psutil
 from report import emit, machine_description
 from websockets.asyncio.client import connect
 
@@ -41,7 +40,6 @@ from edgeloop.sim.robots import Command, CommandResult, Telemetry
 TOKEN_VIEWER = "bench-viewer-0123456789"
 TOKEN_ROBOT = "bench-robot-0123456789"
 SUBSCRIBE_HZ = 30.0
-STARTUP_S = 30.0
 
 
 # -- the pieces that run in child processes -----------------------------------------------
@@ -122,34 +120,13 @@ def _spawn(*argv: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--child", *argv])
 
 
-def _io_pid(supervisor: int) -> int | None:
-    for task in Path(f"/proc/{supervisor}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "edgeloop-io":
-                return int(pid)
-    return None
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)  # polling a port that is not open yet, bounded by the deadline
-    raise TimeoutError(f"appliance did not open port {port}")
-
-
-def _case(ws_port: int, io_pid: int, clients: int, procs: int, seconds: float) -> dict[str, Any]:
+def _case(
+    ws_port: int, io: psutil.Process, clients: int, procs: int, seconds: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         outs = [Path(folder) / f"{i}.json" for i in range(procs)]
         shares = [clients // procs + (i < clients % procs) for i in range(procs)]
-        cpu_before = _cpu_seconds(io_pid)
+        cpu_before = appliance.cpu_seconds([io])
         started = time.monotonic()
         children = [
             _spawn(
@@ -172,7 +149,7 @@ def _case(ws_port: int, io_pid: int, clients: int, procs: int, seconds: float) -
             for child in children:
                 child.kill()
         elapsed = time.monotonic() - started
-        cpu = _cpu_seconds(io_pid) - cpu_before
+        cpu = appliance.cpu_seconds([io]) - cpu_before
         results = [json.loads(out.read_text()) for out in outs if out.exists()]
     updates = [u for r in results for u in r["updates"]]
     stale = sorted(s for r in results for s in r["staleness"])
@@ -206,52 +183,21 @@ network:
 robots: {{}}
 """
         )
-        appliance = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgeloop.cli",
-                "--log-level",
-                "WARNING",
-                "run",
-                "-c",
-                str(config),
-            ],
-        )
-        robots: list[subprocess.Popen[bytes]] = []
-        try:
-            _wait_for_port(tcp_port)
-            _wait_for_port(ws_port)
-            total = seconds * len(cases) + 30
-            per_proc = args.robots // args.client_procs
-            robots = [
-                _spawn(
-                    "robots",
-                    "--port",
-                    str(tcp_port),
-                    "--first",
-                    str(i * per_proc),
-                    "--count",
-                    str(per_proc),
-                    "--rate",
-                    str(args.robot_rate),
-                    "--seconds",
-                    str(total),
-                )
-                for i in range(args.client_procs)
-            ]
-            time.sleep(2.0)  # let the fleet connect and the world fill (a load ramp, not sync)
-            io_pid = _io_pid(appliance.pid)
-            assert io_pid is not None, "no io process"
-            rows = [_case(ws_port, io_pid, n, args.client_procs, seconds) for n in cases]
-        finally:
-            for child in robots:
-                child.kill()
-            appliance.send_signal(signal.SIGTERM)
-            try:
-                appliance.wait(30)
-            except subprocess.TimeoutExpired:
-                appliance.kill()
+        total = seconds * len(cases) + 30
+        with appliance.running(config) as supervisor:
+            appliance.wait_for_port(tcp_port)
+            appliance.wait_for_port(ws_port)
+            fleet = appliance.robots(
+                tcp_port,
+                args.robots,
+                procs=args.client_procs,
+                rate_hz=args.robot_rate,
+                seconds=total,
+            )
+            with fleet:
+                time.sleep(2.0)  # let the fleet connect and the world fill (a ramp, not sync)
+                io = appliance.io_process(supervisor.pid)
+                rows = [_case(ws_port, io, n, args.client_procs, seconds) for n in cases]
     return {
         "robots": args.robots,
         "robot_rate_hz": args.robot_rate,
