@@ -134,3 +134,9 @@ def setup_logging(level: str = "INFO", background: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # websockets logs every connection and every HTTP answer at INFO: a line per page
+    # load or trend poll, hundreds a second with a room of dashboards. edgeloop.net
+    # logs each WebSocket session once; websockets' warnings and errors still show, and
+    # all of it at DEBUG.
+    quiet = root.level > logging.DEBUG
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level) if quiet else 0)

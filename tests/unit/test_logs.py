@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from edgeloop import App, FixedUpdate, SensorInput, Time
-from edgeloop.logs import BackgroundWriter
+from edgeloop.logs import BackgroundWriter, setup_logging
 from edgeloop.realtime.control_loop import ControlLoop
 from edgeloop.realtime.loop_stats import LoopStats
 
@@ -118,3 +118,23 @@ def test_a_stalled_stderr_does_not_stall_the_control_loop(
     stats = app.world.resource(LoopStats)
     assert stats.lateness.count == 200
     assert handler.dropped > 100
+
+
+def test_websockets_says_per_connection_lines_only_at_debug() -> None:
+    """A line per HTTP answer and connection at INFO would flood the journal with a
+    room of dashboards; its warnings stay, and everything shows at DEBUG."""
+    websockets_log = logging.getLogger("websockets.server")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO")
+        assert not websockets_log.isEnabledFor(logging.INFO)
+        assert websockets_log.isEnabledFor(logging.WARNING)
+        setup_logging("ERROR")
+        assert not websockets_log.isEnabledFor(logging.WARNING)
+        setup_logging("DEBUG")
+        assert websockets_log.isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger("websockets").setLevel(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
