@@ -33,7 +33,14 @@ from edgeloop.app import App
 from edgeloop.clock import Time
 from edgeloop.config import ConfigSection, RuntimeConfig, Section
 from edgeloop.data.tape import InputTape
-from edgeloop.drivers.gpio import GpioLine, InputLine, OutputLine, open_input, open_output
+from edgeloop.drivers.gpio import (
+    GpioError,
+    GpioLine,
+    InputLine,
+    OutputLine,
+    open_input,
+    open_output,
+)
 from edgeloop.drivers.gpio.claims import claim_lines
 from edgeloop.net.network import Network, read_network
 from edgeloop.net.registry import message
@@ -115,6 +122,7 @@ class EStop:
         self.reset_line: InputLine | None = None
         self.enabled: OutputLine | None = None
         self.pressed = False
+        self.fault = ""  # why a line could not be read, once it could not
         self.presses = 0
         self._reset_was = False
         self._enabled_shown: bool | None = None
@@ -138,15 +146,30 @@ class EStop:
             self.enabled.close()
 
     def poll(self, world: World, acted_now: bool = False) -> None:
-        """Read the lines; latch, release, reset and drive ``outputs_enabled``."""
-        for line in self.lines():
-            line.read_edges()
+        """Read the lines; latch, release, reset and drive ``outputs_enabled``. A line
+        that cannot be read (its chip gone) is a stop: fail safe, whatever
+        ``on_system_error`` says, and held until the appliance restarts with it back."""
         safe = world.resource(SafeState)
         tick = world.resource(Time).tick
-        states = [line.active() for line in self.inputs]
+        try:
+            for line in self.lines():
+                line.read_edges()
+            states = [line.active() for line in self.inputs]
+            reset_now = self.reset_line is not None and self.reset_line.active()
+            fault = ""
+        except GpioError as error:
+            states, reset_now, fault = [True], False, f"input fault: {error}"
+        if fault and not self.fault:
+            log.error("e-stop: %s; held as a press", fault)
+            audit(world, "estop.fault", detail=fault)
+        self.fault = self.fault or fault
+        if self.fault:
+            states = [True]  # not to be released by a line that reads again
         pressed = any(states)
         if pressed:
-            detail = "pressed" if all(states) else "inputs disagree (a channel fault)"
+            detail = self.fault or (
+                "pressed" if all(states) else "inputs disagree (a channel fault)"
+            )
             if safe.trip(CAUSE, detail, tick, latched=True):
                 self.presses += 1
                 if acted_now:  # the safe values first: the log and the audit can wait
@@ -158,20 +181,31 @@ class EStop:
             audit(world, "estop.release")
             log.info("e-stop released: a reset ends the safe state")
         self.pressed = pressed
-        if self.reset_line is not None:
-            now = self.reset_line.active()
-            if now and not self._reset_was:
-                reset(world, "the reset input")
-            self._reset_was = now
-        self.show_enabled(safe)
+        if reset_now and not self._reset_was:
+            reset(world, "the reset input")
+        self._reset_was = reset_now
+        self.show_enabled(world)
 
-    def show_enabled(self, safe: SafeState) -> None:
+    def show_enabled(self, world: World) -> None:
+        """Drive ``outputs_enabled``; one that cannot be driven holds the safe state
+        (as an input that cannot be read)."""
         if self.enabled is None:
             return
+        safe = world.resource(SafeState)
         enabled = not safe.everything
-        if enabled != self._enabled_shown:
-            self._enabled_shown = enabled
+        if enabled == self._enabled_shown:
+            return
+        try:
             self.enabled.set(enabled)
+        except GpioError as error:
+            fault = f"outputs_enabled fault: {error}"
+            if not self.fault:
+                log.error("e-stop: %s; held as a press", fault)
+                audit(world, "estop.fault", detail=fault)
+                self.fault = fault
+            safe.trip(CAUSE, fault, world.resource(Time).tick, latched=True)
+            return
+        self._enabled_shown = enabled
 
 
 def reset(world: World, who: str) -> tuple[bool, str]:
@@ -234,7 +268,7 @@ def poll_estop(world: World) -> None:
 
 
 def show_outputs_enabled(world: World) -> None:
-    world.resource(EStop).show_enabled(world.resource(SafeState))
+    world.resource(EStop).show_enabled(world)
 
 
 def estop_commands(world: World) -> None:
