@@ -22,7 +22,10 @@ from typing import Any
 
 import msgspec
 
+from edgeloop.alarms import Alarms, Severity
+from edgeloop.clock import Time
 from edgeloop.component import Component
+from edgeloop.logs import every_power_of_ten
 from edgeloop.net.protocol import ComponentValue, Subscribe, WorldUpdate
 from edgeloop.net.session import Session
 from edgeloop.priority import Priority
@@ -36,6 +39,7 @@ log = logging.getLogger("edgeloop.net.world")
 WORLD_VALUE = "world.value"  # control -> io: [entity, component, values]
 WORLD_REMOVED = "world.removed"  # control -> io: entity
 MAX_HZ = 60.0
+OVERSIZE_ALARM = "world_feed:oversize"
 
 
 # -- control side -----------------------------------------------------------------------
@@ -47,6 +51,8 @@ class WorldFeed:
     def __init__(self) -> None:
         self.alive: set[int] = set()
         self.generations: list[int] = []  # each worker's, when its mirror was filled
+        self.oversize: dict[str, str] = {}  # "entity:Component" -> why it was not sent
+        self.oversize_count = 0
 
 
 def publish_world_changes(world: World) -> None:
@@ -62,13 +68,16 @@ def publish_world_changes(world: World) -> None:
     fresh = [w for w in fed if link.generations[w] != feed.generations[w]]
     feed.generations[:] = link.generations
     everyone_fresh = len(fresh) == len(fed)
+    oversize_before = len(feed.oversize)
     for ctype in world.component_types():
         if everyone_fresh:
-            _send_values(link, ctype, world.query(ctype, changed=(ctype,), since=0), None)
+            _send_values(link, feed, ctype, world.query(ctype, changed=(ctype,), since=0), None)
             continue
-        _send_values(link, ctype, world.query(ctype, changed=(ctype,)), None)
+        _send_values(link, feed, ctype, world.query(ctype, changed=(ctype,)), None)
         for worker in fresh:
-            _send_values(link, ctype, world.query(ctype, changed=(ctype,), since=0), worker)
+            _send_values(link, feed, ctype, world.query(ctype, changed=(ctype,), since=0), worker)
+    if len(feed.oversize) != oversize_before:
+        _show_oversize(world, feed)
     alive = set(world.entities())
     for entity in feed.alive - alive:
         link.send(WORLD_REMOVED, str(entity), entity, Priority.NORMAL)
@@ -76,13 +85,42 @@ def publish_world_changes(world: World) -> None:
 
 
 def _send_values(
-    link: IoLink, ctype: type[Component], found: Query[Component], worker: int | None
+    link: IoLink,
+    feed: WorldFeed,
+    ctype: type[Component],
+    found: Query[Component],
+    worker: int | None,
 ) -> None:
     fields = ctype.__el_fields__
     name = ctype.__name__
     for entity, component in found.items():
         values = msgspec.to_builtins(dict(zip(fields, component.values(), strict=True)))
-        link.send(WORLD_VALUE, f"{entity}:{name}", [entity, name, values], Priority.NORMAL, worker)
+        key = f"{entity}:{name}"
+        try:
+            link.send(WORLD_VALUE, key, [entity, name, values], Priority.NORMAL, worker)
+        except ValueError as error:
+            # Past the io channel's record limit: the dashboards miss this one value
+            # (an alarm says which), the loop does not stop for a view of the World.
+            feed.oversize_count += 1
+            feed.oversize[key] = str(error)
+            if every_power_of_ten(feed.oversize_count):
+                log.error(
+                    "%s not sent to the dashboards (%d so far): %s", key, feed.oversize_count, error
+                )
+        else:
+            feed.oversize.pop(key, None)
+
+
+def _show_oversize(world: World, feed: WorldFeed) -> None:
+    """One alarm while any component is too big to show: it clears once each is sent."""
+    alarms, tick = world.resource(Alarms), world.resource(Time).tick
+    if feed.oversize:
+        text = f"{len(feed.oversize)} component value(s) too big for the dashboards: " + ", ".join(
+            sorted(feed.oversize)[:5]
+        )
+        alarms.activate(OVERSIZE_ALARM, text, Severity.WARNING, tick)
+    else:
+        alarms.clear(OVERSIZE_ALARM, tick)
 
 
 # -- io side ----------------------------------------------------------------------------
