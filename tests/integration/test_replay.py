@@ -12,18 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from edgeloop.app import App
 from edgeloop.data.replay import replay
+from edgeloop.net.protocol import PROTOCOL_VERSION, Hello, Subscribe, encode, split
 from edgeloop.schedule import ControlLogic, FixedUpdate
 from edgeloop.sim.plant import TankLevel
 from edgeloop.world import World
-from tests.demo_place import demo_place
+from tests.demo_place import DemoPlace, demo_place
 from tests.integration.test_demo_field_devices import DEVICES, Seen, running_demo, watch
 from tests.integration.test_estop_demo import _edgeloop, _safety, _until_pressed
 
 CHANGED_AT = 255  # the tick from which the changed system acts
-RUN_ON_S = 4.0  # after the reset: 400 more ticks at 100 Hz
+HASH_EVERY = 100  # runtime.record_hash_every's default
+# The recording must hold a hash after CHANGED_AT, and some ticks past the reset.
+RUN_ON_TICKS = 2 * HASH_EVERY
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,21 @@ async def _record_demo(tmp_path: Path, path: Path) -> None:
         )
         assert reset.returncode == 0, reset.stdout + reset.stderr
         await watch(place, "reset", lambda s: _safety(s).get("active") is False, 20, wanted)
-        # A length, not a synchronisation: the changed system acts from CHANGED_AT, and
-        # a hash must follow it (on a quiet machine all of the above takes < 300 ticks).
-        await asyncio.sleep(RUN_ON_S)
+        # On a quiet machine all of the above takes < 300 ticks.
+        at_reset = await _tick(place, 0)
+        await _tick(place, max(at_reset, CHANGED_AT) + RUN_ON_TICKS)
+
+
+async def _tick(place: DemoPlace, at_least: int) -> int:
+    """The demo's control tick once it is ``at_least`` (its ``loop`` topic on /ws)."""
+    async with connect(place.dashboard, max_size=None) as ws:
+        await ws.send(encode(Hello("replay-test", "demo-viewer", "viewer", PROTOCOL_VERSION)))
+        await ws.send(encode(Subscribe("loop")))
+        async with asyncio.timeout(60):
+            while True:
+                name, _, payload = split(await ws.recv())
+                if name == "edgeloop.LoopStatus" and payload["ticks"] >= at_least:
+                    return int(payload["ticks"])
 
 
 def test_a_recorded_demo_replays_to_every_recorded_state_hash(
