@@ -67,6 +67,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import wake_baseline
 from estop_peer import Peer, above_the_io_process
 from pymodbus.client import AsyncModbusTcpClient
 from report import emit, machine_description
@@ -314,9 +315,13 @@ async def _bench(
                 await asyncio.sleep(2.0)  # a load ramp: let the fleet connect, not a sync
                 if robots.poll() is not None:
                     raise RuntimeError(f"the robots exited with {robots.returncode}")
-            latencies, missed, rt_priority = await _press_cycles(
-                peer, state_dir, client, scada, presses=presses, duration=duration
-            )
+            baseline = await wake_baseline.start(appliance.proc.pid)
+            try:
+                latencies, missed, rt_priority = await _press_cycles(
+                    peer, state_dir, client, scada, presses=presses, duration=duration
+                )
+            finally:
+                wake = {} if baseline is None else await baseline.stop()
         finally:
             scada.close()
             await client.close()
@@ -326,6 +331,9 @@ async def _bench(
         appliance.stop()
         peer.stop()
     figures = _figures(latencies, missed, load, duration)
+    figures.update(wake)
+    if wake.get("platform_p99_ms") and figures["p99_ms"] is not None:
+        figures["p99_over_platform"] = round(figures["p99_ms"] / wake["platform_p99_ms"], 2)
     figures["drivers"] = drivers
     figures["bench_rt_priority"] = rt_priority  # the press's and the peer's, if permitted
     return figures
@@ -366,6 +374,18 @@ def format_table(result: dict[str, Any]) -> str:
         *((f"{key[:-3]} ms", f"{result[key]}") for key in ("min_ms", "p50_ms", "p99_ms", "max_ms")),
         ("target", f"p99 < {result['target_p99_ms']:g} ms under io load, 0 missed"),
     ]
+    if "p99_over_platform" in result:
+        rows.append(
+            (
+                "this machine's own wake-up, p50 / p99 / max ms",
+                f"{result['platform_p50_ms']} / {result['platform_p99_ms']} / "
+                f"{result['platform_max_ms']} (cyclictest on the control core, cpu "
+                f"{result['platform_cpu']}, SCHED_FIFO {result['platform_priority']}; "
+                f"our p99 is {result['p99_over_platform']}x)",
+            )
+        )
+    else:
+        rows.append(("this machine's own wake-up", "not measured (no cyclictest)"))
     width = max(len(name) for name, _ in rows)
     drivers = "drivers in an io process alone" if result["drivers"] == "alone" else "one io process"
     lines = [f"E-stop edge -> safe value on the wire, load {load}, {drivers}, {result['machine']}"]

@@ -221,6 +221,7 @@ class SimChip:
     # -- the chip's thread --------------------------------------------------------------
 
     def _serve(self) -> None:
+        _above_the_creator()
         poller = select.poll()
         poller.register(self._socket, select.POLLIN)
         poller.register(self._stop, select.POLLIN)
@@ -373,3 +374,19 @@ def _level(word: str) -> int:
     if word not in ("0", "1"):
         raise _Refused(f"level {word!r}: must be 0 or 1")
     return int(word)
+
+
+def _above_the_creator() -> None:
+    """In a real-time process (the control process: SCHED_FIFO, pinned), run this thread
+    one step above the thread that made it, as the kernel's interrupt thread of a real
+    chip would be: at the same priority on the same core it could not run (nor count a
+    press) until the control loop blocked, after the tick under way."""
+    if os.sched_getscheduler(0) != os.SCHED_FIFO:
+        return
+    priority = os.sched_getparam(0).sched_priority
+    with contextlib.suppress(PermissionError):
+        os.sched_setscheduler(
+            0,
+            os.SCHED_FIFO,
+            os.sched_param(min(priority + 1, os.sched_get_priority_max(os.SCHED_FIFO))),
+        )
