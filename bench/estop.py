@@ -385,7 +385,8 @@ def format_table(result: dict[str, Any]) -> str:
             )
         )
     else:
-        rows.append(("this machine's own wake-up", "not measured (no cyclictest)"))
+        why = result.get("platform_error", "no cyclictest")
+        rows.append(("this machine's own wake-up", f"not measured ({why})"))
     width = max(len(name) for name, _ in rows)
     drivers = "drivers in an io process alone" if result["drivers"] == "alone" else "one io process"
     lines = [f"E-stop edge -> safe value on the wire, load {load}, {drivers}, {result['machine']}"]

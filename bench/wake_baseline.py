@@ -35,8 +35,8 @@ class Baseline:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGINT)  # it prints its histogram and exits
         out, err = await self.proc.communicate()
-        if not out:
-            raise RuntimeError(f"cyclictest failed ({self.proc.returncode}): {err.decode()}")
+        if not out:  # no privilege for SCHED_FIFO, say: the bench's own figures stand
+            return {"platform_error": f"cyclictest: {err.decode().strip()[-200:]}"}
         hist = parse_cyclictest(out.decode())
         return {
             "platform_cpu": self.cpu,
