@@ -16,9 +16,11 @@ refused outright: memory is bounded by ``max_bytes`` plus one message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from edgeloop.priority import Priority
@@ -116,3 +118,44 @@ def count_cut_off(session: Session, reason: str, detail: str) -> None:
         reason,
         counters[reason],
     )
+
+
+class LagWatch:
+    """Cuts a peer off once the oldest message it has not been sent is ``max_lag_s``
+    old: one timer per peer, running only while something waits (a timeout around
+    every send would cost a task per message)."""
+
+    def __init__(
+        self,
+        max_lag_s: float,
+        oldest: Callable[[], float | None],
+        cut_off: Callable[[str, str], None],
+    ) -> None:
+        """``oldest``: when the oldest unsent message was queued (None: nothing waits,
+        or the peer is gone); ``cut_off(reason, detail)`` drops the peer."""
+        self.max_lag_s = max_lag_s
+        self._oldest = oldest
+        self._cut_off = cut_off
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Something was queued: watch it, unless the watch runs already."""
+        if self._timer is None:
+            self._check()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        oldest = self._oldest()
+        if oldest is None:
+            return
+        waited = time.monotonic() - oldest
+        if waited >= self.max_lag_s:
+            self._cut_off(SLOW, f"more than {self.max_lag_s:g} s behind")
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.max_lag_s - waited, self._check)

@@ -27,7 +27,7 @@ from edgeloop.net import protocol
 from edgeloop.net.output_queue import (
     DEFAULT_MAX_BYTES,
     SENT,
-    SLOW,
+    LagWatch,
     OutputQueue,
     count_cut_off,
 )
@@ -77,7 +77,7 @@ class TcpConnection(asyncio.Protocol):
             provider.max_output_bytes, provider.hub.counters
         )
         self._write_paused = False  # the transport's buffer is full: frames queue
-        self._lag_timer: asyncio.TimerHandle | None = None
+        self._lag = LagWatch(provider.max_lag_s, self._oldest_unsent, self.cut_off)
         self._cut_reason = ""
 
     @property
@@ -150,9 +150,9 @@ class TcpConnection(asyncio.Protocol):
                 self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._hello_timer, self._lag_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self._lag.stop()
         self._transport = None
         self.output.clear()
         if self.session is not None:
@@ -185,8 +185,8 @@ class TcpConnection(asyncio.Protocol):
         if reason is not None:
             size = self.output.bytes + len(data)
             self.cut_off(reason, f"{size} bytes unsent, over {self.output.max_bytes}")
-        elif self._lag_timer is None:
-            self._check_lag()
+        else:
+            self._lag.start()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -201,20 +201,8 @@ class TcpConnection(asyncio.Protocol):
         while output and not self._write_paused:
             transport.write(output.popleft()[1])
 
-    def _check_lag(self) -> None:
-        """Cut off the peer once its oldest queued frame is ``max_lag_s`` old; until
-        then look again when it would be."""
-        self._lag_timer = None
-        oldest = self.output.oldest
-        if oldest is None or self._transport is None:
-            return
-        max_lag_s = self.provider.max_lag_s
-        waited = time.monotonic() - oldest
-        if waited >= max_lag_s:
-            self.cut_off(SLOW, f"more than {max_lag_s:g} s behind")
-            return
-        loop = asyncio.get_running_loop()
-        self._lag_timer = loop.call_later(max_lag_s - waited, self._check_lag)
+    def _oldest_unsent(self) -> float | None:
+        return None if self._transport is None else self.output.oldest
 
     def cut_off(self, reason: str, detail: str) -> None:
         """Drop the peer and what waits for it: it cannot hold memory or slow anyone."""

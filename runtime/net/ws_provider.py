@@ -34,7 +34,7 @@ from edgeloop.net import protocol
 from edgeloop.net.output_queue import (
     DEFAULT_MAX_BYTES,
     SENT,
-    SLOW,
+    LagWatch,
     OutputQueue,
     count_cut_off,
 )
@@ -93,7 +93,7 @@ class WsConnection:
         self._closing = False  # once the queue is sent, close (an error frame went last)
         self.cut_reason = ""  # why we dropped it, if we did
         self._sending_since: float | None = None  # when the message being sent was queued
-        self._lag_timer: asyncio.TimerHandle | None = None
+        self.lag = LagWatch(provider.max_lag_s, self._oldest_unsent, self.cut_off)
         self._ready = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
@@ -143,8 +143,7 @@ class WsConnection:
             self.cut_off(reason, detail)
             return
         self._ready.set()
-        if self._lag_timer is None:
-            self._check_lag()
+        self.lag.start()
 
     def _write_now(self, data: str | bytes) -> bool:
         """Frame ``data`` and hand it to the socket here, if nothing waits before it and
@@ -161,23 +160,10 @@ class WsConnection:
         ws.send_data()
         return True
 
-    def _check_lag(self) -> None:
-        """Cut off the client once the oldest message not yet sent is ``max_lag_s`` old;
-        until then look again when it would be. One timer per connection, not one per
-        message: a timeout around every send cost a task each (Python 3.11)."""
-        self._lag_timer = None
-        oldest = self._sending_since
-        if oldest is None:
-            oldest = self.output.oldest
-        if oldest is None or self.cut_reason:
-            return
-        max_lag_s = self.provider.max_lag_s
-        waited = time.monotonic() - oldest
-        if waited >= max_lag_s:
-            self.cut_off(SLOW, f"more than {max_lag_s:g} s behind")
-            return
-        loop = asyncio.get_running_loop()
-        self._lag_timer = loop.call_later(max_lag_s - waited, self._check_lag)
+    def _oldest_unsent(self) -> float | None:
+        if self.cut_reason:
+            return None
+        return self.output.oldest if self._sending_since is None else self._sending_since
 
     def cut_off(self, reason: str, detail: str) -> None:
         """Drop the client and what waits for it: it cannot hold memory or slow anyone."""
@@ -187,12 +173,7 @@ class WsConnection:
         count_cut_off(self.session, reason, detail)
         self.output.clear()
         self.ws.transport.abort()
-        self.stop_lag_timer()
-
-    def stop_lag_timer(self) -> None:
-        if self._lag_timer is not None:
-            self._lag_timer.cancel()
-            self._lag_timer = None
+        self.lag.stop()
 
     def _close(self) -> None:
         # Let the error frame queued just before go out first: close from the writer.
@@ -200,8 +181,8 @@ class WsConnection:
         self._ready.set()
 
     async def writer(self) -> None:
-        """Send the queue in order (``_check_lag`` cuts off a client that lets a
-        message wait longer than ``max_lag_s``: it cannot hold memory or slow anyone)."""
+        """Send the queue in order (``lag`` cuts off a client that lets a message wait
+        longer than ``max_lag_s``: it cannot hold memory or slow anyone)."""
         output = self.output
         send = self.ws.send
         try:
@@ -316,7 +297,7 @@ class WebSocketProvider:
                     await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_S)
         finally:
             hello_timer.cancel()
-            connection.stop_lag_timer()
+            connection.lag.stop()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
