@@ -162,6 +162,12 @@ def _value(metric: Payload.Metric) -> Any:
     return None if which is None else getattr(metric, which)
 
 
+def quality_of(metric: Payload.Metric) -> int | None:
+    """The metric's ``Quality`` property (Ignition's convention), None if it has none."""
+    keys = list(metric.properties.keys)
+    return metric.properties.values[keys.index("Quality")].int_value if "Quality" in keys else None
+
+
 def metric_named(payload: Payload, name: str) -> Payload.Metric:
     for metric in payload.metrics:
         if metric.name == name:
@@ -191,6 +197,11 @@ class NodeContext:
 
     def degraded(self, source: str, reason: str | None) -> None:
         self.said[source] = reason
+
+    def tell(self, topic: str, payload: Any) -> None:
+        """A record from the control process other than the change feed's."""
+        for handler in self.handlers.get(topic, []):
+            handler(Record(topic, "", 1, payload))
 
     def feed(self, values: dict[str, Any], t_us: int | None = None) -> int:
         """One tick's changes, as the control process's DataLogging sends them; t_us."""

@@ -32,6 +32,7 @@ from edgeloop.safety.audit_events import audit
 from edgeloop.safety.field_writes import ValueKind, checked_write, value_refusal
 from edgeloop.schedule import FixedUpdate, IoReceive, SensorInput, UplinkInput
 from edgeloop.uplink.sparkplug_config import Metric, SparkplugConfig
+from edgeloop.uplink.sparkplug_devices import add_device_lives
 from edgeloop.uplink.sparkplug_records import TOPIC_STATUS, TOPIC_WRITE
 from edgeloop.wiring import Claim, read
 from edgeloop.world import World
@@ -140,7 +141,10 @@ class SparkplugPlugin:
 
     def build(self, app: App) -> None:
         metrics = self.config.flat()
-        add_change_feed(app).feed.update(m.config.field for m in metrics)
+        # a field's quality (a driver point's) goes with it: the metric's Quality property
+        fields = [m.config.field for m in metrics]
+        add_change_feed(app).feed.update([*fields, *(f"{f}_quality" for f in fields)])
+        add_device_lives(app, self.config)
         app.insert_resource(SparkplugWrites(metrics))
         app.configure_sets(FixedUpdate, IoReceive, UplinkInput, SensorInput)
         app.add_systems(FixedUpdate, apply_sparkplug_writes, in_set=UplinkInput)
@@ -151,6 +155,11 @@ def wiring(config: SparkplugConfig) -> Iterator[Claim]:
     places: list[tuple[Any, ...]] = [("metrics", i) for i in range(len(config.metrics))]
     for d, device in enumerate(config.devices):
         places += [("devices", d, "metrics", i) for i in range(len(device.metrics))]
+    for d, device in enumerate(config.devices):
+        if device.health is not None:
+            target = f"{device.health}.DeviceHealth.state"
+            yield read(target, f"sparkplug device {device.id}", "Sparkplug device life",
+                       ("devices", d, "health"))  # fmt: skip
     for metric, at in zip(config.flat(), places, strict=True):
         yield read(metric.config.field, metric.where, "Sparkplug metric", at)
         if metric.config.writable:

@@ -13,7 +13,7 @@ from edgeloop.demo_config import place_demo_config, sparkplug_section
 from edgeloop.uplink.sparkplug_b_pb2 import Payload
 from tests.mqtt_broker import Mosquitto
 from tests.running_appliance import running_appliance, until
-from tests.sparkplug_host import Host, metric_named
+from tests.sparkplug_host import Host, metric_named, quality_of
 
 GROUP, NODE = "edgeloop-demo", "demo"
 BEACON = "cell1.Beacon.lit"
@@ -102,3 +102,64 @@ def _writes(appliance: Any) -> list[dict[str, Any]]:
 
 def _audited(appliance: Any, cause: str) -> bool:
     return any(e.get("cause") == cause for e in appliance.audit_entries())
+
+
+def _press_pressure_at_node_level(port: int) -> Any:
+    """The demo's section, with press1's pressure a metric of the edge node (which never
+    dies), so its quality is seen on the wire while press1 itself is dead."""
+
+    def edit(data: dict[str, Any]) -> None:
+        section = sparkplug_section("127.0.0.1", port)
+        press1 = next(d for d in section["devices"] if d["id"] == "press1")
+        pressure = next(m for m in press1["metrics"] if m["name"] == "pressure_bar")
+        press1["metrics"].remove(pressure)
+        section["metrics"].append({**pressure, "name": "press1/pressure_bar"})
+        data["sparkplug"] = section
+
+    return edit
+
+
+def _press1(host: Host) -> list[str]:
+    return [r.verb for r in host.of("DBIRTH", "DDEATH", "DDATA") if r.device == "press1"]
+
+
+def _pressure_qualities(host: Host) -> list[int | None]:
+    nbirth = host.of("NBIRTH")[0].payload
+    alias = metric_named(nbirth, "press1/pressure_bar").alias
+    return [
+        quality_of(metric_named(b.payload, "press1/pressure_bar")) for b in host.of("NBIRTH")
+    ] + [quality_of(m) for r in host.of("NDATA") for m in r.payload.metrics if m.alias == alias]
+
+
+async def test_a_stopped_plc_makes_its_metrics_stale_and_its_device_dead_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The demo's PLC (a real Modbus TCP simulator) stopped: its pressure's Quality goes
+    to 500 (stale) on the wire and press1 (``health: plc1``) gets a DDEATH
+    ([tck-id-operational-behavior-device-ddeath]); started again: a DBIRTH before any
+    DDATA of press1, and the pressure good (192) again."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        async with (
+            Host(broker.port, group=GROUP, node=NODE) as host,
+            running_appliance(
+                tmp_path / "run", _press_pressure_at_node_level(broker.port)
+            ) as appliance,
+        ):
+            # up: press1 in data (past its births and the start's connecting), pressure good
+            await until(lambda: _press1(host)[-1:] == ["DDATA"], 30, "press1's data")
+            await until(lambda: _pressure_qualities(host)[-1:] == [192], 30, "the pressure good")
+            before, qualities_before = len(_press1(host)), len(_pressure_qualities(host))
+            await appliance.stop_plc()
+            await until(lambda: "DDEATH" in _press1(host)[before:], 30, "press1's DDEATH")
+            await until(lambda: 500 in _pressure_qualities(host)[qualities_before:], 30, "stale")
+            dead_at = len(_press1(host))
+            await appliance.start_plc()
+            await until(lambda: len(_press1(host)) > dead_at, 30, "press1 heard of again")
+            await until(lambda: _pressure_qualities(host)[-1:] == [192], 30, "good again")
+    stopped = _press1(host)[before:dead_at]
+    assert stopped[stopped.index("DDEATH") :] == ["DDEATH"], f"no data while dead: {stopped}"
+    after = _press1(host)[dead_at:]
+    assert after[0] == "DBIRTH", f"a DBIRTH before its data: {after}"
+    assert "DDEATH" not in after
+    reborn = [r for r in host.of("DBIRTH") if r.device == "press1"][-1]
+    assert metric_named(reborn.payload, "cycles").datatype == 4

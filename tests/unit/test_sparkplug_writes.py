@@ -12,6 +12,7 @@ from edgeloop import App, Time
 from edgeloop.alarms import Alarms
 from edgeloop.component import Component
 from edgeloop.data.collect import TOPIC_BATCH, DataCollector
+from edgeloop.drivers.points import Quality
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
@@ -33,6 +34,7 @@ class Pid(Component):
 
 class Tank(Component):
     level: float = 0.0
+    level_quality: Quality = Quality.STALE  # as a driver's input point has it
 
 
 CONFIG = SparkplugConfig.model_validate(
@@ -155,17 +157,16 @@ def test_dropped_changes_raise_an_alarm_until_none_are(tmp_path: Path) -> None:
 
 def test_the_metrics_fields_are_collected_without_a_data_log(tmp_path: Path) -> None:
     linked = Linked(tmp_path)
-    assert linked.app.world.resource(DataCollector).feed == {
-        "tank1.Tank.level",
-        "tank1.Pid.setpoint",
-        "tank1.Pid.mode",
-    }
+    fields = {"tank1.Tank.level", "tank1.Pid.setpoint", "tank1.Pid.mode"}
+    qualities = {f"{name}_quality" for name in fields}
+    assert linked.app.world.resource(DataCollector).feed == fields | qualities
     linked.app.run_for(1)  # the records of an Update pass leave in the next tick's IoSend
     got = linked.io.receive()
     batches = [r.payload for b in got for r in b.records if r.topic == TOPIC_BATCH]
     declared = {name: logged for _, _, d, _ in batches for _, name, logged in d}
     assert declared == {
         "tank1.Tank.level": False,
+        "tank1.Tank.level_quality": False,  # an int enum, fed for the metric's quality
         "tank1.Pid.setpoint": False,
         "tank1.Pid.mode": False,
     }, "declared as not for the data log"
