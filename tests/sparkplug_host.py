@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,8 +49,13 @@ class Host:
         online: bool = True,
         group: str = GROUP,
         node: str = NODE,
+        tls_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.port = port
+        self._login: dict[str, Any] = {"tls_context": tls_context, "username": username,
+                                       "password": password}  # fmt: skip
         self.group, self.node = group, node
         self.host_id = host_id
         self.online = online  # what it says on every (re)connect
@@ -88,6 +94,7 @@ class Host:
                     clean_session=True,
                     will=will,
                     keepalive=5,
+                    **self._login,
                 ) as client:
                     await client.subscribe(f"spBv1.0/{self.group}/#", qos=1)
                     self._client = client

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -204,10 +205,11 @@ class SparkplugNode:
             try:
                 await self._session(backoff)
             except (aiomqtt.MqttError, _SessionLost) as error:
+                why = self._why(error)
                 if every_power_of_ten(backoff.attempts + 1):
                     log.warning("sparkplug: broker %s: %s; changes wait in the backlog",
-                                where, error or type(error).__name__)  # fmt: skip
-                self.context.degraded(SOURCE, f"broker {where}: {error}")
+                                where, why)  # fmt: skip
+                self.context.degraded(SOURCE, f"broker {where}: {why}")
             finally:
                 self._session_over()
             if self._stop.is_set():
@@ -223,12 +225,30 @@ class SparkplugNode:
         self.unconfirmed = []
         self._report()
 
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context of a connect: the broker's certificate checked against
+        ``ca_file`` (or the system's CAs), and its name or address."""
+        broker = self.config.broker
+        if not broker.tls:
+            return None
+        try:
+            return ssl.create_default_context(cafile=broker.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise _SessionLost(f"broker.ca_file {broker.ca_file}: {error}") from None
+
+    def _why(self, error: BaseException) -> str:
+        """What went wrong with the broker, said so that it says what to check."""
+        said = str(error) or type(error).__name__
+        broker = self.config.broker
+        if broker.tls and "CERTIFICATE_VERIFY_FAILED" in said:
+            trusted = f"broker.ca_file {broker.ca_file}" if broker.ca_file else "the system's CAs"
+            return f"TLS: the broker's certificate is not trusted by {trusted}: {said}"
+        if isinstance(error, aiomqtt.MqttCodeError) and error.rc in (4, 5, 134, 135):
+            return f"the broker refused broker.username/broker.password: {said}"
+        return said
+
     def _client(self, bd_seq: int) -> aiomqtt.Client:
         broker = self.config.broker
-        tls = None
-        if broker.tls:
-            ca = None if broker.ca_file is None else str(broker.ca_file)
-            tls = aiomqtt.TLSParameters(ca_certs=ca)
         will = aiomqtt.Will(self._topic("NDEATH"), sp.death(bd_seq, _now_ms()), qos=1)
         return aiomqtt.Client(
             broker.host,
@@ -240,7 +260,7 @@ class SparkplugNode:
             clean_session=True,
             keepalive=broker.keepalive_s,
             timeout=1.5 * broker.keepalive_s,
-            tls_params=tls,
+            tls_context=self._tls(),
             logger=log,
         )
 
