@@ -10,14 +10,15 @@ only, by alias, ``seq`` +1 (mod 256) on every message. A Rebirth NCMD re-sends t
 births with the same bdSeq. Each metric whose field has a quality carries it as the
 ``Quality`` property (``sparkplug_payload``), in births and data: a quality change is
 a data message with the metric's value and its new quality.
+A host that goes offline ends the session (NDEATH, DISCONNECT) and the next waits for
+it; a stop publishes NDEATH before DISCONNECT.
 
 Devices follow their health (a device's ``health``: the driver device whose
 ``DeviceHealth.state`` the control side reports, ``sparkplug.devices``): one that goes
-offline gets a DDEATH and no data; back online, a DBIRTH with
-its current values, before any of its data. A birth sequence births every device,
-alive or not (the backlog's history is published against those births), and the dead
-get their DDEATH right after the backlog. A host that goes offline ends the session (NDEATH,
-DISCONNECT) and the next waits for it; a stop publishes NDEATH before DISCONNECT.
+offline gets a DDEATH and no data; back online, a DBIRTH with its current values,
+before any of its data. A birth sequence births every device, alive or not (the
+backlog's history is published against those births), and the dead get their DDEATH
+right after the backlog.
 
 Nothing is lost within the backlog's bound. Data messages are QoS 0, as the spec says,
 so one that the broker never read is not reported as lost; the node knows what the
