@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from edgeloop.config import KeyPath, Section
+from edgeloop.safety.field_writes import number_refusal
 from edgeloop.wiring import Claim
 
 
@@ -151,15 +152,7 @@ class PointMap(Section):
         ``min``/``max``, or not a finite number for a number point."""
         if self.type in ("bool", "string"):
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{value!r} is not a number"
-        if not math.isfinite(value):
-            return f"{value!r} is not a finite number"
-        if self.min is not None and value < self.min:
-            return f"{value:g} is below min {self.min:g}"
-        if self.max is not None and value > self.max:
-            return f"{value:g} is above max {self.max:g}"
-        return None
+        return number_refusal(value, low=self.min, high=self.max)
 
     @property
     def path(self) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tls_certs import ServerCert
+
 START_S = 20.0
 PACKAGE = "mosquitto"  # deps/debian-packages.txt
 
@@ -27,6 +29,18 @@ def mosquitto_binary() -> str:
     return found
 
 
+def _password_file(directory: Path, users: dict[str, str]) -> Path:
+    path = directory / "passwords"
+    tool = shutil.which("mosquitto_passwd")
+    assert tool is not None, f"mosquitto_passwd is not installed: apt-get install {PACKAGE}"
+    for user, password in users.items():
+        create = [] if path.exists() else ["-c"]
+        subprocess.run([tool, *create, "-b", str(path), user, password], check=True,
+                       capture_output=True)  # fmt: skip
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -34,14 +48,32 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, directory: Path) -> None:
+    """``tls``: a TLS listener with that certificate; ``users``: only these user names
+    and passwords may connect (a password file made by mosquitto_passwd)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: ServerCert | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if tls is not None:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+        if users is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {_password_file(directory, users)}"]
+        if tls is not None or users is not None:
+            # run as root (a test box), it would read those files as user mosquitto
+            lines.append("user root")
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            "\n".join(lines) + "\n"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"

@@ -185,6 +185,7 @@ class Appliance:
     log_path: Path
     plc: RecordingMemory
     can: CanEar
+    plc_server: PlcSimulator
     # the `edgeloop sim` processes by bus; each takes fault commands on its stdin
     simulators: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -203,6 +204,18 @@ class Appliance:
     @property
     def modbus_server_port(self) -> int:
         return self.place.port_base + PORTS[("modbus_server", "port")]
+
+    @property
+    def plc_port(self) -> int:
+        return self.place.port_base + PORTS[("modbus", "lines", 0, "tcp", "port")]
+
+    async def stop_plc(self) -> None:
+        """The simulated PLC stops listening and drops its connections."""
+        await self.plc_server.stop()
+
+    async def start_plc(self) -> None:
+        """The simulated PLC serves again, on its port, with the memory it had."""
+        await self.plc_server.serve_tcp("127.0.0.1", self.plc_port)
 
     def fault(self, bus: str, command: str) -> None:
         """A fault command to the simulator of ``bus`` (``silence 3``: drivers/sim_faults.py)."""
@@ -333,7 +346,9 @@ async def running_appliance(run_dir: Path, edit: Edit = lambda _: None) -> Async
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
             )
-        appliance = Appliance(place, config_path, config, proc, log_path, plc_memory, ear, others)
+        appliance = Appliance(
+            place, config_path, config, proc, log_path, plc_memory, ear, plc, others
+        )
         try:
             await watch(place, "e2e-ready", lambda s: {"plc1", "drive1"} <= s.online(), START_S)
             yield appliance

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,8 +49,13 @@ class Host:
         online: bool = True,
         group: str = GROUP,
         node: str = NODE,
+        tls_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.port = port
+        self._login: dict[str, Any] = {"tls_context": tls_context, "username": username,
+                                       "password": password}  # fmt: skip
         self.group, self.node = group, node
         self.host_id = host_id
         self.online = online  # what it says on every (re)connect
@@ -88,6 +94,7 @@ class Host:
                     clean_session=True,
                     will=will,
                     keepalive=5,
+                    **self._login,
                 ) as client:
                     await client.subscribe(f"spBv1.0/{self.group}/#", qos=1)
                     self._client = client
@@ -162,6 +169,12 @@ def _value(metric: Payload.Metric) -> Any:
     return None if which is None else getattr(metric, which)
 
 
+def quality_of(metric: Payload.Metric) -> int | None:
+    """The metric's ``Quality`` property (Ignition's convention), None if it has none."""
+    keys = list(metric.properties.keys)
+    return metric.properties.values[keys.index("Quality")].int_value if "Quality" in keys else None
+
+
 def metric_named(payload: Payload, name: str) -> Payload.Metric:
     for metric in payload.metrics:
         if metric.name == name:
@@ -191,6 +204,11 @@ class NodeContext:
 
     def degraded(self, source: str, reason: str | None) -> None:
         self.said[source] = reason
+
+    def tell(self, topic: str, payload: Any) -> None:
+        """A record from the control process other than the change feed's."""
+        for handler in self.handlers.get(topic, []):
+            handler(Record(topic, "", 1, payload))
 
     def feed(self, values: dict[str, Any], t_us: int | None = None) -> int:
         """One tick's changes, as the control process's DataLogging sends them; t_us."""

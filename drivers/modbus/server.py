@@ -76,8 +76,7 @@ from edgeloop.realtime.io_link import HOME_WORKER, IoInput, IoLink
 from edgeloop.realtime.io_part import IoContext
 from edgeloop.realtime.ipc import MAX_RECORD_BYTES, Record
 from edgeloop.safety.audit_events import audit
-from edgeloop.safety.field_writes import as_field_type, held
-from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.field_writes import ValueKind, checked_write, value_refusal
 from edgeloop.schedule import (
     ActuatorOutput,
     FixedUpdate,
@@ -162,11 +161,10 @@ class ServedPoint(PointMap):
         """Why a client may not write ``value`` (an engineering value), or None."""
         if not self.writable:
             return "the point is not writable"
-        if self.type == "bool":
-            return None if isinstance(value, bool) else f"{value!r} is not a bool"
+        kind: ValueKind = "bool" if self.type == "bool" else "number"
         if self.type == "string":
-            return None if isinstance(value, str) else f"{value!r} is not a string"
-        return super().refusal(value)
+            kind = "string"
+        return value_refusal(value, kind, low=self.min, high=self.max)
 
 
 class ModbusServerConfig(Section):
@@ -332,19 +330,13 @@ def _apply_write(world: World, served: ServedFields, peer: str, index: Any, valu
         return
     point = served.points[index]
     component = served.components[index]
+    key = (point.entity, point.component, point.field)
     reason = point.refusal(value)
-    if reason is None and component is None:
-        reason = "the field is not in the World"
-    if reason is None and (point.entity, point.component, point.field) in held(world):
-        reason = f"the safe state holds it: {world.resource(SafeState).describe()}"
+    new, reason = (None, reason) if reason else checked_write(world, key, component, value)
     if reason is not None or component is None:
         _refuse(world, served, peer, where=point.path, value=value, reason=reason or "")
         return
     current = getattr(component, point.field)
-    new, reason = as_field_type(current, value)
-    if reason is not None:
-        _refuse(world, served, peer, where=point.path, value=value, reason=reason)
-        return
     served.writes_applied += 1
     audit(world, "command", by=f"modbus client {peer}", what=f"modbus_server write {point.path}",
           value=value, accepted=True, reason="applied")  # fmt: skip

@@ -11,7 +11,9 @@ over, so the last value of a field is never left out.
 The same batches are the change feed of the uplinks (``edgeloop.uplink``): a field an
 uplink publishes (``DataCollector.feed``) is collected at every change even when the
 ``data_log`` rules leave it out (or there is no ``data_log`` section), declared as not
-logged, and the logger skips it. An io process that (re)starts is sent every collected
+logged, and the logger skips it; such a field may also be an int enum (a point's
+``<field>_quality``, which Sparkplug publishes as the metric's quality), sent as its
+number. An io process that (re)starts is sent every collected
 field's current value once, so what it publishes starts from the World as it is.
 
 Record ``data.batch``, control -> io, NORMAL, key the tick (so conflation never merges
@@ -22,6 +24,7 @@ two batches): ``[tick, t_us, declared, samples]``, ``declared`` ``[[id, name, lo
 
 from __future__ import annotations
 
+import enum
 import math
 import operator
 import time
@@ -100,6 +103,7 @@ class DataCollector:
 
     config: DataLogConfig
     feed: set[str] = field(default_factory=set)  # fields uplinks publish, logged or not
+    kinds: frozenset[type] = _NUMBERS  # the types collected: numbers, the feed's int enums
     entries: dict[tuple[int, type[Component]], _Entry | None] = field(default_factory=dict)
     names: list[tuple[int, str, bool]] = field(default_factory=list)  # every id declared
     undeclared: list[tuple[int, str, bool]] = field(default_factory=list)
@@ -119,9 +123,13 @@ class DataCollector:
         ids: list[int] = []
         slots: list[_Slot] = []
         for name in ctype.__el_fields__:
-            if type(getattr(component, name)) not in _NUMBERS:
-                continue
             full = f"{named.value}.{ctype.__name__}.{name}"
+            kind = type(getattr(component, name))
+            if kind not in self.kinds:
+                # an int enum (a point's quality) goes out when an uplink publishes it
+                if not (issubclass(kind, enum.IntEnum) and full in self.feed):
+                    continue
+                self.kinds = self.kinds | {kind}
             rule: FieldRule | None = self.config.rule_for(full)
             logged = rule is not None
             if rule is None and full in self.feed:
@@ -147,7 +155,7 @@ def collect_changes(world: World) -> None:
     tick = world.resource(Time).tick
     samples: list[Any] = []
     append = samples.append
-    numbers = _NUMBERS
+    numbers = collector.kinds
     since = 0 if _io_restarted(world, collector) else None
     if collector.pending:
         _due(collector, tick, samples)

@@ -17,15 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-Change = tuple[int, int, Any]  # metric (the uplink's index), t_us, value (None: null)
-Stored = tuple[int, int, int, Any]  # seq, metric, t_us, value
+# metric (the uplink's index), t_us, value (None: null), quality (the uplink's code;
+# None: it carries none)
+Change = tuple[int, int, Any, int | None]
+Stored = tuple[int, int, int, Any, int | None]  # seq, then a Change
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     metric INTEGER NOT NULL,
     t_us INTEGER NOT NULL,
-    value
+    value,
+    quality INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -40,6 +43,9 @@ class Backlog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        columns = [row[1] for row in self.db.execute("PRAGMA table_info(changes)")]
+        if "quality" not in columns:  # a backlog from before qualities: its rows have none
+            self.db.execute("ALTER TABLE changes ADD COLUMN quality INTEGER")
         self.count: int = self.db.execute("SELECT count(*) FROM changes").fetchone()[0]
         self.dropped = 0
 
@@ -53,7 +59,7 @@ class Backlog:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
-                "INSERT INTO changes (metric, t_us, value) VALUES (?, ?, ?)", changes
+                "INSERT INTO changes (metric, t_us, value, quality) VALUES (?, ?, ?, ?)", changes
             )
             self.count += len(changes)
             over = self.count - self.max_changes
@@ -67,9 +73,12 @@ class Backlog:
     def head(self, limit: int) -> list[Stored]:
         """The oldest ``limit`` changes waiting, oldest first."""
         rows = self.db.execute(
-            "SELECT seq, metric, t_us, value FROM changes ORDER BY seq LIMIT ?", (limit,)
+            "SELECT seq, metric, t_us, value, quality FROM changes ORDER BY seq LIMIT ?",
+            (limit,),
         )
-        return [(int(s), int(m), int(t), v) for s, m, t, v in rows]
+        return [
+            (int(s), int(m), int(t), v, None if q is None else int(q)) for s, m, t, v, q in rows
+        ]
 
     def remove_through(self, seq: int) -> None:
         """Forget the changes up to ``seq``: they were sent and confirmed."""

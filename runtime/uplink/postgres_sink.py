@@ -75,7 +75,7 @@ class PostgresSink:
         for ident, value in zip(flat[0::2], flat[1::2], strict=True):
             number = ids.get(ident)
             if number is not None:
-                append((number, t_us, value))
+                append((number, t_us, value, None))
 
     def _number(self, name: str) -> int:
         number = self._numbers.get(name)
@@ -100,7 +100,7 @@ class PostgresSink:
             self._numbers = {name: number for number, name in enumerate(restored)}
             renumber = {old: self._number(name) for old, name in enumerate(fresh)}
             self._ids = {ident: renumber[number] for ident, number in self._ids.items()}
-            self.outbox = [(renumber[n], t, v) for n, t, v in self.outbox]
+            self.outbox = [(renumber[n], t, v, q) for n, t, v, q in self.outbox]
             self._named = [(name, number) for name, number in self._named
                            if name not in restored]  # fmt: skip
         self._task = asyncio.create_task(self._run(), name="postgres-sink")
@@ -187,7 +187,7 @@ class PostgresSink:
             rows = await asyncio.to_thread(self.backlog.head, BACKLOG_READ)
             if not rows:
                 return
-            await self._copy(db, [(m, t, v) for _, m, t, v in rows])
+            await self._copy(db, [(m, t, v, q) for _, m, t, v, q in rows])
             last = rows[-1][0]
             await asyncio.to_thread(self.backlog.remove_through, last)
 
@@ -199,7 +199,7 @@ class PostgresSink:
             sql.Identifier(self.config.table)
         )
         async with db.cursor() as cursor, cursor.copy(statement) as copy:
-            for number, t_us, value in changes:
+            for number, t_us, value, _ in changes:
                 row = (_time(t_us), appliance, names[number], None if value is None else value)
                 await copy.write_row(row)
         await db.commit()

@@ -19,6 +19,7 @@ SparkplugId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za
 MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_ ./:-]+$")]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Flag = Annotated[bool, Field(strict=True)]
+EntityName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 MetricType = Literal["double", "float", "int64", "int32", "boolean"]
 
 RESERVED_NAMES = frozenset({"bdSeq", "Node Control/Rebirth"})
@@ -76,9 +77,12 @@ def _unique_names(metrics: list[MetricConfig], where: str) -> None:
 
 
 class DeviceConfig(Section):
-    """A Sparkplug device (DBIRTH, DDATA, DCMD): an edgeloop device, a robot, a tank."""
+    """A Sparkplug device (DBIRTH, DDATA, DCMD): an edgeloop device, a robot, a tank.
+    ``health``: the driver device (its name in ``modbus``, ``can``, ...) whose health
+    says whether this one is alive: DDEATH while it is offline, DBIRTH when back."""
 
     id: SparkplugId
+    health: EntityName | None = None
     metrics: Annotated[list[MetricConfig], Field(min_length=1, max_length=10_000)]
 
     @model_validator(mode="after")

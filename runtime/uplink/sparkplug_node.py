@@ -7,8 +7,18 @@ primary host's STATE; wait for that host to be online; NBIRTH (seq 0, bdSeq, eve
 metric with its current value, ``Node Control/Rebirth``) and a DBIRTH per device;
 then the backlog, as historical data; then live: NDATA/DDATA with the changed metrics
 only, by alias, ``seq`` +1 (mod 256) on every message. A Rebirth NCMD re-sends the
-births with the same bdSeq. A host that goes offline ends the session (NDEATH,
-DISCONNECT) and the next waits for it; a stop publishes NDEATH before DISCONNECT.
+births with the same bdSeq. Each metric whose field has a quality carries it as the
+``Quality`` property (``sparkplug_payload``), in births and data: a quality change is
+a data message with the metric's value and its new quality.
+A host that goes offline ends the session (NDEATH, DISCONNECT) and the next waits for
+it; a stop publishes NDEATH before DISCONNECT.
+
+Devices follow their health (a device's ``health``: the driver device whose
+``DeviceHealth.state`` the control side reports, ``sparkplug.devices``): one that goes
+offline gets a DDEATH and no data; back online, a DBIRTH with its current values,
+before any of its data. A birth sequence births every device, alive or not (the
+backlog's history is published against those births), and the dead get their DDEATH
+right after the backlog.
 
 Nothing is lost within the backlog's bound. Data messages are QoS 0, as the spec says,
 so one that the broker never read is not reported as lost; the node knows what the
@@ -30,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +56,7 @@ from edgeloop.uplink import sparkplug_payload as sp
 from edgeloop.uplink.backlog import Backlog, Change
 from edgeloop.uplink.feed import FieldFeed
 from edgeloop.uplink.sparkplug_config import Metric, SparkplugConfig
-from edgeloop.uplink.sparkplug_records import TOPIC_STATUS, TOPIC_WRITE
+from edgeloop.uplink.sparkplug_records import TOPIC_DEVICES, TOPIC_STATUS, TOPIC_WRITE
 
 log = logging.getLogger("edgeloop.sparkplug")
 
@@ -71,8 +82,13 @@ class SparkplugNode:
         self.metrics: list[Metric] = config.flat()
         self.datatypes = [sp.DATATYPES[m.config.type] for m in self.metrics]
         self.values: list[Any] = [None] * len(self.metrics)
+        self.qualities: list[int | None] = [None] * len(self.metrics)  # Quality properties
         self.stamps: list[int] = [_now_ms()] * len(self.metrics)
-        self.born: list[tuple[int, Any]] = []  # (t_ms, value) of each in the last births
+        # (t_ms, value, quality) of each in the last births
+        self.born: list[tuple[int, Any, int | None]] = []
+        self.devices = [device.id for device in config.devices]
+        self.alive = dict.fromkeys(self.devices, True)  # what the control side says
+        self.device_born: set[str] = set()  # devices with a DBIRTH and no DDEATH since
         self.by_device: dict[str | None, dict[str, Metric]] = {None: {}}
         for device in config.devices:
             self.by_device[device.id] = {}
@@ -103,17 +119,39 @@ class SparkplugNode:
         self._disk = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_status: list[Any] = []
-        FieldFeed([m.config.field for m in self.metrics], context, self._on_changes)
+        fields = [m.config.field for m in self.metrics]
+        FieldFeed([*fields, *(f"{f}_quality" for f in fields)], context, self._on_changes)
+        context.on_topic(TOPIC_DEVICES, self._on_devices)
 
     # -- the change feed ------------------------------------------------------------
 
     def _on_changes(self, t_us: int, changes: list[tuple[int, Any]]) -> None:
         t_ms = t_us // 1000
-        for index, value in changes:
-            self.values[index] = value
+        count = len(self.metrics)
+        touched: dict[int, None] = {}  # one change per metric a tick, value and quality
+        for fed, value in changes:
+            index = fed if fed < count else fed - count
+            if fed < count:
+                self.values[index] = value
+            else:
+                quality = sp.quality_code(value)
+                if quality == self.qualities[index]:
+                    continue
+                self.qualities[index] = quality
+            touched[index] = None
             self.stamps[index] = t_ms
-            self.outbox.append((index, t_us, value))
-        if self.live:
+        for index in touched:
+            self.outbox.append((index, t_us, self.values[index], self.qualities[index]))
+        if touched and self.live:
+            self._wake.set()
+
+    def _on_devices(self, record: Record) -> None:
+        said = record.payload
+        if not isinstance(said, list) or len(said) != len(self.devices):
+            return
+        alive = {device: bool(up) for device, up in zip(self.devices, said, strict=True)}
+        if alive != self.alive:
+            self.alive = alive
             self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -168,10 +206,11 @@ class SparkplugNode:
             try:
                 await self._session(backoff)
             except (aiomqtt.MqttError, _SessionLost) as error:
+                why = self._why(error)
                 if every_power_of_ten(backoff.attempts + 1):
                     log.warning("sparkplug: broker %s: %s; changes wait in the backlog",
-                                where, error or type(error).__name__)  # fmt: skip
-                self.context.degraded(SOURCE, f"broker {where}: {error}")
+                                where, why)  # fmt: skip
+                self.context.degraded(SOURCE, f"broker {where}: {why}")
             finally:
                 self._session_over()
             if self._stop.is_set():
@@ -181,17 +220,36 @@ class SparkplugNode:
 
     def _session_over(self) -> None:
         self.live = False
+        self.device_born.clear()  # the host takes the NDEATH as every device's death
         self.draining = False
         self.outbox[:0] = self.unconfirmed  # they are older than what waits in memory
         self.unconfirmed = []
         self._report()
 
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context of a connect: the broker's certificate checked against
+        ``ca_file`` (or the system's CAs), and its name or address."""
+        broker = self.config.broker
+        if not broker.tls:
+            return None
+        try:
+            return ssl.create_default_context(cafile=broker.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise _SessionLost(f"broker.ca_file {broker.ca_file}: {error}") from None
+
+    def _why(self, error: BaseException) -> str:
+        """What went wrong with the broker, said so that it says what to check."""
+        said = str(error) or type(error).__name__
+        broker = self.config.broker
+        if broker.tls and "CERTIFICATE_VERIFY_FAILED" in said:
+            trusted = f"broker.ca_file {broker.ca_file}" if broker.ca_file else "the system's CAs"
+            return f"TLS: the broker's certificate is not trusted by {trusted}: {said}"
+        if isinstance(error, aiomqtt.MqttCodeError) and error.rc in (4, 5, 134, 135):
+            return f"the broker refused broker.username/broker.password: {said}"
+        return said
+
     def _client(self, bd_seq: int) -> aiomqtt.Client:
         broker = self.config.broker
-        tls = None
-        if broker.tls:
-            ca = None if broker.ca_file is None else str(broker.ca_file)
-            tls = aiomqtt.TLSParameters(ca_certs=ca)
         will = aiomqtt.Will(self._topic("NDEATH"), sp.death(bd_seq, _now_ms()), qos=1)
         return aiomqtt.Client(
             broker.host,
@@ -203,7 +261,7 @@ class SparkplugNode:
             clean_session=True,
             keepalive=broker.keepalive_s,
             timeout=1.5 * broker.keepalive_s,
-            tls_params=tls,
+            tls_context=self._tls(),
             logger=log,
         )
 
@@ -281,34 +339,68 @@ class SparkplugNode:
         t_ms = _now_ms()
         # one snapshot for every birth of the sequence (changes go on coming while they
         # are sent): what the births carry is what the drain then leaves out
-        born = self.born = list(zip(self.stamps, self.values, strict=True))
-        for device in [None, *(d.id for d in self.config.devices)]:
-            values = [
-                sp.Value(
-                    m.alias,
-                    self.datatypes[m.index],
-                    born[m.index][0],
-                    born[m.index][1],
-                    name=m.config.name,
-                )
-                for m in self.by_device[device].values()
-            ]
-            if device is None:
-                values += sp.node_birth_extras(bd_seq, t_ms)
-            verb = "NBIRTH" if device is None else "DBIRTH"
-            payload = sp.encode(self._next_seq(), t_ms, values)
-            await client.publish(self._topic(verb, device), payload, qos=0)
+        self.born = list(zip(self.stamps, self.values, self.qualities, strict=True))
+        values = [*self._birth_values(None), *sp.node_birth_extras(bd_seq, t_ms)]
+        payload = sp.encode(self._next_seq(), t_ms, values)
+        await client.publish(self._topic("NBIRTH"), payload, qos=0)
+        for device in self.devices:
+            await self._device_birth(client, device, t_ms)
         self.births += 1
+
+    def _birth_values(self, device: str | None) -> list[sp.Value]:
+        born = self.born
+        return [
+            sp.Value(
+                m.alias,
+                self.datatypes[m.index],
+                born[m.index][0],
+                born[m.index][1],
+                name=m.config.name,
+                quality=born[m.index][2],
+            )
+            for m in self.by_device[device].values()
+        ]
+
+    async def _device_birth(self, client: aiomqtt.Client, device: str, t_ms: int) -> None:
+        """DBIRTH: every metric of ``device`` as ``self.born`` has it."""
+        payload = sp.encode(self._next_seq(), t_ms, self._birth_values(device))
+        await client.publish(self._topic("DBIRTH", device), payload, qos=0)
+        self.device_born.add(device)
+
+    async def _devices_follow_health(self, client: aiomqtt.Client) -> None:
+        """[tck-id-operational-behavior-device-ddeath]: a DDEATH for a device gone
+        offline; a DBIRTH with its current values for one back, before its data."""
+        for device in self.devices:
+            alive, born = self.alive[device], device in self.device_born
+            if alive == born:
+                continue
+            t_ms = _now_ms()
+            if alive:
+                # its births' values are now: what waits for it in the outbox is older
+                for m in self.by_device[device].values():
+                    self.born[m.index] = (self.stamps[m.index], self.values[m.index],
+                                          self.qualities[m.index])  # fmt: skip
+                self.outbox = [c for c in self.outbox if self.metrics[c[0]].device != device]
+                await self._device_birth(client, device, t_ms)
+                log.info("sparkplug device %s: back online, DBIRTH", device)
+            else:
+                # [tck-id-payloads-ddeath-seq]: a seq, and no metrics
+                payload = sp.encode(self._next_seq(), t_ms, [])
+                await client.publish(self._topic("DDEATH", device), payload, qos=0)
+                self.device_born.discard(device)
+                log.info("sparkplug device %s: offline, DDEATH", device)
 
     async def _publish(
         self, client: aiomqtt.Client, changes: Sequence[Change], *, historical: bool
     ) -> None:
         by_device: dict[str | None, list[sp.Value]] = {}
-        for index, t_us, value in changes:
+        born = self.device_born
+        for index, t_us, value, quality in changes:
             metric = self.metrics[index]
-            value_of = sp.Value(
-                metric.alias, self.datatypes[index], t_us // 1000, value, historical=historical
-            )
+            if metric.device is not None and metric.device not in born:
+                continue  # a dead device has no data: its DBIRTH will carry what it has
+            value_of = sp.Value(metric.alias, self.datatypes[index], t_us // 1000, value,
+                                historical=historical, quality=quality)  # fmt: skip
             by_device.setdefault(metric.device, []).append(value_of)
         t_ms = _now_ms()
         for device, values in by_device.items():
@@ -335,6 +427,8 @@ class SparkplugNode:
         answer.result()
 
     async def _publish_live(self, client: aiomqtt.Client) -> None:
+        # before every burst: while changes keep coming this loop does not end
+        await self._devices_follow_health(client)
         while self.outbox:
             changes, self.outbox = self.outbox, []
             self.unconfirmed += changes
@@ -342,6 +436,7 @@ class SparkplugNode:
             await self._confirm(client)
             self.published += len(self.unconfirmed)
             self.unconfirmed = []
+            await self._devices_follow_health(client)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """The backlog, oldest first, until it is empty; then live. The last look and
@@ -358,7 +453,7 @@ class SparkplugNode:
                     self.live, self.draining = True, False
                     return
             # what a birth of this session carried (the same time and value) is no history
-            changes = [(m, t, v) for _, m, t, v in rows if self.born[m] != (t // 1000, v)]
+            changes = [(m, t, v, q) for _, m, t, v, q in rows if self.born[m] != (t // 1000, v, q)]
             await self._publish(client, changes, historical=True)
             await self._confirm(client)
             last = rows[-1][0]

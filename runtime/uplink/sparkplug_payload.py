@@ -3,6 +3,12 @@
 Metric values are set by datatype: Int32 in ``int_value`` and Int64 in ``long_value``
 as two's complement (the proto's fields are unsigned), Float, Double and Boolean in
 their own; a value edgeloop has none for (NaN, or not seen yet) is ``is_null``.
+
+A metric whose World field has a quality (a driver point's ``<field>_quality``) carries
+it as the property ``Quality``, an Int32: 192 good, 500 stale, 0 bad. Sparkplug 3.0
+has no quality of its own; this is the convention of Ignition's MQTT Engine (the
+Cirrus Link modules), which the hosts in the field read
+(https://forum.inductiveautomation.com/t/tag-quality-via-sparkplug/34456).
 """
 
 from __future__ import annotations
@@ -26,6 +32,16 @@ REBIRTH_ALIAS, NO_ALIAS = 0, -1
 # A message carries at most this many metrics: a backlog drains in messages of this size.
 METRICS_PER_MESSAGE = 500
 
+QUALITY = "Quality"
+QUALITY_GOOD, QUALITY_STALE, QUALITY_BAD = 192, 500, 0
+# edgeloop's Quality (drivers/points.py: GOOD 0, STALE 1, BAD 2) as the property says it
+QUALITIES = {0: QUALITY_GOOD, 1: QUALITY_STALE, 2: QUALITY_BAD}
+
+
+def quality_code(quality: Any) -> int | None:
+    """The ``Quality`` property of an edgeloop quality; None for no quality (no value)."""
+    return None if quality is None else QUALITIES.get(int(quality), QUALITY_BAD)
+
 
 def topic(group: str, verb: str, node: str, device: str | None = None) -> str:
     """``spBv1.0/<group>/<verb>/<node>[/<device>]`` ([tck-id-topic-structure])."""
@@ -47,6 +63,7 @@ class Value:
     value: Any  # None: is_null
     historical: bool = False
     name: str | None = None  # births only: data messages carry the alias alone
+    quality: int | None = None  # the Quality property; None: the field has no quality
 
 
 def _set(metric: Payload.Metric, datatype: int, value: Any) -> None:
@@ -81,6 +98,9 @@ def encode(seq: int | None, t_ms: int, values: Iterable[Value]) -> bytes:
         metric.timestamp = value.t_ms
         if value.historical:
             metric.is_historical = True
+        if value.quality is not None:
+            metric.properties.keys.append(QUALITY)
+            metric.properties.values.add(type=INT32, int_value=value.quality)
         _set(metric, value.datatype, value.value)
     return payload.SerializeToString()
 

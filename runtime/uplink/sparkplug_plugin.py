@@ -4,16 +4,16 @@ process (``sparkplug_node``), and what a host writes checked and applied here.
 Control side: the metrics' fields join the change feed (``edgeloop.data.collect``);
 ``apply_sparkplug_writes`` (UplinkInput) takes each write a host sent (an NCMD or
 DCMD to a metric) through the checks of any command: the metric must exist and be
-writable, the value of its type and within ``min``/``max``, the field in the World and
-not held by the safe state (nor every output: no remote write while e-stopped); each
-write, applied or refused, goes in the audit log with who sent it.
+writable, the value of its type and within ``min``/``max`` (``value_refusal``, as a
+Modbus-server point's), then ``checked_write`` as every write from outside: the field in
+the World and not held by the safe state; each write, applied or refused, goes in the
+audit log with who sent it.
 ``watch_backlog`` raises an alarm while the backlog has dropped changes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +29,10 @@ from edgeloop.logs import every_power_of_ten
 from edgeloop.realtime.io_link import IoInput
 from edgeloop.realtime.io_part import IoContext, IoPart
 from edgeloop.safety.audit_events import audit
-from edgeloop.safety.field_writes import as_field_type, safe_state_refusal
+from edgeloop.safety.field_writes import ValueKind, checked_write, value_refusal
 from edgeloop.schedule import FixedUpdate, IoReceive, SensorInput, UplinkInput
 from edgeloop.uplink.sparkplug_config import Metric, SparkplugConfig
+from edgeloop.uplink.sparkplug_devices import add_device_lives
 from edgeloop.uplink.sparkplug_records import TOPIC_STATUS, TOPIC_WRITE
 from edgeloop.wiring import Claim, read
 from edgeloop.world import World
@@ -98,27 +99,20 @@ def _apply(world: World, writes: SparkplugWrites, who: str, write: list[Any]) ->
         return
     metric = writes.metrics[index]
     what = f"{where} ({metric.config.field})"
+    ref = FieldRef.parse(metric.config.field)
+    component = writes.component(world, metric)
     reason = _refusal(metric, value)
-    component = None if reason else writes.component(world, metric)
-    if reason is None and component is None:
-        reason = "the field is not in the World"
-    if reason is None:
-        ref = FieldRef.parse(metric.config.field)
-        reason = safe_state_refusal(world, (ref.entity, ref.component, ref.field))
+    key = (ref.entity, ref.component, ref.field)
+    new, reason = (None, reason) if reason else checked_write(world, key, component, value)
     if reason is not None or component is None:
         _refuse(world, writes, who, what, value=value, reason=reason or "")
         return
-    name = FieldRef.parse(metric.config.field).field
-    current = getattr(component, name)
-    new, reason = as_field_type(current, value)
-    if reason is not None:
-        _refuse(world, writes, who, what, value=value, reason=reason)
-        return
+    current = getattr(component, ref.field)
     writes.applied += 1
     audit(world, "command", by=who, what=f"sparkplug write {what}", value=value,
           accepted=True, reason="applied")  # fmt: skip
     if new != current:
-        setattr(component, name, new)
+        setattr(component, ref.field, new)
         log.info("write from %s: %s = %r", who, metric.config.field, new)
 
 
@@ -126,17 +120,8 @@ def _refusal(metric: Metric, value: Any) -> str | None:
     config = metric.config
     if not config.writable:
         return "the metric is not writable"
-    if config.type == "boolean":
-        return None if isinstance(value, bool) else f"{value!r} is not a boolean"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{value!r} is not a number"
-    if not math.isfinite(value):
-        return f"{value!r} is not a finite number"
-    if config.min is not None and value < config.min:
-        return f"{value!r} is below min {config.min:g}"
-    if config.max is not None and value > config.max:
-        return f"{value!r} is above max {config.max:g}"
-    return None
+    kind: ValueKind = "bool" if config.type == "boolean" else "number"
+    return value_refusal(value, kind, low=config.min, high=config.max)
 
 
 def _refuse(
@@ -156,7 +141,10 @@ class SparkplugPlugin:
 
     def build(self, app: App) -> None:
         metrics = self.config.flat()
-        add_change_feed(app).feed.update(m.config.field for m in metrics)
+        # a field's quality (a driver point's) goes with it: the metric's Quality property
+        fields = [m.config.field for m in metrics]
+        add_change_feed(app).feed.update([*fields, *(f"{f}_quality" for f in fields)])
+        add_device_lives(app, self.config)
         app.insert_resource(SparkplugWrites(metrics))
         app.configure_sets(FixedUpdate, IoReceive, UplinkInput, SensorInput)
         app.add_systems(FixedUpdate, apply_sparkplug_writes, in_set=UplinkInput)
@@ -167,6 +155,11 @@ def wiring(config: SparkplugConfig) -> Iterator[Claim]:
     places: list[tuple[Any, ...]] = [("metrics", i) for i in range(len(config.metrics))]
     for d, device in enumerate(config.devices):
         places += [("devices", d, "metrics", i) for i in range(len(device.metrics))]
+    for d, device in enumerate(config.devices):
+        if device.health is not None:
+            target = f"{device.health}.DeviceHealth.state"
+            yield read(target, f"sparkplug device {device.id}", "Sparkplug device life",
+                       ("devices", d, "health"))  # fmt: skip
     for metric, at in zip(config.flat(), places, strict=True):
         yield read(metric.config.field, metric.where, "Sparkplug metric", at)
         if metric.config.writable:

@@ -39,7 +39,7 @@ class Boiler(Component):
     running: bool = False
 
 
-SETPOINT = 1  # index of the setpoint point below
+SETPOINT, RUNNING = 1, 3  # indexes of the setpoint and running points below
 POINTS: list[dict[str, Any]] = [
     {"entity": "boiler1", "component": "Boiler", "field": "temperature", "type": "int16",
      "scale": 0.1, "table": "input", "address": 0},
@@ -278,7 +278,7 @@ async def test_a_value_that_cannot_be_encoded_fails_only_its_point() -> None:
     assert decode("float32", again.registers) == 55.0
 
 
-async def test_a_write_to_a_field_the_safe_state_holds_is_refused_with_the_cause(
+async def test_a_write_to_a_field_the_safe_state_holds_is_refused_and_others_taken(
     tmp_path: Path,
 ) -> None:
     async with served() as (field, _, boiler):
@@ -295,6 +295,10 @@ async def test_a_write_to_a_field_the_safe_state_holds_is_refused_with_the_cause
             field.world.insert_resource(audit)
             field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[SETPOINT, 7.5]]))
             await field.until(lambda f: served_fields.writes_refused == 1, what="the refusal")
+            # a field the state does not hold is written, e-stop or not (field_writes)
+            field.service.send(Record(TOPIC_WRITE, peer, Priority.HIGH, [[RUNNING, True]]))
+            await field.until(lambda f: served_fields.writes_applied == 1, what="the write")
             assert audit.flush(5.0)
     assert boiler.setpoint == 40.0
+    assert boiler.running is True
     assert "the safe state holds it: estop (pressed)" in (tmp_path / "audit.jsonl").read_text()

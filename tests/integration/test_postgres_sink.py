@@ -62,6 +62,15 @@ async def test_the_changes_arrive_as_rows(postgres: Postgres, tmp_path: Path) ->
         (pytest.approx(start + 0.02), "test-appliance", LEVEL, None),
     ], "room1 is not in fields; a boolean is 1.0; no value is NULL"
     assert sink_.commits >= 1
+    # Debian 12 has no TimescaleDB package (docs/uplinks.md): the plain table's path,
+    # with its index on (field, time)
+    with psycopg.connect(postgres.conninfo) as db:
+        indexes = db.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'edgeloop_samples'"
+        ).fetchall()
+        extension = db.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+        assert extension.fetchone() is None
+    assert [d for (d,) in indexes if d.endswith('(field, "time")')], indexes
 
 
 async def test_a_database_restart_mid_stream_loses_no_row(

@@ -12,12 +12,13 @@ from edgeloop import App, Time
 from edgeloop.alarms import Alarms
 from edgeloop.component import Component
 from edgeloop.data.collect import TOPIC_BATCH, DataCollector
+from edgeloop.drivers.points import Quality
 from edgeloop.names import Name
 from edgeloop.priority import Priority
 from edgeloop.realtime.io_link import IoLink, IoLinkPlugin
 from edgeloop.realtime.ipc import Channel, Record, socketpair
 from edgeloop.safety.audit import FILE_NAME, AuditLog
-from edgeloop.safety.safe_state import SafeState
+from edgeloop.safety.safe_state import HeldOutputs, SafeState
 from edgeloop.safety.systems import add_safe_state
 from edgeloop.uplink.sparkplug_config import SparkplugConfig
 from edgeloop.uplink.sparkplug_plugin import ALARM, SparkplugPlugin, SparkplugWrites
@@ -33,6 +34,7 @@ class Pid(Component):
 
 class Tank(Component):
     level: float = 0.0
+    level_quality: Quality = Quality.STALE  # as a driver's input point has it
 
 
 CONFIG = SparkplugConfig.model_validate(
@@ -120,19 +122,27 @@ def test_writes_outside_the_checks_are_refused_with_a_reason(tmp_path: Path) -> 
     assert linked.app.world.resource(SparkplugWrites).refused == 5
 
 
-def test_a_write_is_refused_while_e_stopped_and_applied_after_the_reset(tmp_path: Path) -> None:
+def test_while_e_stopped_a_held_output_is_refused_and_a_setpoint_applied(
+    tmp_path: Path,
+) -> None:
+    """The one policy for writes from outside (edgeloop.safety.field_writes): refused
+    while the safe state holds the field, taken otherwise; a Modbus client's alike."""
     linked = Linked(tmp_path)
-    safe = linked.app.world.resource(SafeState)
-    safe.trip("estop", "pressed", linked.app.world.resource(Time).tick, latched=True)
-    linked.write([SETPOINT, 0.5, "tank1/setpoint"])
-    assert linked.pid.setpoint == 1.0
+    world = linked.app.world
+    safe = world.resource(SafeState)
+    safe.trip("estop", "pressed", world.resource(Time).tick, latched=True)
+    # What an output side (the field bridge, GPIO) does for its held output fields.
+    world.resource(HeldOutputs).fields.add(("tank1", "Pid", "mode"))
+    linked.write([MODE, 2, "tank1/mode"], [SETPOINT, 0.5, "tank1/setpoint"])
+    assert (linked.pid.mode, linked.pid.setpoint) == (0, 0.5)
     safe.release("estop")
     safe.reset()
-    linked.write([SETPOINT, 0.5, "tank1/setpoint"])
-    assert linked.pid.setpoint == 0.5
-    refused, applied = linked.audited()
-    assert (refused["accepted"], applied["accepted"]) == (False, True)
-    assert refused["reason"].startswith("the safe state holds every output: estop")
+    world.resource(HeldOutputs).fields.clear()
+    linked.write([MODE, 2, "tank1/mode"])
+    assert linked.pid.mode == 2
+    refused, setpoint, applied = linked.audited()
+    assert [e["accepted"] for e in (refused, setpoint, applied)] == [False, True, True]
+    assert refused["reason"] == "the safe state holds it: estop (pressed)"
 
 
 def test_dropped_changes_raise_an_alarm_until_none_are(tmp_path: Path) -> None:
@@ -147,17 +157,16 @@ def test_dropped_changes_raise_an_alarm_until_none_are(tmp_path: Path) -> None:
 
 def test_the_metrics_fields_are_collected_without_a_data_log(tmp_path: Path) -> None:
     linked = Linked(tmp_path)
-    assert linked.app.world.resource(DataCollector).feed == {
-        "tank1.Tank.level",
-        "tank1.Pid.setpoint",
-        "tank1.Pid.mode",
-    }
+    fields = {"tank1.Tank.level", "tank1.Pid.setpoint", "tank1.Pid.mode"}
+    qualities = {f"{name}_quality" for name in fields}
+    assert linked.app.world.resource(DataCollector).feed == fields | qualities
     linked.app.run_for(1)  # the records of an Update pass leave in the next tick's IoSend
     got = linked.io.receive()
     batches = [r.payload for b in got for r in b.records if r.topic == TOPIC_BATCH]
     declared = {name: logged for _, _, d, _ in batches for _, name, logged in d}
     assert declared == {
         "tank1.Tank.level": False,
+        "tank1.Tank.level_quality": False,  # an int enum, fed for the metric's quality
         "tank1.Pid.setpoint": False,
         "tank1.Pid.mode": False,
     }, "declared as not for the data log"
