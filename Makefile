@@ -41,7 +41,7 @@ $(IMAGE_OUT)/disk.img: $(STAMP) $(IMAGE_SOURCES)
 # Boots the image under QEMU (TCG) and checks it from the host: tests/image. Bounded:
 # the build by its own steps, the boot test by timeout.
 image-test: deps image
-	EDGELOOP_IMAGE=$(abspath $(IMAGE_OUT)) timeout --kill-after=30 1500 $(BIN)/pytest -q tests/image
+	EDGELOOP_IMAGE=$(abspath $(IMAGE_OUT)) timeout --kill-after=30 3000 $(BIN)/pytest -q tests/image
 
 # Each benchmark prints its table and writes its figures to bench/results/ (not in git).
 bench: $(STAMP)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.image.bundles import make_stick
 from tests.image.guest import Guest
 
 # Under TCG on a loaded 2-core machine: firmware, GRUB, kernel and systemd.
@@ -87,10 +88,11 @@ def add_to_data_partition(disk: Path, workdir: Path, path: str, text: str) -> No
 class Appliance:
     """The session's device: one disk, booted by one QEMU process at a time."""
 
-    def __init__(self, disk: Path, workdir: Path) -> None:
+    def __init__(self, disk: Path, workdir: Path, *, stick: Path) -> None:
         self.disk = disk
         self.workdir = workdir
-        self.extra_drives: tuple[Path, ...] = ()
+        # The update bundles' stick (test_update.py), plugged in from the start.
+        self.extra_drives = (stick,)
         self.guest = Guest(disk, workdir)
 
     def boot(self) -> Guest:
@@ -112,7 +114,8 @@ def appliance(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with disk.open("r+b") as f:
         f.truncate(disk.stat().st_size + GROW_MIB * 1024 * 1024)
     add_to_data_partition(disk, workdir, "config/conf.d/90-emulation.yaml", EMULATION_FRAGMENT)
-    device = Appliance(disk, workdir)
+    stick = make_stick(built.rootfs, tmp_path_factory.mktemp("bundles"))
+    device = Appliance(disk, workdir, stick=stick)
     device.boot()
     try:
         yield device

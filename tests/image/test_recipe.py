@@ -84,7 +84,10 @@ def test_the_kernel_isolates_the_core_the_config_names() -> None:
 
 def test_the_rt_kernel_is_a_build_flag() -> None:
     build = (IMAGE / "build").read_text()
-    assert '[ "$rt_kernel" = 1 ] && kernel=linux-image-rt-amd64' in build
+    assert (
+        'if [ "$rt_kernel" = 1 ]; then kernel=linux-image-rt-amd64; '
+        "headers=linux-headers-rt-amd64; fi" in build
+    ), "the RT kernel, and its headers for gpio-sim"
     assert "rt_kernel=${IMAGE_RT_KERNEL:-0}" in build
 
 
@@ -98,7 +101,7 @@ def test_the_image_scripts_parse(script: str) -> None:
     subprocess.run(["sh", "-n", str(path)], check=True)
 
 
-@pytest.mark.parametrize("script", ["build", "customize", "bundle"])
+@pytest.mark.parametrize("script", ["build", "customize", "bundle", "build-gpio-sim"])
 def test_the_build_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(IMAGE / script)], check=True)
 
