@@ -5,13 +5,16 @@ robots of bench/fanout.py, which stamp their send time into their telemetry)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -96,3 +99,26 @@ def robots(
     finally:
         for child in children:
             child.kill()
+
+
+@contextlib.contextmanager
+def client_processes(
+    argv: Callable[[int, Path], list[str]], count: int, *, procs: int, wait_s: float
+) -> Iterator[list[Any]]:
+    """``count`` clients in ``procs`` processes (one Python process cannot read what a
+    hundred dashboards get), each started as ``argv(its share, its out file)``. Once
+    the block ends and they are done (at most ``wait_s``), the list holds what each
+    wrote to its out file (JSON)."""
+    results: list[Any] = []
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [Path(folder) / f"{i}.json" for i in range(procs)]
+        shares = [count // procs + (i < count % procs) for i in range(procs)]
+        children = [subprocess.Popen(argv(n, out)) for n, out in zip(shares, outs, strict=True)]
+        try:
+            yield results
+            for child in children:
+                child.wait(wait_s)
+        finally:
+            for child in children:
+                child.kill()
+        results += [json.loads(out.read_text()) for out in outs if out.exists()]

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,44 +238,16 @@ async def _dashboards(ws_port: int, count: int, seconds: float, page: bool) -> l
     return updates
 
 
-@contextlib.contextmanager
-def _dashboard_processes(
-    ws_port: int, count: int, seconds: float, page: bool
-) -> Iterator[list[int]]:
-    """``_dashboards`` in ``CLIENT_PROCS`` processes (one Python process cannot read
-    what 100 dashboards get) for ``seconds``; once the block ends and they are done, the
-    list holds their update counts."""
-    updates: list[int] = []
-    with tempfile.TemporaryDirectory() as folder:
-        outs = [Path(folder) / f"{i}.json" for i in range(CLIENT_PROCS)]
-        shares = [count // CLIENT_PROCS + (i < count % CLIENT_PROCS) for i in range(CLIENT_PROCS)]
-        children = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--port",
-                    str(ws_port),
-                    "--count",
-                    str(n),
-                    "--seconds",
-                    str(seconds),
-                    "--out",
-                    str(out),
-                    *(["--page"] if page else []),
-                ]
-            )
-            for n, out in zip(shares, outs, strict=True)
-        ]
-        try:
-            yield updates
-            for child in children:
-                child.wait(seconds + STARTUP_S)
-        finally:
-            for child in children:
-                child.kill()
-        updates += [u for out in outs if out.exists() for u in json.loads(out.read_text())]
+def _dashboard_argv(ws_port: int, seconds: float, page: bool) -> Callable[[int, Path], list[str]]:
+    """How ``appliance.client_processes`` starts this script's ``_dashboards``."""
+
+    def argv(count: int, out: Path) -> list[str]:
+        options = ["--port", str(ws_port), "--count", str(count), "--seconds", str(seconds)]
+        return [sys.executable, __file__, "--child", *options, "--out", str(out)] + (
+            ["--page"] if page else []
+        )
+
+    return argv
 
 
 def _loop_thread_seconds(io: psutil.Process) -> float:
@@ -313,10 +283,13 @@ def _server_phase(io: psutil.Process, ws_port: int, count: int, seconds: float) 
     busy = {}
     served = {}
     for name, page in (("ws", False), ("page", True)):
-        with _dashboard_processes(ws_port, count, CONNECT_S + window, page) as updates:
+        seconds_up = CONNECT_S + window
+        argv = _dashboard_argv(ws_port, seconds_up, page)
+        wait_s = seconds_up + STARTUP_S
+        with appliance.client_processes(argv, count, procs=CLIENT_PROCS, wait_s=wait_s) as outs:
             time.sleep(CONNECT_S)  # a load ramp before the window, not a synchronisation
             busy[name] = _io_cpu_pct(io, window)
-        served[name] = sum(1 for u in updates if u > 1)
+        served[name] = sum(1 for updates in outs for u in updates if u > 1)
     idle_after = _io_cpu_pct(io, window)
     idle, loop_idle = ((a + b) / 2 for a, b in zip(idle_before, idle_after, strict=True))
     found: dict[str, Any] = {

@@ -19,7 +19,6 @@ import asyncio
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -116,41 +115,19 @@ def _child(args: argparse.Namespace) -> None:
 # -- the driver ----------------------------------------------------------------------------
 
 
-def _spawn(*argv: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, "--child", *argv])
-
-
 def _case(
     ws_port: int, io: psutil.Process, clients: int, procs: int, seconds: float
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as folder:
-        outs = [Path(folder) / f"{i}.json" for i in range(procs)]
-        shares = [clients // procs + (i < clients % procs) for i in range(procs)]
-        cpu_before = appliance.cpu_seconds([io])
-        started = time.monotonic()
-        children = [
-            _spawn(
-                "dashboards",
-                "--port",
-                str(ws_port),
-                "--count",
-                str(n),
-                "--seconds",
-                str(seconds),
-                "--out",
-                str(out),
-            )
-            for n, out in zip(shares, outs, strict=True)
-        ]
-        try:
-            for child in children:
-                child.wait(seconds + 60)
-        finally:
-            for child in children:
-                child.kill()
-        elapsed = time.monotonic() - started
-        cpu = appliance.cpu_seconds([io]) - cpu_before
-        results = [json.loads(out.read_text()) for out in outs if out.exists()]
+    def argv(count: int, out: Path) -> list[str]:
+        options = ["--port", str(ws_port), "--count", str(count), "--seconds", str(seconds)]
+        return [sys.executable, __file__, "--child", "dashboards", *options, "--out", str(out)]
+
+    cpu_before = appliance.cpu_seconds([io])
+    started = time.monotonic()
+    with appliance.client_processes(argv, clients, procs=procs, wait_s=seconds + 60) as results:
+        pass  # until they are done
+    elapsed = time.monotonic() - started
+    cpu = appliance.cpu_seconds([io]) - cpu_before
     updates = [u for r in results for u in r["updates"]]
     stale = sorted(s for r in results for s in r["staleness"])
     measured = seconds - 1.0  # the first second holds connecting and the snapshot
