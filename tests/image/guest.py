@@ -6,6 +6,13 @@ forwarded HTTP port (127.0.0.1 only, ``restrict=on``: the guest reaches nothing 
 and the QEMU guest agent on a virtio-serial port, which runs a command in the guest and
 returns its output (``Guest.run``). The agent is Debian's qemu-guest-agent, in the image
 and idle on hardware: it starts only when the VM's agent port exists.
+
+A reboot in the guest ends its QEMU process (``-no-reboot``) and the guest is started
+again in a new one: a power cycle instead of a warm reset. Under TCG a warm reset of
+this machine (q35, OVMF, two vCPUs) now and then never came back: after
+``reboot: Restarting system`` the console stayed dark with a vCPU spinning, in one run
+of four update-test reboots. A new process also starts with a new ICH9 TCO watchdog,
+which systemd arms for its reboot (RebootWatchdogSec).
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,12 +139,21 @@ class Guest:
     def __init__(self, disk: Path, workdir: Path, *, extra_drives: tuple[Path, ...] = ()) -> None:
         self.disk = disk
         self.workdir = workdir
-        self.console = workdir / f"console-{time.monotonic_ns()}.log"
-        self.agent_path = workdir / f"qga-{time.monotonic_ns()}.sock"
+        self.name = f"{time.monotonic_ns()}"
+        # One console file per QEMU process (QEMU truncates its file), read as one.
+        self.consoles: list[Path] = []
+        self.agent_path = workdir / f"qga-{self.name}.sock"
         self.http_port = free_port()
         self.extra_drives = extra_drives
         self.process: subprocess.Popen[bytes] | None = None
         self.agent = Agent(self.agent_path)
+        self.powered = False
+        self.power_error: GuestError | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def console(self) -> Path:
+        return self.consoles[-1]
 
     def command(self) -> list[str]:
         qemu = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
@@ -147,7 +163,7 @@ class Guest:
             qemu,
             "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1024",
             "-machine", "q35", "-bios", str(FIRMWARE),
-            "-display", "none", "-monitor", "none",
+            "-display", "none", "-monitor", "none", "-no-reboot",
             "-serial", f"file:{self.console}",
             *(arg for drive in drives for arg in ("-drive", drive)),
             "-netdev", f"user,id=net0,restrict=on,"
@@ -159,28 +175,54 @@ class Guest:
         ]  # fmt: skip
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        """Power on; each reboot of the guest powers it on again, until ``kill``."""
+        self.powered = True
+        process = self._power_on()
+        threading.Thread(target=self._power_on_after_reboots, args=(process,), daemon=True).start()
+
+    def _power_on(self) -> subprocess.Popen[bytes] | None:
+        with self.lock:
+            if not self.powered:
+                return None
+            # The agent's connection to the QEMU before fails and is made again
+            # (Agent.sync); its socket file goes, so that the new QEMU's shows it is up.
+            self.agent_path.unlink(missing_ok=True)
+            self.consoles.append(self.workdir / f"console-{self.name}-{len(self.consoles)}.log")
+            process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            self.process = process
         deadline = time.monotonic() + 30
         while not self.agent_path.exists():
-            if self.process.poll() is not None:
-                raise GuestError(
-                    f"qemu exited: {self.process.stderr and self.process.stderr.read()!r}"
-                )
+            if process.poll() is not None:
+                raise GuestError(f"qemu exited: {process.stderr and process.stderr.read()!r}")
             if time.monotonic() > deadline:
                 raise GuestError("qemu made no agent socket within 30 s")
             time.sleep(0.05)
+        return process
+
+    def _power_on_after_reboots(self, process: subprocess.Popen[bytes] | None) -> None:
+        # -no-reboot: QEMU exits 0 when the guest reboots; a kill is not a reboot.
+        try:
+            while process is not None and process.wait() == 0:
+                process = self._power_on()
+        except GuestError as error:
+            self.power_error = error
 
     def kill(self) -> None:
         """A power cut: QEMU is killed, nothing in the guest hears of it."""
-        self.agent.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
+        with self.lock:
+            self.powered = False
+            self.agent.close()
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
 
     def console_text(self) -> str:
-        return self.console.read_text(errors="replace") if self.console.exists() else ""
+        return "".join(
+            path.read_text(errors="replace") for path in list(self.consoles) if path.exists()
+        )
 
     def wait_console(self, needle: str, timeout: float, *, after: int = 0) -> str:
         """The console from ``after`` once ``needle`` appears there."""
@@ -189,8 +231,10 @@ class Guest:
             text = self.console_text()[after:]
             if needle in text:
                 return text
-            if self.process is not None and self.process.poll() is not None:
-                raise GuestError(f"qemu exited waiting for {needle!r}; console:\n{text[-3000:]}")
+            if not self.powered:
+                raise GuestError(
+                    f"qemu was killed waiting for {needle!r}; console:\n{text[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 raise GuestError(
                     f"no {needle!r} on the console in {timeout:.0f} s:\n{text[-3000:]}"
@@ -199,6 +243,8 @@ class Guest:
             time.sleep(0.5)
 
     def wait_agent(self, timeout: float) -> None:
+        if self.power_error is not None:
+            raise GuestError(f"the guest rebooted and was not powered on again: {self.power_error}")
         self.agent.close()
         self.agent.sync(timeout)
 
@@ -247,14 +293,3 @@ class Guest:
             return self.run(DIAGNOSIS, timeout=60).out
         except (GuestError, OSError) as error:
             return f"(no diagnosis from the guest: {error})"
-
-
-@contextlib.contextmanager
-def booted(disk: Path, workdir: Path, *, extra_drives: tuple[Path, ...] = ()) -> Iterator[Guest]:
-    """A started QEMU on ``disk``; killed at the end whatever happened."""
-    guest = Guest(disk, workdir, extra_drives=extra_drives)
-    guest.start()
-    try:
-        yield guest
-    finally:
-        guest.kill()
