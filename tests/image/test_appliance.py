@@ -156,9 +156,17 @@ def test_a_power_cut_leaves_the_data_partition_and_the_audit_log_intact(
     guest = appliance.guest
     wait_active(guest)
     entries_before = guest.check("edgeloop audit tail -n 1000 | wc -l")
+    # The first boot kept its machine id for the next ones (edgeloop-machine-id).
+    guest.wait_for(
+        "grub-editenv /boot/efi/EFI/BOOT/grubenv list | grep -q ^MACHINE_ID=", SERVICE_TIMEOUT_S
+    )
+    machine_id = guest.check("cat /etc/machine-id")
     appliance.power_cut()
     guest = appliance.boot()
     wait_active(guest)
+    assert guest.check("cat /etc/machine-id") == machine_id
+    # So the journal of the boot before is this machine's too.
+    assert guest.check("journalctl -b -1 -n 1 -q --no-pager -o cat").strip()
     # The data file system was not unmounted: its check before the mount passed.
     assert guest.check("findmnt -no OPTIONS /data").startswith("rw")
     fsck = guest.check(
