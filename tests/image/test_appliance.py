@@ -80,6 +80,15 @@ def test_the_service_is_active_after_ready(appliance: Appliance) -> None:
     assert "A_TRY=0" in grubenv.split(), "READY commits the booted slot"
 
 
+def test_systemd_keeps_the_boards_watchdog_alive(appliance: Appliance) -> None:
+    # QEMU's q35 board has the ICH9 TCO watchdog (iTCO_wdt), as an industrial PC does.
+    guest = appliance.guest
+    assert guest.check("systemctl show -p RuntimeWatchdogUSec --value").strip() == "30s"
+    watchdog = "/sys/class/watchdog/watchdog0"
+    assert guest.check(f"cat {watchdog}/state {watchdog}/timeout").split() == ["active", "30"]
+    assert "panic=10" in guest.check("cat /proc/cmdline").split()
+
+
 def test_the_control_process_runs_on_the_isolated_core(appliance: Appliance) -> None:
     guest = appliance.guest
     cmdline = guest.check("cat /proc/cmdline")
