@@ -11,8 +11,15 @@ cache_suffix=-arm64
 # Under emulation mmdebstrap and the chroot's pip take minutes of both cores: at the
 # lowest priority, so whatever else runs on the build machine keeps its share.
 slow=(nice -n 19)
-# raspi-firmware (start4.elf, fixup4.dat) is in non-free-firmware.
-mmdebstrap_arch=(--architectures=arm64 --components="main non-free-firmware")
+# raspi-firmware (start4.elf, fixup4.dat) is in non-free-firmware. Under emulation one
+# mkinitramfs takes minutes, and the kernel, initramfs-tools and each package with an
+# initramfs hook would run it again: update-initramfs is a no-op while packages are
+# installed, and runs once at the end.
+mmdebstrap_arch=(
+    --architectures=arm64 --components="main non-free-firmware"
+    --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.real --add /usr/sbin/update-initramfs && ln -s /bin/true "$1/usr/sbin/update-initramfs"'
+    --customize-hook='rm "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs && chroot "$1" update-initramfs -c -k all'
+)
 
 kernel=linux-image-arm64
 if [ "$rt_kernel" = 1 ]; then kernel=linux-image-rt-arm64; fi
