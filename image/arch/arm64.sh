@@ -82,19 +82,25 @@ arch_prepare() {  # arch_prepare ROOTFS: the emulator in; the boot partition's f
     dtbs=("$root/usr/lib/linux-image-$version/broadcom"/bcm2711-*.dtb)
     [ -e "${dtbs[0]}" ] || { echo "image/build: no bcm2711 device tree in $version" >&2; exit 1; }
     cp "${dtbs[@]}" "$firmware/"
-    # raspi-firmware's kernel hook copied the kernel and initrd there for a firmware
-    # that boots Linux itself: here U-Boot loads them from the slot.
-    rm -rf "${root:?}$boot_mount"
-    mkdir -p "$root$boot_mount"
 }
 
 arch_finish() {  # arch_finish ROOTFS: the kernel and initrd at fixed names; the emulator out
     local root=$1 version
     [ -z "$emulator" ] || { rm -f "$root$emulator"; rmdir --ignore-fail-on-non-empty "$root$(dirname "$emulator")"; }
+    # raspi-firmware's kernel hook copied the kernel, initrd and device trees there for
+    # a firmware that boots Linux itself: here U-Boot loads them from the slot, and the
+    # firmware partition is mounted over this directory.
+    rm -rf "${root:?}$boot_mount"
+    mkdir -p "$root$boot_mount"
     version=$(basename "$(ls -d "$root"/lib/modules/*/ | head -1)")
-    # Debian's arm64 vmlinuz is gzip-compressed; booti takes it uncompressed without
-    # extra memory settings. Regular files, no symlinks: U-Boot reads them from ext4.
-    gzip -dc "$root/boot/vmlinuz-$version" > "$root/boot/Image"
+    # Debian's arm64 vmlinuz is the uncompressed Image (with its EFI stub), what booti
+    # takes (its header says "ARMd" at 0x38). Hard links, no symlinks, at fixed names:
+    # what U-Boot reads from ext4.
+    if [ "$(dd if="$root/boot/vmlinuz-$version" bs=1 skip=56 count=4 status=none)" != ARMd ]; then
+        echo "image/build: vmlinuz-$version is not an uncompressed arm64 Image" >&2
+        exit 1
+    fi
+    ln -f "$root/boot/vmlinuz-$version" "$root/boot/Image"
     ln -f "$root/boot/initrd.img-$version" "$root/boot/initrd"
 }
 

@@ -47,18 +47,28 @@ fi
 saveenv
 echo "edgeloop: booting slot ${slot} (${BOOT_A_LEFT} boots left on A, ${BOOT_B_LEFT} on B)"
 
-# Addresses of our own: Debian's kernel (~30 MiB, more with its BSS) and initrd do not
-# fit between U-Boot's default kernel_addr_r and ramdisk_addr_r, and the kernel would
-# overwrite this script (scriptaddr, 0x02400000) as it runs. 2 MiB aligned, far below
-# the firmware's device tree and U-Boot at the top of the first GiB.
+# Addresses of our own: Debian's kernel (a 33 MiB Image, more with its BSS) and initrd
+# do not fit between U-Boot's default kernel_addr_r and ramdisk_addr_r, and the kernel
+# would overwrite this script (scriptaddr, 0x02400000) as it runs. Above the script:
+# the device tree, the kernel (2 MiB aligned), the initrd; far below U-Boot at the top
+# of the first GiB.
+setenv fdt_addr_r 0x03000000
 setenv kernel_addr_r 0x04000000
 setenv ramdisk_addr_r 0x08000000
 setenv bootargs "root=PARTUUID=@DISK_ID@-0${part} rauc.slot=${slot} @CMDLINE@"
+# fdt_addr: the device tree the firmware loaded and completed (memory, MAC address).
+# Without one, U-Boot's own (fdtcontroladdr), on a Pi also the firmware's. Copied to
+# fdt_addr_r first: the firmware (or QEMU, at 0x08000000) may have put it where the
+# kernel or the initrd go; with room for what booti adds (bootargs, the initrd).
+setenv fdt ${fdtcontroladdr}
+if test -n "${fdt_addr}" && fdt addr -q ${fdt_addr}; then
+    setenv fdt ${fdt_addr}
+fi
+fdt move ${fdt} ${fdt_addr_r} 0x40000
 # devtype and devnum: the device distro boot found this script on (the SD card, or a
 # USB disk).
 load ${devtype} ${devnum}:${part} ${kernel_addr_r} /boot/Image
 load ${devtype} ${devnum}:${part} ${ramdisk_addr_r} /boot/initrd
-# fdt_addr: the device tree the firmware loaded (and completed: memory, MAC address).
-booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr}
+booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr_r}
 echo "edgeloop: slot ${slot} did not boot; resetting"
 reset
