@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DURATION ?=
 BENCH_DURATION ?= 5
 
-.PHONY: install deps test demo bench lint typecheck clean image image-test
+.PHONY: install deps test demo bench lint typecheck clean image image-test image-arm64-test
 
 install: $(STAMP)
 
@@ -29,19 +29,33 @@ demo: $(STAMP)
 
 # The appliance image (image/README.md): as root; Debian packages and wheels are cached
 # in image/cache/ (IMAGE_CACHE), the results go to build/image/ (IMAGE_OUT).
+# IMAGE_ARCH=arm64: the Raspberry Pi 4 image, in build/image-arm64/.
+IMAGE_ARCH ?= amd64
+ifeq ($(IMAGE_ARCH),amd64)
 IMAGE_OUT ?= build/image
+else
+IMAGE_OUT ?= build/image-$(IMAGE_ARCH)
+endif
+ARM64_OUT := build/image-arm64
 IMAGE_SOURCES := pyproject.toml $(shell find runtime drivers config systemd image -type f \
 	-not -path 'image/cache/*' -not -name '*.pyc' -not -path '*.egg-info/*')
 
 image: $(IMAGE_OUT)/disk.img
 
 $(IMAGE_OUT)/disk.img: $(STAMP) $(IMAGE_SOURCES)
-	IMAGE_OUT=$(abspath $(IMAGE_OUT)) image/build
+	IMAGE_ARCH=$(IMAGE_ARCH) IMAGE_OUT=$(abspath $(IMAGE_OUT)) image/build
 
 # Boots the image under QEMU (TCG) and checks it from the host: tests/image. Bounded:
 # the build by its own steps, the boot test by timeout.
 image-test: deps image
 	EDGELOOP_IMAGE=$(abspath $(IMAGE_OUT)) timeout --kill-after=30 3000 $(BIN)/pytest -q tests/image
+
+# The Raspberry Pi 4 image, built (under qemu-user) and checked from the host without
+# booting it: tests/image/test_arm64_image.py.
+image-arm64-test: deps
+	$(MAKE) image IMAGE_ARCH=arm64 IMAGE_OUT=$(ARM64_OUT)
+	EDGELOOP_IMAGE_ARM64=$(abspath $(ARM64_OUT)) timeout --kill-after=30 900 \
+		$(BIN)/pytest -q tests/image/test_arm64_image.py
 
 # Each benchmark prints its table and writes its figures to bench/results/ (not in git).
 bench: $(STAMP)
