@@ -171,9 +171,22 @@ class Backend:
             config = where / "fw_env.config"
             config.write_text(f"{self.env} 0x0000 {UBOOT_ENV_SIZE}\n")
             assert "fw_printenv -n" in text
+            assert "fw_setenv " in text
             text = text.replace("fw_printenv -n", f"fw_printenv -c {config} -n")
+            text = text.replace("fw_setenv ", f"fw_setenv -c {config} ")
             text = text.replace("/boot/firmware/uboot.env", str(self.env))
         self.helper.write_text(text)
+
+    def get(self, name: str) -> str:
+        """``name``'s value as the bootloader reads it (the helper's own ``value``)."""
+        result = subprocess.run(
+            ["sh", "-c", f'. "$0"; value {name}', str(self.helper)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return result.stdout.strip()
 
     def set(self, values: dict[str, str]) -> None:
         if self.arch == "amd64":
@@ -288,3 +301,27 @@ def test_the_health_commit_marks_the_slot_good_and_flushes_the_boot_state(
     assert result.returncode == 0, result.stderr
     assert log.read_text() == "rauc status mark-good booted\n"
     assert committed.read_text() == "B\n"
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_the_machine_id_goes_into_the_bootloaders_environment(arch: str, tmp_path: Path) -> None:
+    backend = Backend(arch, tmp_path)
+    backend.set(STATES[arch][1])
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("0123456789abcdef0123456789abcdef\n")
+    script = (ROOTFS / "usr/libexec/edgeloop-image/keep-machine-id").read_text()
+    script = script.replace("/usr/libexec/edgeloop-image/boot-slots", str(backend.helper))
+    script = script.replace("/etc/machine-id", str(machine_id))
+    (tmp_path / "keep-machine-id").write_text(script)
+    subprocess.run(["sh", str(tmp_path / "keep-machine-id")], check=True, timeout=60)
+    assert backend.get("MACHINE_ID") == "0123456789abcdef0123456789abcdef"
+    # The slots' state is untouched.
+    for name, value in STATES[arch][1].items():
+        assert backend.get(name) == value
+
+
+def test_both_bootloaders_pass_the_machine_id_on() -> None:
+    grub = (IMAGE / "grub.cfg").read_text()
+    assert 'set CMDLINE="$CMDLINE systemd.machine_id=$MACHINE_ID"' in grub
+    boot = (ARCH / "arm64/boot.cmd").read_text()
+    assert 'setenv bootargs "${bootargs} systemd.machine_id=${MACHINE_ID}"' in boot

@@ -56,6 +56,8 @@ setenv fdt_addr_r 0x03000000
 setenv kernel_addr_r 0x04000000
 setenv ramdisk_addr_r 0x08000000
 setenv bootargs "root=PARTUUID=@DISK_ID@-0${part} rauc.slot=${slot} @CMDLINE@"
+# The device's machine id, kept since its first boot (edgeloop-machine-id.service).
+if test -n "${MACHINE_ID}"; then setenv bootargs "${bootargs} systemd.machine_id=${MACHINE_ID}"; fi
 # fdt_addr: the device tree the firmware loaded and completed (memory, MAC address).
 # Without one, U-Boot's own (fdtcontroladdr), on a Pi also the firmware's. Copied to
 # fdt_addr_r first: the firmware (or QEMU, at 0x08000000) may have put it where the
