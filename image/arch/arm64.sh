@@ -58,6 +58,15 @@ disk_id=0x6a0e1a4e
 emulator=
 binfmt=/proc/sys/fs/binfmt_misc/qemu-aarch64
 if [ "$(uname -m)" != aarch64 ]; then
+    # Where systemd does not automount binfmt_misc (a container, a VM without systemd as
+    # PID 1) the kernel has it but nobody mounted it, and binfmt-support registered
+    # nothing: the build does both (it runs as root anyway).
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    fi
+    if [ ! -e "$binfmt" ] && command -v update-binfmts >/dev/null; then
+        update-binfmts --enable qemu-aarch64 2>/dev/null || true
+    fi
     if [ ! -e "$binfmt" ]; then
         echo "image/build: arm64 binaries cannot run here: install qemu-user-static and" \
             "binfmt-support (make deps), and mount binfmt_misc if it is not:" \
