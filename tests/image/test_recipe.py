@@ -202,6 +202,32 @@ class Backend:
             )
 
 
+def stub_commands(where: Path, names: tuple[str, ...]) -> Path:
+    """Commands in ``where/bin`` that only log how they were called (to the file
+    returned): rauc and systemctl must not run for real on the test's host."""
+    stubs = where / "bin"
+    stubs.mkdir(exist_ok=True)
+    log = where / "calls"
+    log.write_text("")
+    for name in names:
+        stub = stubs / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+        stub.chmod(0o755)
+    return log
+
+
+def run_stubbed(script: Path, where: Path) -> subprocess.CompletedProcess[str]:
+    """``sh script`` with the stubs of ``stub_commands(where, ...)`` first on PATH."""
+    return subprocess.run(
+        ["sh", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": f"{where / 'bin'}:{os.environ['PATH']}"},
+        timeout=60,
+    )
+
+
 def run_fallback(backend: Backend, booted: str) -> tuple[str, str]:
     """The image's fallback script with this backend, on a boot of slot ``booted``:
     its output and what it asked of rauc and systemctl (stubs that log their args)."""
@@ -213,22 +239,9 @@ def run_fallback(backend: Backend, booted: str) -> tuple[str, str]:
     script = script.replace("/usr/libexec/edgeloop-image/boot-slots", str(backend.helper))
     script = script.replace("/proc/cmdline", str(cmdline))
     (where / "fallback").write_text(script)
-    stubs = where / "bin"
-    stubs.mkdir(exist_ok=True)
-    log = where / "calls"
-    log.write_text("")
-    for name in ("rauc", "systemctl"):
-        stub = stubs / name
-        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
-        stub.chmod(0o755)
-    result = subprocess.run(
-        ["sh", str(where / "fallback")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"},
-        timeout=60,
-    )
+    log = stub_commands(where, ("rauc", "systemctl"))
+    result = run_stubbed(where / "fallback", where)
+    assert result.returncode == 0, result.stderr
     return result.stdout, log.read_text()
 
 
@@ -284,19 +297,8 @@ def test_the_health_commit_marks_the_slot_good_and_flushes_the_boot_state(
     script = script.replace("/proc/cmdline", str(cmdline))
     script = script.replace("/run/edgeloop-committed", str(committed))
     (tmp_path / "health-commit").write_text(script)
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    log = tmp_path / "calls"
-    (stubs / "rauc").write_text(f'#!/bin/sh\necho "rauc $*" >> {log}\n')
-    (stubs / "rauc").chmod(0o755)
-    result = subprocess.run(
-        ["sh", str(tmp_path / "health-commit")],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"},
-        timeout=60,
-    )
+    log = stub_commands(tmp_path, ("rauc",))
+    result = run_stubbed(tmp_path / "health-commit", tmp_path)
     # sync -f fails on a missing file: the helper names the backend's real one.
     assert result.returncode == 0, result.stderr
     assert log.read_text() == "rauc status mark-good booted\n"
